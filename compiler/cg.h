@@ -1,0 +1,120 @@
+/* Code generation context and helpers shared by the per-op code generators.
+ * (Private to compiler/.)
+ *
+ * The generator for a module walks its nodes in order and, for each, calls
+ * the op's generator from the table in cg_ops.c, which emits LLVM IR that
+ * computes the node's buffer from its inputs' buffers. Buffers are float
+ * pointers into the work arena (or params/grads/inputs/outputs), assigned by
+ * the memory planner before code generation; views (RESHAPE, GRADIENT_BLOCK,
+ * SLICE) alias their source and emit nothing.
+ *
+ * Loops are built with cg_for_begin/cg_for_end, which nest like C for-loops:
+ *
+ *     cg_loop i = cg_for_begin(c, cg_i64(c, 0), cg_i64(c, n), "i");
+ *         LLVMValueRef v = cg_loadf(c, x, i.iv);
+ *         cg_storef(c, y, i.iv, LLVMBuildFMul(c->b, v, v, "sq"));
+ *     cg_for_end(c, &i);
+ */
+#ifndef GIM_CG_H
+#define GIM_CG_H
+
+#include <llvm-c/Core.h>
+
+#include "graph.h"
+
+typedef struct cg_ctx {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMValueRef fn;            /* the function being emitted */
+    LLVMTypeRef f32, f64, i1, i32, i64, ptr, void_t;
+
+    /* Values loaded from the gim_call at function entry. */
+    LLVMValueRef call;          /* const gim_call * */
+    LLVMValueRef step;          /* i64 */
+    LLVMValueRef seed;          /* i64 */
+    LLVMValueRef lr;            /* float */
+    LLVMValueRef labels;        /* ptr (i32 data) */
+
+    /* Per node (indexed by node id): its buffer as a float pointer, valid once
+     * the node's code is emitted (or at entry for params, grads, inputs). */
+    LLVMValueRef *buf;
+    const gim_graph *graph;
+    const gim_module *module;
+    gim_diag *diag;
+    int errors;                 /* set by generators that cannot handle a case */
+} cg_ctx;
+
+/* An op's code generator: emit code computing n into cg_buf(c, n). Returns 0,
+ * or -1 after reporting through c->diag (an internal limitation). */
+typedef int (*cg_op_fn)(cg_ctx *c, const gim_node *n);
+
+/* ---- constants and types ---- */
+LLVMValueRef cg_i64(cg_ctx *c, int64_t v);
+LLVMValueRef cg_i32(cg_ctx *c, int32_t v);
+LLVMValueRef cg_f32(cg_ctx *c, float v);
+
+/* ---- buffers ---- */
+LLVMValueRef cg_buf(cg_ctx *c, const gim_node *n);           /* float* of n's data */
+LLVMValueRef cg_gep(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx);     /* &base[idx] (float) */
+LLVMValueRef cg_loadf(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx);   /* base[idx] */
+void cg_storef(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v);
+LLVMValueRef cg_loadi32(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx);
+/* memset(dst, 0, n floats) */
+void cg_zero(cg_ctx *c, LLVMValueRef dst, LLVMValueRef n);
+/* memcpy(dst, src, n floats) */
+void cg_copy(cg_ctx *c, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n);
+
+/* ---- arithmetic on i64 indices ---- */
+LLVMValueRef cg_add(cg_ctx *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_mul(cg_ctx *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_addk(cg_ctx *c, LLVMValueRef a, int64_t k);
+LLVMValueRef cg_mulk(cg_ctx *c, LLVMValueRef a, int64_t k);
+/* a*k + b, the common index step */
+LLVMValueRef cg_mad(cg_ctx *c, LLVMValueRef a, int64_t k, LLVMValueRef b);
+
+/* ---- float math ---- */
+LLVMValueRef cg_fmax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_exp(cg_ctx *c, LLVMValueRef x);
+LLVMValueRef cg_log(cg_ctx *c, LLVMValueRef x);
+LLVMValueRef cg_tanh(cg_ctx *c, LLVMValueRef x);
+LLVMValueRef cg_sqrt(cg_ctx *c, LLVMValueRef x);
+LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRef b);
+
+/* ---- loops ---- */
+typedef struct cg_loop {
+    LLVMValueRef iv;                 /* the induction variable (i64) */
+    LLVMValueRef phi;
+    LLVMBasicBlockRef header, body, latch, exit;
+    LLVMValueRef end;
+} cg_loop;
+
+/* for (iv = start; iv < end; iv++); the builder is left inside the body. */
+cg_loop cg_for_begin(cg_ctx *c, LLVMValueRef start, LLVMValueRef end, const char *name);
+cg_loop cg_for(cg_ctx *c, int64_t end, const char *name);     /* 0..end */
+void cg_for_end(cg_ctx *c, cg_loop *l);                         /* builder after the loop */
+
+/* A float accumulator usable across a loop (an alloca'd slot). */
+LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init);
+LLVMValueRef cg_var_get(cg_ctx *c, LLVMValueRef var);
+void cg_var_set(cg_ctx *c, LLVMValueRef var, LLVMValueRef v);
+
+/* if (cond) { ... } */
+typedef struct cg_if { LLVMBasicBlockRef then, done; } cg_if;
+cg_if cg_if_begin(cg_ctx *c, LLVMValueRef cond, const char *name);
+void cg_if_end(cg_ctx *c, cg_if *i);
+
+/* ---- calls into the runtime ---- */
+/* C = alpha op(A) op(B) + beta C, row-major; every dimension a constant. */
+void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
+              LLVMValueRef C, int64_t ldc);
+/* Calls a runtime function by name (declared on first use). */
+LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *args, int n, LLVMTypeRef *types);
+/* uniform integer in [0, n): gim_rt_rand_below(seed, stream, counter, n) */
+LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n);
+
+/* Reports an internal limitation at n's location. Returns -1. */
+int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,70 @@
+/* The compiler's public interface: each stage of the pipeline, in order.
+ *
+ *   gim_parse_program   (lang/)   source -> AST
+ *   gim_config_from_program       train block -> gim_train_config
+ *   gim_lower                     AST -> graph (functions inlined, shapes inferred)
+ *   gim_partition                 graph -> modules cut at gradient_block
+ *   gim_autodiff                  each module + its backward nodes
+ *   gim_plan / gim_codegen        LLVM module per model
+ *   gim_jit                       native code -> gim_exec_model (runtime/)
+ *
+ * Every stage reports user errors through gim_diag and returns -1 / NULL
+ * after reporting; it never exits. */
+#ifndef GIM_COMPILER_H
+#define GIM_COMPILER_H
+
+#include <stdio.h>
+
+#include "gim_lang.h"
+#include "gim_runtime.h"
+#include "graph.h"
+
+/* Reads the program's train block into cfg (which holds defaults or earlier
+ * values); unknown keys and bad values are located errors. */
+int gim_config_from_program(gim_diag *d, const gim_program *p, gim_train_config *cfg);
+
+/* Lowers the program's model to a graph with `batch` bound. Inlines every
+ * def call (each call its own parameters), infers every shape, reports
+ * unknown names, arity and shape errors at their source locations. Returns
+ * NULL if any error was reported. */
+gim_graph *gim_lower(gim_diag *d, const gim_program *p, int64_t batch);
+
+/* Cuts the graph into modules at gradient_block (or, with e2e, keeps one
+ * module holding every node and only the last loss). Errors: a module with
+ * no loss, a loss reading two modules, an output nothing computes. */
+int gim_partition(gim_diag *d, gim_graph *g, bool e2e);
+
+/* Adds each module's backward nodes and parameter gradients. */
+int gim_autodiff(gim_diag *d, gim_graph *g);
+
+/* Cost of one module per call (whole batch): parameters, activation floats
+ * (forward values kept for backward), FLOPs forward and for a training step. */
+typedef struct gim_cost {
+    int64_t n_ops, n_params, act_floats;
+    double fwd_flops, step_flops;
+} gim_cost;
+gim_cost gim_module_cost(const gim_graph *g, const gim_module *m);
+
+/* `gimc check`: the table of modules. */
+void gim_print_check_table(FILE *out, const gim_graph *g);
+/* `gimc graph`: Graphviz DOT, a cluster per module, blocked edges dashed. */
+void gim_print_dot(FILE *out, const gim_graph *g, bool backward);
+
+/* Code generation options. */
+typedef struct gim_cg_options {
+    int opt_level;               /* 0..3 */
+    const gim_train_config *cfg; /* optimizer settings compiled into step code */
+} gim_cg_options;
+
+/* Compiles every module and returns the runnable model, or NULL after
+ * reporting. The graph must be partitioned and differentiated. */
+gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o);
+
+/* `gimc ir`: LLVM IR of one module's function (before optimisation when
+ * opt_level is 0), its assembly, or an object file. module -1: all. */
+typedef enum gim_ir_what { GIM_IR_LLVM, GIM_IR_ASM, GIM_IR_OBJECT } gim_ir_what;
+int gim_emit_ir(gim_diag *d, const gim_graph *g, const gim_cg_options *o, int module,
+                const char *fn /* "forward", "step" or NULL for both */,
+                gim_ir_what what, FILE *out);
+
+#endif

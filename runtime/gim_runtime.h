@@ -1,0 +1,149 @@
+/* The runtime's public interface: the calling convention of generated code,
+ * a compiled model as the runtime sees it (no LLVM, no AST), and the kernels
+ * generated code calls by name.
+ *
+ * Generated code and the runtime agree on exactly this header; the compiler
+ * fills a gim_exec_model, the runtime drives it. */
+#ifndef GIM_RUNTIME_H
+#define GIM_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- the calling convention of a module's generated functions -------------- */
+
+enum {
+    GIM_CALL_NO_UPDATE = 1,   /* step computes loss and gradients, skips the optimizer */
+};
+
+/* Field order and types are part of the ABI the code generator emits against. */
+typedef struct gim_call {
+    const float *const *inputs;  /* one buffer per module input slot, in module order */
+    const int32_t *labels;       /* class labels [batch], or NULL when unused */
+    float *params;               /* the module's parameters, packed (see gim_param_info) */
+    float *grads;                /* same layout as params; step writes the gradients */
+    float *opt;                  /* optimizer state (Adam: m then v, 2 x n_params) */
+    float *work;                 /* scratch: activations and backward temporaries */
+    float *const *outputs;       /* one buffer per export slot, in module order */
+    uint64_t step;               /* optimizer steps taken, this one included (1-based) */
+    uint64_t seed;               /* the run's seed (negative sampling) */
+    float lr;                    /* learning rate for this step */
+    int32_t flags;               /* GIM_CALL_* */
+} gim_call;
+
+/* step: forward, loss, backward, update; returns the loss.
+ * forward: the forward pass alone; writes the export slots. */
+typedef float (*gim_step_fn)(const gim_call *call);
+typedef void (*gim_forward_fn)(const gim_call *call);
+
+/* ---- a compiled model ------------------------------------------------------ */
+
+#define GIM_RT_MAX_RANK 8
+
+typedef struct gim_param_info {
+    const char *name;            /* e.g. "conv_pair.1/conv2d.1/w" (checkpoint key) */
+    int rank;
+    int64_t shape[GIM_RT_MAX_RANK];
+    int64_t offset, numel;       /* in floats, within the module's params */
+    float init_bound;            /* initialised U(-bound, bound) */
+} gim_param_info;
+
+/* A tensor that crosses a module boundary: a model input, labels, or a
+ * module's output read downstream. */
+typedef struct gim_slot_info {
+    const char *name;
+    int rank;
+    int64_t shape[GIM_RT_MAX_RANK];
+    int64_t numel;
+    bool is_labels;              /* int32 labels rather than float32 data */
+    int producer;                /* module index, or -1 for a model input */
+} gim_slot_info;
+
+typedef struct gim_exec_module {
+    int index;
+    const char *name;            /* "module 1" */
+    gim_step_fn step;
+    gim_forward_fn forward;
+    gim_param_info *params;
+    int n_params;
+    int64_t n_param_floats;
+    int64_t n_opt_floats;
+    int64_t n_work_floats;
+    int *inputs;                 /* slot indices */
+    int n_inputs;
+    int *exports;                /* slot indices */
+    int n_exports;
+    bool has_loss;
+    const char *loss_kind;       /* "infonce", "cross_entropy" */
+    double fwd_flops, step_flops;   /* per call (whole batch) */
+} gim_exec_module;
+
+typedef struct gim_exec_model {
+    const char *name;
+    int64_t batch;
+    gim_exec_module *modules;
+    int n_modules;
+    gim_slot_info *slots;
+    int n_slots;
+    int output_slot;             /* the model's `output`, or -1 */
+    void *owner;                 /* the JIT and its arena */
+    void (*release)(struct gim_exec_model *m);
+} gim_exec_model;
+
+void gim_exec_model_free(gim_exec_model *m);
+
+/* ---- kernels called by generated code ------------------------------------ */
+
+/* Counter-based random numbers: a pure function of (seed, stream, counter),
+ * so a step's negatives are reproducible and the backward pass can draw the
+ * same ones again. Returns a uniform integer in [0, n). */
+uint32_t gim_rt_rand_below(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t n);
+/* 64 random bits. */
+uint64_t gim_rt_rand_u64(uint64_t seed, uint64_t stream, uint64_t counter);
+
+/* im2col for one image: x [C, H, W] -> cols [C*kh*kw, Ho*Wo]. */
+void gim_rt_im2col(const float *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *cols);
+/* The adjoint: accumulates cols [C*kh*kw, Ho*Wo] into dx [C, H, W] (dx is not cleared). */
+void gim_rt_col2im(const float *cols, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx);
+
+/* Thin wrapper over cblas_sgemm (row-major), so generated code has one stable
+ * symbol: C = alpha * op(A) op(B) + beta * C. */
+void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc);
+
+/* Registers every symbol above with a name -> address table for the JIT.
+ * Returns the count; *names and *addrs point at static arrays. */
+int gim_rt_symbols(const char *const **names, void *const **addrs);
+
+/* ---- training configuration ------------------------------------------------ */
+
+typedef enum gim_optimizer_kind { GIM_OPT_ADAM, GIM_OPT_SGD } gim_optimizer_kind;
+typedef enum gim_schedule { GIM_SCHED_SIMULTANEOUS, GIM_SCHED_SEQUENTIAL, GIM_SCHED_ASYNC } gim_schedule;
+
+/* Everything a run is configured by: the model's train block, then the
+ * command line on top. Optimizer settings are compiled into the step code. */
+typedef struct gim_train_config {
+    const char *dataset;         /* "fashion-mnist" or a directory of IDX files */
+    int64_t batch;
+    int64_t epochs;
+    int64_t steps;               /* 0: whole epochs */
+    gim_optimizer_kind optimizer;
+    double lr, beta1, beta2, eps, weight_decay, momentum;
+    gim_schedule schedule;
+    uint64_t seed;
+    int threads;                 /* 0: all cores */
+    const char *out_dir;
+    bool resume;
+    bool e2e;
+    int64_t save_every;          /* steps between checkpoints; 0: default */
+} gim_train_config;
+
+/* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,
+ * 0.999, 1e-8), simultaneous, seed 0, out dir "runs/<model>". */
+void gim_train_config_defaults(gim_train_config *c);
+
+#endif
