@@ -49,6 +49,14 @@ typedef struct cg_ctx {
  * or -1 after reporting through c->diag (an internal limitation). */
 typedef int (*cg_op_fn)(cg_ctx *c, const gim_node *n);
 
+/* Per-family generator tables (cg_elementwise.c, cg_conv.c, cg_loss.c), merged
+ * by cg_ops.c. An entry is NULL where the family has no generator for the op. */
+extern const cg_op_fn cg_elementwise_ops[GIM_OP_COUNT];
+extern const cg_op_fn cg_conv_ops[GIM_OP_COUNT];
+extern const cg_op_fn cg_loss_ops[GIM_OP_COUNT];
+/* The generator for op, or NULL (sources and views have none). */
+cg_op_fn cg_op_generator(gim_op op);
+
 /* ---- constants and types ---- */
 LLVMValueRef cg_i64(cg_ctx *c, int64_t v);
 LLVMValueRef cg_i32(cg_ctx *c, int32_t v);

@@ -1,0 +1,6 @@
+/* Code generators: elementwise ops. */
+#include "cg.h"
+
+const cg_op_fn cg_elementwise_ops[GIM_OP_COUNT] = {
+    [GIM_OP_INPUT] = NULL,
+};
