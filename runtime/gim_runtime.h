@@ -25,7 +25,9 @@ typedef struct gim_call {
     float *grads;                /* same layout as params; step writes the gradients */
     float *opt;                  /* optimizer state (Adam: m then v, 2 x n_params) */
     float *work;                 /* scratch: activations and backward temporaries */
-    float *const *outputs;       /* one buffer per export slot, in module order */
+    float *const *outputs;       /* one buffer per export slot, in module order; both
+                                    step and forward write them (step: the values of
+                                    its forward pass, before the update) */
     uint64_t step;               /* optimizer steps taken, this one included (1-based) */
     uint64_t seed;               /* the run's seed (negative sampling) */
     float lr;                    /* learning rate for this step */
@@ -74,6 +76,9 @@ typedef struct gim_exec_module {
     int n_inputs;
     int *exports;                /* slot indices */
     int n_exports;
+    int feature_slot;            /* the representation this module learns (the z its
+                                    infonce reads; else its last export): a slot that
+                                    forward writes, for the linear probe; -1 if none */
     bool has_loss;
     const char *loss_kind;       /* "infonce", "cross_entropy" */
     double fwd_flops, step_flops;   /* per call (whole batch) */
