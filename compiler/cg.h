@@ -43,6 +43,10 @@ typedef struct cg_ctx {
     const gim_module *module;
     gim_diag *diag;
     int errors;                 /* set by generators that cannot handle a case */
+    /* Per node (indexed by node id): float* of the node's scratch in work
+     * (see cg_scratch_floats), set before its generator runs; NULL (or a
+     * NULL array) when none was planned. */
+    LLVMValueRef *scratch;
 } cg_ctx;
 
 /* An op's code generator: emit code computing n into cg_buf(c, n). Returns 0,
@@ -121,6 +125,18 @@ void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
 LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *args, int n, LLVMTypeRef *types);
 /* uniform integer in [0, n): gim_rt_rand_below(seed, stream, counter, n) */
 LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n);
+
+/* ---- per-node scratch ----
+ * Some generators need temporaries beyond their output (InfoNCE's predictions,
+ * GRU gate pre-activations). cg_scratch_floats(n) is how many floats; the
+ * memory planner reserves that many in work for n, live only while n's code
+ * runs, and the module generator stores their address in c->scratch[n->id].
+ * cg_scratch(c, n) returns it, or NULL when none was planned (a generator then
+ * allocates with gim_malloc at run time). Families add their own table. */
+typedef int64_t (*cg_scratch_fn)(const gim_node *n);
+extern const cg_scratch_fn cg_loss_scratch[GIM_OP_COUNT];
+int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
+LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
 /* Reports an internal limitation at n's location. Returns -1. */
 int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
