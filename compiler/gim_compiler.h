@@ -36,6 +36,9 @@ int gim_partition(gim_diag *d, gim_graph *g, bool e2e);
 
 /* Adds each module's backward nodes and parameter gradients. */
 int gim_autodiff(gim_diag *d, gim_graph *g);
+/* Does op have a backward rule (every user op does; sources and internal ops
+ * do not)? For the op-table coverage test. */
+bool gim_autodiff_has_rule(gim_op op);
 
 /* Cost of one module per call (whole batch): parameters, activation floats
  * (forward values kept for backward), FLOPs forward and for a training step. */
