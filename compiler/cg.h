@@ -136,6 +136,7 @@ LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLV
 typedef int64_t (*cg_scratch_fn)(const gim_node *n);
 extern const cg_scratch_fn cg_loss_scratch[GIM_OP_COUNT];
 int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
+extern const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT];   /* cg_conv.c */
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
 /* Reports an internal limitation at n's location. Returns -1. */

@@ -1,6 +1,533 @@
-/* Code generators: conv ops. */
+/* Code generators: convolutions, patches, pools, linear layers (forward and
+ * backward).
+ *
+ * Convolutions are lowered to one large SGEMM per chunk of images over an
+ * im2col matrix:
+ *
+ *     cols [K, N]   K = C·kh·kw, N = nimg·Ho·Wo   (column b·Ho·Wo + p of image b)
+ *     Y    [O, N] = W [O, K] · cols                 forward
+ *     dcols[K, N] = Wᵀ · dYᵗ,  dx = col2im(dcols)   backward data
+ *     dW   [O, K] += dYᵗ · colsᵀ                     backward weight
+ *
+ * where dYᵗ [O, N] is dy [nimg, O, Ho·Wo] with its first two axes swapped
+ * (a copy of contiguous rows). Batching images makes the GEMM as wide as the
+ * scratch space allows (big GEMMs run much faster than many small ones: the
+ * canonical model's 8×8 patches give Ho·Wo = 64 per image). The chunk size is
+ * a compile-time constant; the last, partial chunk is emitted separately.
+ * A chunk of one image needs no transposes (Y and dY are already [O, Ho·Wo]),
+ * and a 1×1 stride-1 unpadded convolution over large images needs no im2col.
+ *
+ * Scratch (cols and the transposed chunk): the planner's per-node scratch
+ * (cg_scratch, sized by the cg_conv_scratch table). When none was planned
+ * (hand-built graphs), one zero-initialised global per module
+ * (`gim_conv_scratch_m<N>`) sized for the module's largest need; that
+ * fallback assumes one module's functions never run concurrently.
+ *
+ * conv1d is conv2d with H = 1, kh = 1. */
+#include <stdio.h>
+
 #include "cg.h"
 
+/* Floats of scratch a chunk may use; bounds the batched GEMM's width. */
+#define CONV_SCRATCH_CAP ((int64_t)2 << 20)
+
+/* ---- geometry -------------------------------------------------------------- */
+
+typedef struct conv_geo {
+    int64_t B, C, H, W;          /* flattened batch, input channels and extent */
+    int64_t O, kh, kw, sh, sw, ph, pw;
+    int64_t Ho, Wo;
+    int64_t K, HoWo, CHW;        /* C·kh·kw, Ho·Wo, C·H·W */
+    int64_t chunk;               /* images per GEMM */
+    bool direct;                 /* 1×1, stride 1, no padding, one image per GEMM: no im2col */
+} conv_geo;
+
+static bool conv_is_1d(gim_op op) {
+    return op == GIM_OP_CONV1D || op == GIM_OP_CONV1D_BWD_DATA || op == GIM_OP_CONV1D_BWD_WEIGHT;
+}
+
+static bool conv_is_conv(gim_op op) {
+    switch (op) {
+    case GIM_OP_CONV2D: case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV2D_BWD_WEIGHT:
+    case GIM_OP_CONV1D: case GIM_OP_CONV1D_BWD_DATA: case GIM_OP_CONV1D_BWD_WEIGHT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The tensor whose shape is the convolution's input x: x itself for the
+ * forward and weight gradient, the node's own shape (dx) for the data gradient. */
+static const gim_shape *conv_x_shape(const gim_node *n) {
+    switch (n->op) {
+    case GIM_OP_CONV2D: case GIM_OP_CONV1D: return &n->in[0]->shape;
+    case GIM_OP_CONV2D_BWD_WEIGHT: case GIM_OP_CONV1D_BWD_WEIGHT: return &n->in[1]->shape;
+    default: return &n->shape;
+    }
+}
+
+/* Fills g from n's attrs (out, k, stride, pad: the same slots in every conv
+ * op) and shapes. Returns false if the shapes cannot be a convolution. */
+static bool conv_geometry(const gim_node *n, conv_geo *g) {
+    const gim_shape *xs = conv_x_shape(n);
+    bool one_d = conv_is_1d(n->op);
+    int need = one_d ? 2 : 3;
+    if (xs->rank < need) return false;
+    int64_t k = gim_attr_i(n, 1), s = gim_attr_i(n, 2), p = gim_attr_i(n, 3);
+    if (s <= 0) s = 1;
+    g->O = gim_attr_i(n, 0);
+    g->C = xs->d[xs->rank - need];
+    g->H = one_d ? 1 : xs->d[xs->rank - 2];
+    g->W = xs->d[xs->rank - 1];
+    g->kh = one_d ? 1 : k;
+    g->kw = k;
+    g->sh = one_d ? 1 : s;
+    g->sw = s;
+    g->ph = one_d ? 0 : p;
+    g->pw = p;
+    if (g->C <= 0 || g->O <= 0 || k <= 0 || p < 0) return false;
+    g->Ho = (g->H + 2 * g->ph - g->kh) / g->sh + 1;
+    g->Wo = (g->W + 2 * g->pw - g->kw) / g->sw + 1;
+    if (g->H + 2 * g->ph < g->kh || g->W + 2 * g->pw < g->kw) return false;
+    g->K = g->C * g->kh * g->kw;
+    g->HoWo = g->Ho * g->Wo;
+    g->CHW = g->C * g->H * g->W;
+    g->B = gim_shape_numel(xs) / g->CHW;
+    int64_t per_img = (g->K + g->O) * g->HoWo;
+    g->direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 &&
+                g->HoWo >= 256;
+    if (g->direct || per_img >= CONV_SCRATCH_CAP) g->chunk = 1;
+    else g->chunk = CONV_SCRATCH_CAP / per_img;
+    if (g->chunk > g->B) g->chunk = g->B;
+    if (g->chunk < 1) g->chunk = 1;
+    return true;
+}
+
+/* Scratch floats n's generated code needs (0 for ops without scratch). */
+static int64_t cg_conv_scratch_floats(const gim_node *n) {
+    conv_geo g;
+    if (!conv_is_conv(n->op) || !conv_geometry(n, &g) || g.direct) return 0;
+    /* A one-image chunk reads and writes y / dy in place: only cols. */
+    if (g.chunk == 1) return g.K * g.HoWo;
+    return g.chunk * (g.K + g.O) * g.HoWo;
+}
+
+static LLVMValueRef conv_scratch(cg_ctx *c, const gim_node *n) {
+    LLVMValueRef planned = cg_scratch(c, n);
+    if (planned) return planned;
+    int64_t need = cg_conv_scratch_floats(n), size = need;
+    char name[64];
+    if (c->module) {
+        snprintf(name, sizeof name, "gim_conv_scratch_m%d", c->module->index + 1);
+        for (int pass = 0; pass < 2; pass++) {
+            const gim_ptrvec *v = pass ? &c->module->bwd_nodes : &c->module->nodes;
+            for (int i = 0; i < v->len; i++) {
+                int64_t f = cg_conv_scratch_floats((const gim_node *)v->items[i]);
+                if (f > size) size = f;
+            }
+        }
+    } else {
+        snprintf(name, sizeof name, "gim_conv_scratch_n%d", n->id);
+    }
+    LLVMValueRef g = LLVMGetNamedGlobal(c->mod, name);
+    if (g) {
+        int64_t have = (int64_t)LLVMGetArrayLength(LLVMGlobalGetValueType(g));
+        if (have >= need) return g;
+        /* Not one of the module's nodes (hand-built graphs): its own scratch. */
+        snprintf(name, sizeof name, "gim_conv_scratch_n%d", n->id);
+        size = need;
+        if ((g = LLVMGetNamedGlobal(c->mod, name))) return g;
+    }
+    LLVMTypeRef t = LLVMArrayType(c->f32, (unsigned)size);
+    g = LLVMAddGlobal(c->mod, t, name);
+    LLVMSetInitializer(g, LLVMConstNull(t));
+    LLVMSetLinkage(g, LLVMInternalLinkage);
+    LLVMSetAlignment(g, 64);
+    return g;
+}
+
+/* ---- small emit helpers ------------------------------------------------------ */
+
+/* An alloca'd variable of type t (in the entry block, so mem2reg promotes it). */
+static LLVMValueRef conv_slot(cg_ctx *c, LLVMTypeRef t, LLVMValueRef init, const char *name) {
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMBuilderRef tb = LLVMCreateBuilderInContext(c->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first) LLVMPositionBuilderBefore(tb, first);
+    else LLVMPositionBuilderAtEnd(tb, entry);
+    LLVMValueRef slot = LLVMBuildAlloca(tb, t, name);
+    LLVMDisposeBuilder(tb);
+    LLVMBuildStore(c->b, init, slot);
+    return slot;
+}
+
+static LLVMValueRef conv_get(cg_ctx *c, LLVMTypeRef t, LLVMValueRef slot) {
+    return LLVMBuildLoad2(c->b, t, slot, "");
+}
+
+/* 0 <= v < n, for v that may be negative */
+static LLVMValueRef conv_in_range(cg_ctx *c, LLVMValueRef v, int64_t n) {
+    return LLVMBuildICmp(c->b, LLVMIntULT, v, cg_i64(c, n), "inb");
+}
+
+/* base[idx] += v */
+static void conv_accum(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
+    cg_storef(c, base, idx, LLVMBuildFAdd(c->b, cg_loadf(c, base, idx), v, "acc"));
+}
+
+/* ---- im2col and its adjoint ----------------------------------------------------- */
+
+/* cols[(cc·kh + i)·kw + j, b·HoWo + oh·Wo + ow] = x[b, cc, oh·sh − ph + i, ow·sw − pw + j]
+ * (0 outside x), for the nimg images at x; rows of nimg·HoWo floats. With
+ * adjoint, the transpose: dx[...] += cols[...] (x is then dx). */
+static void conv_im2col(cg_ctx *c, const conv_geo *g, LLVMValueRef x, int64_t nimg,
+                        LLVMValueRef cols, bool adjoint) {
+    int64_t npix = nimg * g->HoWo;
+    bool padded = g->ph > 0 || g->pw > 0;
+    LLVMValueRef zero = cg_f32(c, 0.0f);
+    cg_loop lc = cg_for(c, g->C, "ic");
+    cg_loop li = cg_for(c, g->kh, "ki");
+    cg_loop lj = cg_for(c, g->kw, "kj");
+    LLVMValueRef row = cg_mad(c, cg_mad(c, lc.iv, g->kh, li.iv), g->kw, lj.iv);
+    LLVMValueRef rowbase = cg_mulk(c, row, npix);
+    cg_loop lb = cg_for(c, nimg, "img");
+    LLVMValueRef xbase = cg_mad(c, lb.iv, g->CHW, cg_mulk(c, lc.iv, g->H * g->W));
+    LLVMValueRef cbase = cg_mad(c, lb.iv, g->HoWo, rowbase);
+    cg_loop lh = cg_for(c, g->Ho, "oh");
+    LLVMValueRef ih = cg_add(c, cg_mulk(c, lh.iv, g->sh), cg_addk(c, li.iv, -g->ph));
+    LLVMValueRef hok = padded ? conv_in_range(c, ih, g->H) : NULL;
+    LLVMValueRef xrow = cg_mad(c, ih, g->W, xbase);
+    LLVMValueRef crow = cg_mad(c, lh.iv, g->Wo, cbase);
+    cg_loop lw = cg_for(c, g->Wo, "ow");
+    LLVMValueRef iw = cg_add(c, cg_mulk(c, lw.iv, g->sw), cg_addk(c, lj.iv, -g->pw));
+    LLVMValueRef src = cg_add(c, xrow, iw);
+    LLVMValueRef dst = cg_add(c, crow, lw.iv);
+    LLVMValueRef ok = NULL;
+    if (padded) {
+        ok = LLVMBuildAnd(c->b, hok, conv_in_range(c, iw, g->W), "ok");
+        src = cg_select(c, ok, src, cg_i64(c, 0));   /* a safe address; the value is masked */
+    }
+    if (!adjoint) {
+        LLVMValueRef v = cg_loadf(c, x, src);
+        cg_storef(c, cols, dst, ok ? cg_select(c, ok, v, zero) : v);
+    } else {
+        LLVMValueRef v = cg_loadf(c, cols, dst);
+        conv_accum(c, x, src, ok ? cg_select(c, ok, v, zero) : v);
+    }
+    cg_for_end(c, &lw);
+    cg_for_end(c, &lh);
+    cg_for_end(c, &lb);
+    cg_for_end(c, &lj);
+    cg_for_end(c, &li);
+    cg_for_end(c, &lc);
+}
+
+/* Swaps the first two axes of nimg images: to [O, nimg·HoWo] from
+ * [nimg, O, HoWo] (to_wide) or back; optionally adding bias[o] (back only). */
+static void conv_swap_axes(cg_ctx *c, const conv_geo *g, int64_t nimg, LLVMValueRef wide,
+                           LLVMValueRef imgs, bool to_wide, LLVMValueRef bias) {
+    int64_t npix = nimg * g->HoWo;
+    cg_loop lb = cg_for(c, nimg, "img");
+    cg_loop lo = cg_for(c, g->O, "o");
+    LLVMValueRef bo = bias ? cg_loadf(c, bias, lo.iv) : NULL;
+    LLVMValueRef ibase = cg_mulk(c, cg_mad(c, lb.iv, g->O, lo.iv), g->HoWo);
+    LLVMValueRef wbase = cg_mad(c, lo.iv, npix, cg_mulk(c, lb.iv, g->HoWo));
+    cg_loop lp = cg_for(c, g->HoWo, "p");
+    LLVMValueRef ii = cg_add(c, ibase, lp.iv), wi = cg_add(c, wbase, lp.iv);
+    if (to_wide) {
+        cg_storef(c, wide, wi, cg_loadf(c, imgs, ii));
+    } else {
+        LLVMValueRef v = cg_loadf(c, wide, wi);
+        cg_storef(c, imgs, ii, bo ? LLVMBuildFAdd(c->b, v, bo, "yb") : v);
+    }
+    cg_for_end(c, &lp);
+    cg_for_end(c, &lo);
+    cg_for_end(c, &lb);
+}
+
+/* ---- convolutions ----------------------------------------------------------------- */
+
+typedef struct conv_args {
+    const conv_geo *g;
+    gim_op op;
+    LLVMValueRef a, w, bias, out, scratch;   /* a: x (fwd, bwd weight) or dy (bwd data) */
+    LLVMValueRef dy;                          /* bwd weight */
+} conv_args;
+
+/* One chunk of nimg images starting at image b0 (an i64 value). */
+static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t nimg) {
+    const conv_geo *g = a->g;
+    int64_t npix = nimg * g->HoWo;
+    LLVMValueRef xoff = cg_mulk(c, b0, g->CHW), yoff = cg_mulk(c, b0, g->O * g->HoWo);
+    LLVMValueRef cols = a->scratch;
+    LLVMValueRef wide = nimg == 1 ? NULL : cg_gep(c, a->scratch, cg_i64(c, g->K * npix));
+    switch (a->op) {
+    case GIM_OP_CONV2D:
+    case GIM_OP_CONV1D: {
+        /* y[b, o, p] = Σ_k W[o, k] cols[k, b·HoWo + p] + bias[o] */
+        LLVMValueRef xb = cg_gep(c, a->a, xoff), yb = cg_gep(c, a->out, yoff);
+        if (g->direct) cols = xb;
+        else conv_im2col(c, g, xb, nimg, cols, false);
+        cg_sgemm(c, false, false, g->O, npix, g->K, 1.0f, a->w, g->K, cols, npix, 0.0f,
+                 wide ? wide : yb, npix);
+        if (wide) {
+            conv_swap_axes(c, g, nimg, wide, yb, false, a->bias);
+        } else if (a->bias) {
+            cg_loop lo = cg_for(c, g->O, "o");
+            LLVMValueRef bo = cg_loadf(c, a->bias, lo.iv);
+            cg_loop lp = cg_for(c, g->HoWo, "p");
+            LLVMValueRef i = cg_mad(c, lo.iv, g->HoWo, lp.iv);
+            cg_storef(c, yb, i, LLVMBuildFAdd(c->b, cg_loadf(c, yb, i), bo, "yb"));
+            cg_for_end(c, &lp);
+            cg_for_end(c, &lo);
+        }
+        break;
+    }
+    case GIM_OP_CONV2D_BWD_DATA:
+    case GIM_OP_CONV1D_BWD_DATA: {
+        /* dcols = Wᵀ dYᵗ; dx = col2im(dcols) */
+        LLVMValueRef dyb = cg_gep(c, a->a, yoff), dxb = cg_gep(c, a->out, xoff);
+        LLVMValueRef dyt = dyb;
+        if (wide) {
+            conv_swap_axes(c, g, nimg, wide, dyb, true, NULL);
+            dyt = wide;
+        }
+        if (g->direct) {
+            cg_sgemm(c, true, false, g->K, npix, g->O, 1.0f, a->w, g->K, dyt, npix, 0.0f, dxb, npix);
+        } else {
+            cg_sgemm(c, true, false, g->K, npix, g->O, 1.0f, a->w, g->K, dyt, npix, 0.0f, cols, npix);
+            conv_im2col(c, g, dxb, nimg, cols, true);
+        }
+        break;
+    }
+    default: {
+        /* dW += dYᵗ colsᵀ */
+        LLVMValueRef xb = cg_gep(c, a->a, xoff), dyb = cg_gep(c, a->dy, yoff);
+        LLVMValueRef dyt = dyb;
+        if (wide) {
+            conv_swap_axes(c, g, nimg, wide, dyb, true, NULL);
+            dyt = wide;
+        }
+        if (g->direct) cols = xb;
+        else conv_im2col(c, g, xb, nimg, cols, false);
+        cg_sgemm(c, false, true, g->O, g->K, npix, 1.0f, dyt, npix, cols, npix, 1.0f, a->out, g->K);
+        break;
+    }
+    }
+}
+
+/* conv2d / conv1d and their gradients (PyTorch semantics, zero padding):
+ *   y[b, o, p, q]  = bias[o] + Σ_{c,i,j} w[o, c, i, j] x[b, c, p·sh − ph + i, q·sw − pw + j]
+ *   dx[b, c, r, t] = Σ_{o,p,q,i,j: p·sh−ph+i = r, q·sw−pw+j = t} w[o, c, i, j] dy[b, o, p, q]
+ *   dw[o, c, i, j] = Σ_{b,p,q} dy[b, o, p, q] x[b, c, p·sh − ph + i, q·sw − pw + j]
+ * (the bias gradient is a BIAS_BWD node). */
+static int cg_conv(cg_ctx *c, const gim_node *n) {
+    conv_geo g;
+    if (!conv_geometry(n, &g)) return cg_fail(c, n, "%s: unsupported shapes", gim_op_name(n->op));
+    conv_args a = {.g = &g, .op = n->op, .out = cg_buf(c, n)};
+    switch (n->op) {
+    case GIM_OP_CONV2D: case GIM_OP_CONV1D:
+        a.a = cg_buf(c, n->in[0]);
+        a.w = cg_buf(c, n->in[1]);
+        a.bias = n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
+        break;
+    case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV1D_BWD_DATA:
+        a.a = cg_buf(c, n->in[0]);
+        a.w = cg_buf(c, n->in[1]);
+        if (!g.direct) cg_zero(c, a.out, cg_i64(c, gim_shape_numel(&n->shape)));
+        break;
+    default:
+        a.dy = cg_buf(c, n->in[0]);
+        a.a = cg_buf(c, n->in[1]);
+        cg_zero(c, a.out, cg_i64(c, g.O * g.K));
+        break;
+    }
+    a.scratch = cg_conv_scratch_floats(n) > 0 ? conv_scratch(c, n) : NULL;
+    int64_t full = g.B / g.chunk, rest = g.B % g.chunk;
+    if (full == 1) {
+        conv_chunk(c, &a, cg_i64(c, 0), g.chunk);
+    } else if (full > 1) {
+        cg_loop l = cg_for(c, full, "chunk");
+        conv_chunk(c, &a, cg_mulk(c, l.iv, g.chunk), g.chunk);
+        cg_for_end(c, &l);
+    }
+    if (rest) conv_chunk(c, &a, cg_i64(c, full * g.chunk), rest);
+    return 0;
+}
+
+/* ---- linear --------------------------------------------------------------------- */
+
+/* y [B, O] = x [B, C] wᵀ + b */
+static int cg_linear(cg_ctx *c, const gim_node *n) {
+    const gim_shape *xs = &n->in[0]->shape;
+    if (xs->rank < 1) return cg_fail(c, n, "linear: scalar input");
+    int64_t C = xs->d[xs->rank - 1], O = gim_attr_i(n, 0), B = gim_shape_numel(xs) / C;
+    LLVMValueRef y = cg_buf(c, n);
+    cg_sgemm(c, false, true, B, O, C, 1.0f, cg_buf(c, n->in[0]), C, cg_buf(c, n->in[1]), C, 0.0f, y, O);
+    if (n->n_in > 2) {
+        LLVMValueRef b = cg_buf(c, n->in[2]);
+        cg_loop li = cg_for(c, B, "row");
+        cg_loop lo = cg_for(c, O, "o");
+        LLVMValueRef i = cg_mad(c, li.iv, O, lo.iv);
+        cg_storef(c, y, i, LLVMBuildFAdd(c->b, cg_loadf(c, y, i), cg_loadf(c, b, lo.iv), "yb"));
+        cg_for_end(c, &lo);
+        cg_for_end(c, &li);
+    }
+    return 0;
+}
+
+/* dx [B, C] = dy [B, O] w [O, C] */
+static int cg_linear_bwd_data(cg_ctx *c, const gim_node *n) {
+    const gim_shape *ws = &n->in[1]->shape;
+    if (ws->rank != 2) return cg_fail(c, n, "linear_bwd_data: weight must be [out, C]");
+    int64_t O = ws->d[0], C = ws->d[1], B = gim_shape_numel(&n->shape) / C;
+    cg_sgemm(c, false, false, B, C, O, 1.0f, cg_buf(c, n->in[0]), O, cg_buf(c, n->in[1]), C, 0.0f,
+             cg_buf(c, n), C);
+    return 0;
+}
+
+/* dw [O, C] = dyᵀ [O, B] x [B, C] */
+static int cg_linear_bwd_weight(cg_ctx *c, const gim_node *n) {
+    const gim_shape *ds = &n->in[0]->shape, *xs = &n->in[1]->shape;
+    if (ds->rank < 1 || xs->rank < 1) return cg_fail(c, n, "linear_bwd_weight: scalar input");
+    int64_t O = ds->d[ds->rank - 1], C = xs->d[xs->rank - 1], B = gim_shape_numel(xs) / C;
+    cg_sgemm(c, true, false, O, C, B, 1.0f, cg_buf(c, n->in[0]), O, cg_buf(c, n->in[1]), C, 0.0f,
+             cg_buf(c, n), C);
+    return 0;
+}
+
+/* ---- patches --------------------------------------------------------------------- */
+
+/* y[n, gi, gj, c, r, t] = x[n, c, gi·stride + r, gj·stride + t]; the backward
+ * op sums each dy element back into dx at the same place (patches overlap). */
+static int cg_patches(cg_ctx *c, const gim_node *n) {
+    bool bwd = n->op == GIM_OP_PATCHES_BWD;
+    const gim_shape *xs = bwd ? &n->shape : &n->in[0]->shape;
+    if (xs->rank != 4) return cg_fail(c, n, "patches: input must be [N, C, H, W]");
+    int64_t N = xs->d[0], C = xs->d[1], H = xs->d[2], W = xs->d[3];
+    int64_t s = gim_attr_i(n, 0), st = gim_attr_i(n, 1);
+    if (s <= 0 || s > H || s > W || st <= 0) return cg_fail(c, n, "patches: bad size or stride");
+    int64_t Gh = (H - s) / st + 1, Gw = (W - s) / st + 1;
+    LLVMValueRef x = bwd ? cg_buf(c, n) : cg_buf(c, n->in[0]);
+    LLVMValueRef y = bwd ? cg_buf(c, n->in[0]) : cg_buf(c, n);
+    if (bwd) cg_zero(c, x, cg_i64(c, N * C * H * W));
+    cg_loop ln = cg_for(c, N, "n");
+    cg_loop lgi = cg_for(c, Gh, "gi");
+    cg_loop lgj = cg_for(c, Gw, "gj");
+    cg_loop lc = cg_for(c, C, "c");
+    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_mad(c, cg_mad(c, ln.iv, Gh, lgi.iv), Gw, lgj.iv), C, lc.iv),
+                                 s * s);
+    LLVMValueRef xbase = cg_add(c, cg_mulk(c, cg_mad(c, ln.iv, C, lc.iv), H * W),
+                                cg_add(c, cg_mulk(c, lgi.iv, st * W), cg_mulk(c, lgj.iv, st)));
+    cg_loop lr = cg_for(c, s, "r");
+    LLVMValueRef yrow = cg_mad(c, lr.iv, s, ybase), xrow = cg_mad(c, lr.iv, W, xbase);
+    cg_loop lt = cg_for(c, s, "t");
+    LLVMValueRef yi = cg_add(c, yrow, lt.iv), xi = cg_add(c, xrow, lt.iv);
+    if (bwd) conv_accum(c, x, xi, cg_loadf(c, y, yi));
+    else cg_storef(c, y, yi, cg_loadf(c, x, xi));
+    cg_for_end(c, &lt);
+    cg_for_end(c, &lr);
+    cg_for_end(c, &lc);
+    cg_for_end(c, &lgj);
+    cg_for_end(c, &lgi);
+    cg_for_end(c, &ln);
+    return 0;
+}
+
+/* ---- pools -------------------------------------------------------------------------- */
+
+/* Pools read windows k×k at (oh·stride, ow·stride), no padding, floor:
+ *   avg: y = mean of the window;   dx[window] += dy / k²
+ *   max: y = max of the window;    dx[argmax] += dy, argmax recomputed from x,
+ *        the first maximum in row-major window order on ties. */
+static int cg_pool(cg_ctx *c, const gim_node *n) {
+    bool bwd = n->op == GIM_OP_AVGPOOL2D_BWD || n->op == GIM_OP_MAXPOOL2D_BWD;
+    bool is_max = n->op == GIM_OP_MAXPOOL2D || n->op == GIM_OP_MAXPOOL2D_BWD;
+    /* x's shape: the forward's input, or dx (the node itself) for the backward */
+    const gim_shape *xs = bwd ? &n->shape : &n->in[0]->shape;
+    if (xs->rank < 2) return cg_fail(c, n, "%s: input must be [..., H, W]", gim_op_name(n->op));
+    int64_t k = gim_attr_i(n, 0), st = gim_attr_i(n, 1);
+    if (st <= 0) st = k;
+    int64_t H = xs->d[xs->rank - 2], W = xs->d[xs->rank - 1];
+    if (k <= 0 || k > H || k > W) return cg_fail(c, n, "%s: bad window", gim_op_name(n->op));
+    int64_t Ho = (H - k) / st + 1, Wo = (W - k) / st + 1, B = gim_shape_numel(xs) / (H * W);
+
+    LLVMValueRef out = cg_buf(c, n);
+    LLVMValueRef x = NULL, dy = NULL;
+    if (!bwd) x = cg_buf(c, n->in[0]);
+    else {
+        dy = cg_buf(c, n->in[0]);
+        if (is_max) x = cg_buf(c, n->in[1]);
+        cg_zero(c, out, cg_i64(c, B * H * W));
+    }
+    LLVMValueRef acc = is_max ? NULL : conv_slot(c, c->f32, cg_f32(c, 0.0f), "sum");
+    LLVMValueRef best = is_max ? conv_slot(c, c->f32, cg_f32(c, 0.0f), "best") : NULL;
+    LLVMValueRef besti = is_max ? conv_slot(c, c->i64, cg_i64(c, 0), "besti") : NULL;
+    float inv = 1.0f / (float)(k * k);
+
+    cg_loop lb = cg_for(c, B, "bc");
+    cg_loop lh = cg_for(c, Ho, "oh");
+    cg_loop lw = cg_for(c, Wo, "ow");
+    LLVMValueRef yi = cg_mad(c, cg_mad(c, lb.iv, Ho, lh.iv), Wo, lw.iv);
+    LLVMValueRef x0 = cg_add(c, cg_mulk(c, lb.iv, H * W),
+                             cg_add(c, cg_mulk(c, lh.iv, st * W), cg_mulk(c, lw.iv, st)));
+    LLVMValueRef g = NULL;
+    if (is_max) {
+        LLVMBuildStore(c->b, cg_loadf(c, x, x0), best);
+        LLVMBuildStore(c->b, x0, besti);
+    } else if (bwd) {
+        g = LLVMBuildFMul(c->b, cg_loadf(c, dy, yi), cg_f32(c, inv), "g");
+    } else {
+        LLVMBuildStore(c->b, cg_f32(c, 0.0f), acc);
+    }
+    cg_loop li = cg_for(c, k, "i");
+    cg_loop lj = cg_for(c, k, "j");
+    LLVMValueRef xi = cg_add(c, cg_mad(c, li.iv, W, lj.iv), x0);
+    if (is_max) {
+        LLVMValueRef v = cg_loadf(c, x, xi), m = conv_get(c, c->f32, best);
+        LLVMValueRef gt = LLVMBuildFCmp(c->b, LLVMRealOGT, v, m, "gt");
+        LLVMBuildStore(c->b, cg_select(c, gt, v, m), best);
+        LLVMBuildStore(c->b, cg_select(c, gt, xi, conv_get(c, c->i64, besti)), besti);
+    } else if (bwd) {
+        conv_accum(c, out, xi, g);
+    } else {
+        LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, conv_get(c, c->f32, acc), cg_loadf(c, x, xi), "s"), acc);
+    }
+    cg_for_end(c, &lj);
+    cg_for_end(c, &li);
+    if (is_max && bwd) conv_accum(c, out, conv_get(c, c->i64, besti), cg_loadf(c, dy, yi));
+    else if (is_max) cg_storef(c, out, yi, conv_get(c, c->f32, best));
+    else if (!bwd)
+        cg_storef(c, out, yi, LLVMBuildFMul(c->b, conv_get(c, c->f32, acc), cg_f32(c, inv), "avg"));
+    cg_for_end(c, &lw);
+    cg_for_end(c, &lh);
+    cg_for_end(c, &lb);
+    return 0;
+}
+
 const cg_op_fn cg_conv_ops[GIM_OP_COUNT] = {
-    [GIM_OP_INPUT] = NULL,
+    [GIM_OP_CONV2D] = cg_conv,
+    [GIM_OP_CONV1D] = cg_conv,
+    [GIM_OP_CONV2D_BWD_DATA] = cg_conv,
+    [GIM_OP_CONV2D_BWD_WEIGHT] = cg_conv,
+    [GIM_OP_CONV1D_BWD_DATA] = cg_conv,
+    [GIM_OP_CONV1D_BWD_WEIGHT] = cg_conv,
+    [GIM_OP_LINEAR] = cg_linear,
+    [GIM_OP_LINEAR_BWD_DATA] = cg_linear_bwd_data,
+    [GIM_OP_LINEAR_BWD_WEIGHT] = cg_linear_bwd_weight,
+    [GIM_OP_PATCHES] = cg_patches,
+    [GIM_OP_PATCHES_BWD] = cg_patches,
+    [GIM_OP_AVGPOOL2D] = cg_pool,
+    [GIM_OP_AVGPOOL2D_BWD] = cg_pool,
+    [GIM_OP_MAXPOOL2D] = cg_pool,
+    [GIM_OP_MAXPOOL2D_BWD] = cg_pool,
+};
+
+const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT] = {
+    [GIM_OP_CONV2D] = cg_conv_scratch_floats,
+    [GIM_OP_CONV1D] = cg_conv_scratch_floats,
+    [GIM_OP_CONV2D_BWD_DATA] = cg_conv_scratch_floats,
+    [GIM_OP_CONV2D_BWD_WEIGHT] = cg_conv_scratch_floats,
+    [GIM_OP_CONV1D_BWD_DATA] = cg_conv_scratch_floats,
+    [GIM_OP_CONV1D_BWD_WEIGHT] = cg_conv_scratch_floats,
 };

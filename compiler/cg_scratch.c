@@ -4,6 +4,7 @@
 int64_t cg_scratch_floats(const gim_node *n) {
     if (n->op < 0 || n->op >= GIM_OP_COUNT) return 0;
     if (cg_loss_scratch[n->op]) return cg_loss_scratch[n->op](n);
+    if (cg_conv_scratch[n->op]) return cg_conv_scratch[n->op](n);
     return 0;
 }
 
