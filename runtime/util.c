@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "gim_util.h"
 
 #include <errno.h>
@@ -19,6 +20,13 @@ void *gim_malloc(size_t n) { return should_fail() ? NULL : malloc(n ? n : 1); }
 void *gim_calloc(size_t c, size_t s) { return should_fail() ? NULL : calloc(c ? c : 1, s ? s : 1); }
 void *gim_realloc(void *p, size_t n) { return should_fail() ? NULL : realloc(p, n ? n : 1); }
 void gim_free(void *p) { free(p); }
+
+void *gim_malloc_aligned(size_t n) {
+    void *p = NULL;
+    if (should_fail() || posix_memalign(&p, 64, n ? n : 1)) return NULL;
+    memset(p, 0, n);
+    return p;
+}
 
 static void out_of_memory(size_t n) {
     fprintf(stderr, "gimc: fatal: out of memory allocating %zu bytes\n", n);

@@ -1,0 +1,84 @@
+/* Training a compiled model: schedules, progress, metrics, checkpoints.
+ *
+ * The trainer owns every buffer of a run: each module's parameters,
+ * gradients, optimizer state and work arena, and the "batches in flight"
+ * (a full set of slot buffers each) that carry a batch from module to
+ * module. The three schedules differ only in who moves batches:
+ *   simultaneous  one batch in flight; every module steps on it in order
+ *   sequential    module 1 for all its epochs; then its outputs over the
+ *                 whole training set are computed once into a cache that is
+ *                 module 2's data set; and so on
+ *   async         a thread per module; bounded queues between them; a module
+ *                 never waits for gradients, only for its input batch */
+#ifndef GIM_TRAIN_H
+#define GIM_TRAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "gim_runtime.h"
+
+/* A labelled data set in memory (or mapped): n examples of x_shape each. */
+typedef struct gim_examples {
+    int64_t n;
+    int x_rank;
+    int64_t x_shape[GIM_RT_MAX_RANK];   /* per example, e.g. [1, 28, 28] */
+    int64_t x_numel;
+    const float *x;                     /* n * x_numel */
+    const int32_t *labels;              /* n, or NULL */
+    int n_classes;
+} gim_examples;
+
+typedef struct gim_train_state {
+    float **params, **grads, **opt, **work;   /* per module */
+    uint64_t *module_step;                    /* optimizer steps taken, per module */
+    int64_t epoch;                            /* next epoch to run (0-based) */
+    int64_t batch_in_epoch;                   /* next batch within it */
+    int sequential_module;                    /* sequential: module now training */
+    bool owns;
+} gim_train_state;
+
+/* Allocates and initialises (from cfg->seed) the state for m. */
+int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t seed,
+                         char *err, size_t errlen);
+void gim_train_state_free(gim_train_state *s, const gim_exec_model *m);
+
+/* Checkpoints: DIR/weights.safetensors (parameters, by name) and
+ * DIR/optimizer.safetensors (optimizer state and counters). Both are written
+ * to a temporary file and renamed, weights last... (see train.c). */
+int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const char *dir,
+                        char *err, size_t errlen);
+/* Loads parameters (and, when opt is true, optimizer state and counters)
+ * into s; refuses a checkpoint that does not match m, naming the first
+ * mismatch. */
+int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char *dir, bool opt,
+                        char *err, size_t errlen);
+int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *path,
+                     char *err, size_t errlen);
+
+typedef struct gim_train_report {
+    double seconds;
+    int64_t steps;                  /* batches seen by the last module */
+    double *last_loss;              /* per module: mean loss over the last epoch's final 10% */
+    double examples_per_s;
+    bool interrupted;               /* SIGINT/SIGTERM: checkpoint written, stopped early */
+    bool diverged;                  /* NaN/Inf loss: stopped, last good checkpoint kept */
+    int async_max_staleness;        /* async: the largest lag seen, in steps */
+} gim_train_report;
+
+/* Trains m on data per cfg, writing progress to `progress` (a bar when it is
+ * a terminal, else plain lines), metrics to cfg->out_dir/metrics.csv and
+ * checkpoints to cfg->out_dir. Returns 0, or -1 with err set. */
+int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+              const gim_examples *data, FILE *progress, gim_train_report *rep,
+              char *err, size_t errlen);
+
+/* Runs every module's forward pass over data and returns each module's
+ * features (its feature slot) per example: feats[m] is n * feat_numel[m]
+ * floats (heap; caller frees with gim_free). */
+int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
+                         const gim_examples *data, float **feats, int64_t *feat_numel,
+                         char *err, size_t errlen);
+
+#endif
