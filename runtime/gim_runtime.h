@@ -98,6 +98,13 @@ typedef struct gim_exec_model {
 
 void gim_exec_model_free(gim_exec_model *m);
 
+/* Fills a module's packed parameters: each parameter U(-init_bound,
+ * init_bound), element i drawn with gim_rt_rand_uniform(seed,
+ * GIM_RT_STREAM_INIT | hash(name), i) (runtime/rt_internal.h). Keyed by the
+ * parameter's name, not its module, so a parameter starts from the same
+ * values however the network is cut into modules (greedy vs --e2e). */
+void gim_rt_init_params(const gim_exec_module *m, float *params, uint64_t seed);
+
 /* ---- kernels called by generated code ------------------------------------ */
 
 /* Counter-based random numbers: a pure function of (seed, stream, counter),
