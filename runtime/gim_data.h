@@ -1,0 +1,115 @@
+/* Data sets of IDX files (MNIST, Fashion-MNIST) and the batch iterator that
+ * feeds training and evaluation.
+ *
+ * Pixels stay as the bytes of the file (60000 x 28 x 28 bytes = 47 MB for
+ * Fashion-MNIST's training split, a quarter of its float32 size); a batch is
+ * normalised while it is copied out, through a 256-entry table holding
+ * exactly (p / 255 - mean) / std computed in float32, as PyTorch's ToTensor
+ * + Normalize do. Errors come back as a message naming the file, never
+ * printed, and no allocation is sized by an unchecked header. */
+#ifndef GIM_DATA_H
+#define GIM_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Fashion-MNIST's training-set statistics of p / 255 (used for every data set;
+ * change them with gim_dataset_set_norm). */
+#define GIM_DATA_DEFAULT_MEAN 0.2860f
+#define GIM_DATA_DEFAULT_STD 0.3530f
+#define GIM_DATA_CLASSES 10
+#define GIM_DATA_DIR "/usr/share/datasets"
+
+/* ---- IDX files ------------------------------------------------------------- */
+
+/* One IDX file of unsigned bytes: magic 0x0000 08 <ndims>, ndims big-endian
+ * u32 dimensions, then the data, exactly prod(dims) bytes. gzip-compressed
+ * or plain (detected from the content). */
+typedef struct gim_idx {
+    int ndims;
+    int64_t dims[3];
+    uint8_t *data;          /* prod(dims) bytes; gim_free */
+    int64_t n_bytes;
+} gim_idx;
+
+/* Reads `path`, requiring `ndims` dimensions (3 for images, 1 for labels).
+ * Returns 0, or -1 with a message in err. Files over 1 GiB (uncompressed)
+ * are refused. */
+int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t errlen);
+
+/* ---- data sets -------------------------------------------------------------- */
+
+typedef struct gim_split {
+    int64_t n;              /* examples */
+    int rows, cols;         /* image size (28 x 28) */
+    uint8_t *pixels;        /* [n, rows, cols], raw bytes */
+    int32_t *labels;        /* [n], each in [0, GIM_DATA_CLASSES) */
+} gim_split;
+
+typedef struct gim_dataset {
+    char dir[512];          /* the directory the files came from */
+    gim_split train, test;
+    int n_classes;          /* GIM_DATA_CLASSES */
+    float mean, std;        /* normalisation of p / 255 */
+    float lut[256];         /* (p / 255 - mean) / std for each byte p */
+} gim_dataset;
+
+/* `name_or_dir`: "fashion-mnist" or "mnist" (under GIM_DATA_DIR), or a
+ * directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte,
+ * t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally ".gz".
+ * Checks: magic, header and data sizes, label count == image count, labels
+ * in range, train and test images of one size. Returns 0, or -1 with a
+ * message in err and *out left empty (safe to gim_dataset_free). */
+int gim_dataset_load(const char *name_or_dir, gim_dataset *out, char *err, size_t errlen);
+void gim_dataset_free(gim_dataset *d);
+void gim_dataset_set_norm(gim_dataset *d, float mean, float std);
+
+/* Normalised float32 images [count, 1, rows, cols] of examples
+ * first .. first+count-1 of a split (the caller checks the range). */
+void gim_dataset_images(const gim_dataset *d, const gim_split *s, int64_t first, int64_t count,
+                        float *out);
+
+/* The whole split as the trainer's gim_examples (runtime/gim_train.h):
+ * x [n, 1, rows, cols] normalised float32 in a new 64-byte aligned buffer
+ * (*storage, gim_free it; ex->x points at it), labels shared with the split,
+ * n_classes from the data set. Returns 0, or -1 (out of memory) with err. */
+struct gim_examples;
+int gim_dataset_examples(const gim_dataset *d, const gim_split *s, struct gim_examples *ex,
+                         float **storage, char *err, size_t errlen);
+
+/* ---- batches ---------------------------------------------------------------- */
+
+/* Walks a split in batches. With shuffle, epoch e visits the examples in the
+ * order of a Fisher-Yates shuffle of 0..n-1 drawn from (seed, stream
+ * GIM_RT_STREAM_DATA | e): a pure function of (seed, e), so a resumed run
+ * sees the same order. Without shuffle, in file order. */
+typedef struct gim_batch_iter {
+    const gim_dataset *ds;
+    const gim_split *split;
+    int64_t batch;
+    uint64_t seed;
+    bool shuffle;
+    bool drop_last;         /* skip the final partial batch (training) */
+    int64_t epoch;          /* the current epoch, from 0 */
+    int64_t pos;            /* next position in order[] */
+    int64_t *order;         /* [split->n] */
+} gim_batch_iter;
+
+/* Sets up and starts epoch 0. Returns 0, or -1 (batch < 1, or no memory). */
+int gim_batch_iter_init(gim_batch_iter *it, const gim_dataset *ds, const gim_split *split,
+                        int64_t batch, uint64_t seed, bool shuffle, bool drop_last, char *err,
+                        size_t errlen);
+/* Batches in one epoch: n / batch with drop_last, else ceil(n / batch). */
+int64_t gim_batch_iter_batches(const gim_batch_iter *it);
+/* Moves to the start of batch `index` of `epoch` (resume). */
+void gim_batch_iter_seek(gim_batch_iter *it, int64_t epoch, int64_t index);
+/* Fills x [batch, 1, rows, cols] and labels [batch] (labels may be NULL) with
+ * the next batch; returns the number of real examples in it: batch, fewer
+ * for the final partial batch (the rest zero-filled, labels 0) when
+ * !drop_last, or 0 when the epoch is over (nothing written). Call
+ * gim_batch_iter_seek(it, it->epoch + 1, 0) to go on. */
+int64_t gim_batch_iter_next(gim_batch_iter *it, float *x, int32_t *labels);
+void gim_batch_iter_free(gim_batch_iter *it);
+
+#endif
