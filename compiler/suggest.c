@@ -1,0 +1,33 @@
+/* "did you mean": the nearest candidate by edit distance, if plausible. */
+#include "suggest.h"
+
+#include <string.h>
+
+#include "gim_util.h"
+
+void gim_suggest_init(gim_suggest *s, const char *wrong) {
+    s->wrong = wrong;
+    s->best = NULL;
+    s->best_dist = 1 << 30;
+}
+
+void gim_suggest_add(gim_suggest *s, const char *candidate) {
+    if (!candidate || !strcmp(candidate, s->wrong)) return;
+    int d = gim_edit_distance(s->wrong, candidate);
+    if (d < s->best_dist) {
+        s->best_dist = d;
+        s->best = candidate;
+    }
+}
+
+/* A typo changes a few characters: accept up to a third of the longer name
+ * (at least 1, at most 3) — `conv2` -> `conv2d`, `negatves` -> `negatives`,
+ * but not `x` -> `relu`. */
+const char *gim_suggest_best(const gim_suggest *s) {
+    if (!s->best) return NULL;
+    size_t la = strlen(s->wrong), lb = strlen(s->best);
+    int limit = (int)((la > lb ? la : lb) / 3);
+    if (limit < 1) limit = 1;
+    if (limit > 3) limit = 3;
+    return s->best_dist <= limit ? s->best : NULL;
+}
