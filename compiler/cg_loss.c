@@ -1,10 +1,565 @@
-/* Code generators: loss ops. */
+/* Code generators: the loss family (infonce, cross_entropy) and the GRU,
+ * forward and backward.
+ *
+ * Matrix products go to gim_rt_sgemm (OpenBLAS); dot products and axpys over
+ * feature vectors to cblas_sdot / cblas_saxpy; everything else is generated
+ * loops. Temporaries live in the node's planned scratch (cg_scratch; sizes in
+ * cg_loss_scratch below); a node the planner did not see (a hand-built
+ * graph) gets a zeroed module global of its own instead.
+ *
+ * Layouts and formulas: docs/internals.md. Summary of each op's scratch:
+ *   infonce          pred [P, Cz]                 P = N·T or N·G·G
+ *   infonce_bwd      pred [P, Cz], dpred [P, Cz]
+ *   gru              gi [N·T, 3H], gh [N, 3H]
+ *   gru_bwd          gi [N·T, 3H] (becomes dgi), gh [N, 3H] (becomes dgh), dh [N, H]
+ */
+#include <stdio.h>
+
 #include "cg.h"
 
+/* ---- helpers ------------------------------------------------------------------ */
+
+static LLVMValueRef off(cg_ctx *c, LLVMValueRef base, int64_t k) {
+    return k == 0 ? base : cg_gep(c, base, cg_i64(c, k));
+}
+
+static LLVMValueRef fadd(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(c->b, a, b, ""); }
+static LLVMValueRef fsub(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(c->b, a, b, ""); }
+static LLVMValueRef fmul(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(c->b, a, b, ""); }
+static LLVMValueRef fdiv(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(c->b, a, b, ""); }
+
+/* σ(x) = 1 / (1 + e^{−x}) */
+static LLVMValueRef sigmoid(cg_ctx *c, LLVMValueRef x) {
+    LLVMValueRef e = cg_exp(c, LLVMBuildFNeg(c->b, x, ""));
+    return fdiv(c, cg_f32(c, 1.0f), fadd(c, cg_f32(c, 1.0f), e));
+}
+
+/* An array of count elements of type t in the entry block. */
+static LLVMValueRef entry_array(cg_ctx *c, LLVMTypeRef t, int64_t count, const char *name) {
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first) LLVMPositionBuilderBefore(eb, first);
+    else LLVMPositionBuilderAtEnd(eb, entry);
+    LLVMValueRef a = LLVMBuildAlloca(eb, LLVMArrayType(t, (unsigned)count), name);
+    LLVMSetAlignment(a, 16);
+    LLVMDisposeBuilder(eb);
+    return a;
+}
+
+/* n's scratch: the planned piece, else a module global of its own. */
+static LLVMValueRef loss_scratch(cg_ctx *c, const gim_node *n, int64_t floats) {
+    LLVMValueRef planned = cg_scratch(c, n);
+    if (planned) return planned;
+    char name[64];
+    snprintf(name, sizeof name, "gim_loss_scratch_n%d", n->id);
+    LLVMValueRef g = LLVMGetNamedGlobal(c->mod, name);
+    if (g) return g;
+    LLVMTypeRef t = LLVMArrayType(c->f32, (unsigned)floats);
+    g = LLVMAddGlobal(c->mod, t, name);
+    LLVMSetInitializer(g, LLVMConstNull(t));
+    LLVMSetLinkage(g, LLVMInternalLinkage);
+    LLVMSetAlignment(g, 64);
+    return g;
+}
+
+/* cblas_sdot(n, x, 1, y, 1) */
+static LLVMValueRef sdot(cg_ctx *c, int64_t n, LLVMValueRef x, LLVMValueRef y) {
+    LLVMTypeRef t[5] = {c->i32, c->ptr, c->i32, c->ptr, c->i32};
+    LLVMValueRef a[5] = {cg_i32(c, (int32_t)n), x, cg_i32(c, 1), y, cg_i32(c, 1)};
+    return cg_call(c, "cblas_sdot", c->f32, a, 5, t);
+}
+
+/* y += alpha x  (cblas_saxpy) */
+static void saxpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y) {
+    LLVMTypeRef t[6] = {c->i32, c->f32, c->ptr, c->i32, c->ptr, c->i32};
+    LLVMValueRef a[6] = {cg_i32(c, (int32_t)n), alpha, x, cg_i32(c, 1), y, cg_i32(c, 1)};
+    cg_call(c, "cblas_saxpy", c->void_t, a, 6, t);
+}
+
+/* ---- infonce ------------------------------------------------------------------ */
+
+/* The geometry shared by forward and backward. Context positions are the rows
+ * p of z and c; at step k the positions with a target are, per sample n,
+ * p = n·S + q for q < L_k, with the positive at p + k·D:
+ *   sequence [N, T, C]:    S = T,   L_k = T − k,      D = 1
+ *   grid [N, G, G, C]:     S = G·G, L_k = (G − k)·G,  D = G */
+typedef struct nce_geo {
+    int64_t N, S, D, len, P, Cz, Cc, K, neg;
+} nce_geo;
+
+static int nce_geometry(cg_ctx *c, const gim_node *n, nce_geo *g) {
+    const gim_node *z = n->in[0], *cx = n->in[1], *w = n->in[2];
+    const gim_shape *s = &z->shape;
+    if (n->n_in < 3) return cg_fail(c, n, "internal: %s needs z, c and W", gim_op_name(n->op));
+    if (s->rank == 3) {
+        g->N = s->d[0], g->len = s->d[1], g->S = s->d[1], g->D = 1;
+    } else if (s->rank == 4 && s->d[1] == s->d[2]) {
+        g->N = s->d[0], g->len = s->d[1], g->S = s->d[1] * s->d[2], g->D = s->d[1];
+    } else {
+        return cg_fail(c, n, "internal: %s expects z [N, T, C] or [N, G, G, C]", gim_op_name(n->op));
+    }
+    g->Cz = s->d[s->rank - 1];
+    g->Cc = cx->shape.d[cx->shape.rank - 1];
+    g->P = g->N * g->S;
+    g->K = gim_attr_i(n, 0);
+    g->neg = gim_attr_i(n, 1);
+    if (gim_shape_numel(&cx->shape) != g->P * g->Cc || gim_shape_numel(&w->shape) != g->K * g->Cz * g->Cc ||
+        g->K < 1 || g->neg < 0 || g->Cz < 1 || g->Cc < 1)
+        return cg_fail(c, n, "internal: %s: inconsistent shapes of z, c and W", gim_op_name(n->op));
+    if (g->P > (int64_t)UINT32_MAX) return cg_fail(c, n, "internal: %s: too many positions", gim_op_name(n->op));
+    return 0;
+}
+
+/* Positions with a target at step k (the mean's denominator). */
+static int64_t nce_count(const nce_geo *g, int64_t k) {
+    if (k >= g->len) return 0;
+    return g->N * (g->len - k) * (g->S / g->len);
+}
+
+static int64_t nce_scratch_fwd(const gim_node *n) {
+    const gim_shape *s = &n->in[0]->shape;
+    return s->rank ? gim_shape_numel(s) : 0;            /* pred: P·Cz */
+}
+
+static int64_t nce_scratch_bwd(const gim_node *n) { return 2 * nce_scratch_fwd(n); }
+
+/* The scores of position p at step k into s[0..neg] (s[0] the positive, the
+ * candidates' rows into cand[]), and their maximum. Negative j is
+ *   gim_rt_rand_below(seed, stream, counter, P),
+ *   counter = ((step·K + (k − 1))·P + p)·negatives + j. */
+static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, int64_t k, LLVMValueRef z,
+                               LLVMValueRef predp, LLVMValueRef p, LLVMValueRef pos, LLVMValueRef s,
+                               LLVMValueRef cand) {
+    LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
+    LLVMTypeRef cty = LLVMArrayType(c->i64, (unsigned)(g->neg + 1));
+    LLVMValueRef zero = cg_i64(c, 0);
+    LLVMValueRef s0 = sdot(c, g->Cz, cg_gep(c, z, cg_mulk(c, pos, g->Cz)), predp);
+    LLVMValueRef idx0[2] = {zero, zero};
+    LLVMBuildStore(c->b, s0, LLVMBuildInBoundsGEP2(c->b, sty, s, idx0, 2, ""));
+    LLVMBuildStore(c->b, pos, LLVMBuildInBoundsGEP2(c->b, cty, cand, idx0, 2, ""));
+    LLVMValueRef mx = cg_var(c, "nce.max", s0);
+    if (g->neg > 0) {
+        /* base = ((step·K + k − 1)·P + p)·neg */
+        LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
+        base = LLVMBuildAdd(c->b, base, cg_i64(c, k - 1), "");
+        base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
+        base = LLVMBuildAdd(c->b, base, p, "");
+        base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
+        cg_loop j = cg_for(c, g->neg, "neg");
+        LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
+                                         LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
+        LLVMValueRef sj = sdot(c, g->Cz, cg_gep(c, z, cg_mulk(c, row, g->Cz)), predp);
+        LLVMValueRef ij[2] = {zero, cg_addk(c, j.iv, 1)};
+        LLVMBuildStore(c->b, sj, LLVMBuildInBoundsGEP2(c->b, sty, s, ij, 2, ""));
+        LLVMBuildStore(c->b, row, LLVMBuildInBoundsGEP2(c->b, cty, cand, ij, 2, ""));
+        cg_var_set(c, mx, cg_fmax(c, cg_var_get(c, mx), sj));
+        cg_for_end(c, &j);
+    }
+    return cg_var_get(c, mx);
+}
+
+static LLVMValueRef arr_f(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
+    LLVMValueRef ix[2] = {cg_i64(c, 0), i};
+    return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f32, (unsigned)len), arr, ix, 2, "");
+}
+
+static LLVMValueRef arr_i(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
+    LLVMValueRef ix[2] = {cg_i64(c, 0), i};
+    return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->i64, (unsigned)len), arr, ix, 2, "");
+}
+
+/* Σ_i exp(s_i − mx) over the neg + 1 candidates */
+static LLVMValueRef nce_sumexp(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVMValueRef mx) {
+    LLVMValueRef se = cg_var(c, "nce.sumexp", cg_f32(c, 0.0f));
+    cg_loop i = cg_for(c, g->neg + 1, "cand");
+    LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g->neg + 1, i.iv), "");
+    cg_var_set(c, se, fadd(c, cg_var_get(c, se), cg_exp(c, fsub(c, si, mx))));
+    cg_for_end(c, &i);
+    return cg_var_get(c, se);
+}
+
+/* infonce: L = (1/K) Σ_k (1/M_k) Σ_{p with a target} [ −s_0 + log Σ_i exp s_i ],
+ * s_i = z_{cand_i} · pred_p, pred = c W_kᵀ (one sgemm per step k), the log-sum-exp
+ * taken with the maximum subtracted; per-step sums accumulate in double. */
+static int gen_infonce(cg_ctx *c, const gim_node *n) {
+    nce_geo g;
+    if (nce_geometry(c, n, &g)) return -1;
+    LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
+    LLVMValueRef out = cg_buf(c, n);
+    LLVMValueRef pred = loss_scratch(c, n, g.P * g.Cz);
+    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    LLVMValueRef loss = cg_var(c, "nce.loss", LLVMConstReal(c->f64, 0.0));
+    for (int64_t k = 1; k <= g.K; k++) {
+        int64_t M = nce_count(&g, k), L = M / g.N;
+        if (M == 0) continue;
+        cg_sgemm(c, false, true, g.P, g.Cz, g.Cc, 1.0f, cx, g.Cc, off(c, W, (k - 1) * g.Cz * g.Cc), g.Cc, 0.0f,
+                 pred, g.Cz);
+        LLVMValueRef sum = cg_var(c, "nce.sum", LLVMConstReal(c->f64, 0.0));
+        cg_loop ni = cg_for(c, g.N, "nce.n");
+        cg_loop q = cg_for(c, L, "nce.q");
+        LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
+        LLVMValueRef pos = cg_addk(c, p, k * g.D);
+        LLVMValueRef predp = cg_gep(c, pred, cg_mulk(c, p, g.Cz));
+        LLVMValueRef mx = nce_scores(c, n, &g, k, z, predp, p, pos, s, cand);
+        LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+        LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, cg_i64(c, 0)), "");
+        LLVMValueRef term = fsub(c, fadd(c, mx, cg_log(c, se)), s0);
+        term = LLVMBuildFPExt(c->b, term, c->f64, "");
+        cg_var_set(c, sum, LLVMBuildFAdd(c->b, cg_var_get(c, sum), term, ""));
+        cg_for_end(c, &q);
+        cg_for_end(c, &ni);
+        LLVMValueRef mean = LLVMBuildFMul(c->b, cg_var_get(c, sum), LLVMConstReal(c->f64, 1.0 / (double)M), "");
+        cg_var_set(c, loss, LLVMBuildFAdd(c->b, cg_var_get(c, loss), mean, ""));
+    }
+    LLVMValueRef l = LLVMBuildFMul(c->b, cg_var_get(c, loss), LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
+    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
+    return 0;
+}
+
+/* infonce_bwd, packed [dz | dc | dW]. With a = 1/(K·M_k) and the softmax weights
+ * g_i = softmax(s)_i − [i = 0] over the candidates of position p at step k
+ * (the same negatives as the forward pass):
+ *   dz_{cand_i} += a g_i pred_p          (the positive and every negative)
+ *   dpred_p      = a Σ_i g_i z_{cand_i}
+ *   dc          += dpred W_k             (one sgemm per k)
+ *   dW_k         = dpredᵀ c              (one sgemm per k)
+ * When c is z (no context), the caller adds dz and dc. */
+static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
+    nce_geo g;
+    if (nce_geometry(c, n, &g)) return -1;
+    LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
+    LLVMValueRef out = cg_buf(c, n);
+    int64_t nz = g.P * g.Cz, nc = g.P * g.Cc, nw = g.K * g.Cz * g.Cc;
+    if (gim_shape_numel(&n->shape) != nz + nc + nw)
+        return cg_fail(c, n, "internal: infonce_bwd: packed output of %lld floats, want %lld",
+                       (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw));
+    LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc);
+    LLVMValueRef scratch = loss_scratch(c, n, 2 * nz);
+    LLVMValueRef pred = scratch, dpred = off(c, scratch, nz);
+    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    cg_zero(c, out, cg_i64(c, nz + nc + nw));
+    for (int64_t k = 1; k <= g.K; k++) {
+        int64_t M = nce_count(&g, k), L = M / g.N;
+        if (M == 0) continue;
+        LLVMValueRef Wk = off(c, W, (k - 1) * g.Cz * g.Cc);
+        cg_sgemm(c, false, true, g.P, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
+        cg_zero(c, dpred, cg_i64(c, nz));
+        float a = (float)(1.0 / ((double)g.K * (double)M));
+        cg_loop ni = cg_for(c, g.N, "nce.n");
+        cg_loop q = cg_for(c, L, "nce.q");
+        LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
+        LLVMValueRef pos = cg_addk(c, p, k * g.D);
+        LLVMValueRef predp = cg_gep(c, pred, cg_mulk(c, p, g.Cz));
+        LLVMValueRef dpredp = cg_gep(c, dpred, cg_mulk(c, p, g.Cz));
+        LLVMValueRef mx = nce_scores(c, n, &g, k, z, predp, p, pos, s, cand);
+        LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+        LLVMValueRef ase = fdiv(c, cg_f32(c, a), se);          /* a / Σ exp */
+        cg_loop i = cg_for(c, g.neg + 1, "cand");
+        LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, i.iv), "");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, g.neg + 1, i.iv), "");
+        LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
+        LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
+        gi = cg_select(c, is_pos, fsub(c, gi, cg_f32(c, a)), gi);
+        LLVMValueRef zrow = cg_mulk(c, row, g.Cz);
+        saxpy(c, g.Cz, gi, predp, cg_gep(c, dz, zrow));
+        saxpy(c, g.Cz, gi, cg_gep(c, z, zrow), dpredp);
+        cg_for_end(c, &i);
+        cg_for_end(c, &q);
+        cg_for_end(c, &ni);
+        cg_sgemm(c, false, false, g.P, g.Cc, g.Cz, 1.0f, dpred, g.Cz, Wk, g.Cc, 1.0f, dc, g.Cc);
+        cg_sgemm(c, true, false, g.Cz, g.Cc, g.P, 1.0f, dpred, g.Cz, cx, g.Cc, 0.0f,
+                 off(c, dW, (k - 1) * g.Cz * g.Cc), g.Cc);
+    }
+    return 0;
+}
+
+/* ---- cross_entropy -------------------------------------------------------------- */
+
+/* Rows and classes of logits [..., classes]; labels hold one int32 per row. */
+static int ce_geometry(cg_ctx *c, const gim_node *n, int64_t *rows, int64_t *classes) {
+    const gim_shape *s = &n->in[0]->shape;
+    if (s->rank < 1 || s->d[s->rank - 1] < 1) return cg_fail(c, n, "internal: cross_entropy: bad logits shape");
+    *classes = s->d[s->rank - 1];
+    *rows = gim_shape_numel(s) / *classes;
+    if (gim_shape_numel(&n->in[1]->shape) != *rows)
+        return cg_fail(c, n, "internal: cross_entropy: %lld labels for %lld rows",
+                       (long long)gim_shape_numel(&n->in[1]->shape), (long long)*rows);
+    return 0;
+}
+
+/* The label of row r, whether it is in [0, classes), and the label clamped
+ * into range (so loads stay in bounds). The data loader validates labels; a
+ * row with an out-of-range label contributes no loss and no gradient (it is
+ * still counted in the mean's N). */
+static LLVMValueRef ce_label(cg_ctx *c, LLVMValueRef labels, LLVMValueRef r, int64_t classes, LLVMValueRef *valid) {
+    LLVMValueRef y = LLVMBuildSExt(c->b, cg_loadi32(c, labels, r), c->i64, "label");
+    LLVMValueRef ge = LLVMBuildICmp(c->b, LLVMIntSGE, y, cg_i64(c, 0), "");
+    LLVMValueRef lt = LLVMBuildICmp(c->b, LLVMIntSLT, y, cg_i64(c, classes), "");
+    *valid = LLVMBuildAnd(c->b, ge, lt, "label.ok");
+    return LLVMBuildSelect(c->b, *valid, y, cg_i64(c, 0), "");
+}
+
+/* max and Σ exp(l − max) of one row */
+static void ce_lse(cg_ctx *c, LLVMValueRef row, int64_t classes, LLVMValueRef *mx, LLVMValueRef *se) {
+    LLVMValueRef m = cg_var(c, "ce.max", cg_loadf(c, row, cg_i64(c, 0)));
+    cg_loop j = cg_for(c, classes, "ce.j");
+    cg_var_set(c, m, cg_fmax(c, cg_var_get(c, m), cg_loadf(c, row, j.iv)));
+    cg_for_end(c, &j);
+    *mx = cg_var_get(c, m);
+    LLVMValueRef s = cg_var(c, "ce.sum", cg_f32(c, 0.0f));
+    cg_loop j2 = cg_for(c, classes, "ce.j");
+    cg_var_set(c, s, fadd(c, cg_var_get(c, s), cg_exp(c, fsub(c, cg_loadf(c, row, j2.iv), *mx))));
+    cg_for_end(c, &j2);
+    *se = cg_var_get(c, s);
+}
+
+/* L = (1/N) Σ_n [ max + log Σ_j exp(l[n, j] − max) − l[n, y_n] ] */
+static int gen_cross_entropy(cg_ctx *c, const gim_node *n) {
+    int64_t rows, classes;
+    if (ce_geometry(c, n, &rows, &classes)) return -1;
+    LLVMValueRef logits = cg_buf(c, n->in[0]), labels = cg_buf(c, n->in[1]), out = cg_buf(c, n);
+    LLVMValueRef sum = cg_var(c, "ce.loss", LLVMConstReal(c->f64, 0.0));
+    cg_loop r = cg_for(c, rows, "ce.n");
+    LLVMValueRef valid, y = ce_label(c, labels, r.iv, classes, &valid);
+    LLVMValueRef row = cg_gep(c, logits, cg_mulk(c, r.iv, classes));
+    LLVMValueRef mx, se;
+    ce_lse(c, row, classes, &mx, &se);
+    LLVMValueRef term = fsub(c, fadd(c, mx, cg_log(c, se)), cg_loadf(c, row, y));
+    term = cg_select(c, valid, LLVMBuildFPExt(c->b, term, c->f64, ""), LLVMConstReal(c->f64, 0.0));
+    cg_var_set(c, sum, LLVMBuildFAdd(c->b, cg_var_get(c, sum), term, ""));
+    cg_for_end(c, &r);
+    LLVMValueRef l = LLVMBuildFMul(c->b, cg_var_get(c, sum), LLVMConstReal(c->f64, 1.0 / (double)rows), "");
+    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "cross_entropy"));
+    return 0;
+}
+
+/* dl[n, j] = (softmax(l[n])_j − [j = y_n]) / N; 0 for a row whose label is out of range */
+static int gen_cross_entropy_bwd(cg_ctx *c, const gim_node *n) {
+    int64_t rows, classes;
+    if (ce_geometry(c, n, &rows, &classes)) return -1;
+    LLVMValueRef logits = cg_buf(c, n->in[0]), labels = cg_buf(c, n->in[1]), out = cg_buf(c, n);
+    cg_loop r = cg_for(c, rows, "ce.n");
+    LLVMValueRef valid, y = ce_label(c, labels, r.iv, classes, &valid);
+    LLVMValueRef base = cg_mulk(c, r.iv, classes);
+    LLVMValueRef row = cg_gep(c, logits, base), drow = cg_gep(c, out, base);
+    LLVMValueRef mx, se;
+    ce_lse(c, row, classes, &mx, &se);
+    LLVMValueRef scale = fdiv(c, cg_f32(c, (float)(1.0 / (double)rows)), se);
+    scale = cg_select(c, valid, scale, cg_f32(c, 0.0f));
+    cg_loop j = cg_for(c, classes, "ce.j");
+    cg_storef(c, drow, j.iv, fmul(c, scale, cg_exp(c, fsub(c, cg_loadf(c, row, j.iv), mx))));
+    cg_for_end(c, &j);
+    /* − onehot / N at the label */
+    LLVMValueRef one = cg_select(c, valid, cg_f32(c, (float)(1.0 / (double)rows)), cg_f32(c, 0.0f));
+    cg_storef(c, drow, y, fsub(c, cg_loadf(c, drow, y), one));
+    cg_for_end(c, &r);
+    return 0;
+}
+
+/* ---- gru ------------------------------------------------------------------------ */
+
+typedef struct gru_geo { int64_t N, T, C, H; } gru_geo;
+
+/* x [N, T, C] (leading dimensions beyond N flattened into N), hidden H. */
+static int gru_geometry(cg_ctx *c, const gim_node *n, const gim_node *x, gru_geo *g) {
+    const gim_shape *s = &x->shape;
+    if (s->rank < 2) return cg_fail(c, n, "internal: %s expects x [N, T, C]", gim_op_name(n->op));
+    g->C = s->d[s->rank - 1];
+    g->T = s->d[s->rank - 2];
+    g->H = gim_attr_i(n, 0);
+    if (g->C < 1 || g->T < 1 || g->H < 1) return cg_fail(c, n, "internal: %s: empty dimensions", gim_op_name(n->op));
+    g->N = gim_shape_numel(s) / (g->T * g->C);
+    return 0;
+}
+
+static int64_t gru_scratch_fwd(const gim_node *n) {
+    const gim_shape *s = &n->in[0]->shape;
+    int64_t H = gim_attr_i(n, 0), C = s->rank ? s->d[s->rank - 1] : 1, T = s->rank > 1 ? s->d[s->rank - 2] : 1;
+    if (C < 1 || T < 1 || H < 1) return 0;
+    int64_t N = gim_shape_numel(s) / (T * C);
+    return N * T * 3 * H + N * 3 * H;
+}
+
+static int64_t gru_scratch_bwd(const gim_node *n) {
+    const gim_shape *s = &n->in[1]->shape;          /* x */
+    int64_t H = gim_attr_i(n, 0), C = s->rank ? s->d[s->rank - 1] : 1, T = s->rank > 1 ? s->d[s->rank - 2] : 1;
+    if (C < 1 || T < 1 || H < 1) return 0;
+    int64_t N = gim_shape_numel(s) / (T * C);
+    return N * T * 3 * H + N * 3 * H + N * H;
+}
+
+/* The gate pre-activations of sample ni, unit j at time t: gi from the
+ * input projection (+ b_ih), gh from the hidden projection (+ b_hh). */
+typedef struct gru_gates { LLVMValueRef r, z, nn, ghn; } gru_gates;
+
+static gru_gates gru_cell(cg_ctx *c, const gru_geo *g, LLVMValueRef gi_row, LLVMValueRef gh_row,
+                          LLVMValueRef b_ih, LLVMValueRef b_hh, LLVMValueRef j) {
+    LLVMValueRef jz = cg_addk(c, j, g->H), jn = cg_addk(c, j, 2 * g->H);
+    gru_gates q;
+    LLVMValueRef ar = fadd(c, fadd(c, cg_loadf(c, gi_row, j), cg_loadf(c, b_ih, j)),
+                           fadd(c, cg_loadf(c, gh_row, j), cg_loadf(c, b_hh, j)));
+    LLVMValueRef az = fadd(c, fadd(c, cg_loadf(c, gi_row, jz), cg_loadf(c, b_ih, jz)),
+                           fadd(c, cg_loadf(c, gh_row, jz), cg_loadf(c, b_hh, jz)));
+    q.r = sigmoid(c, ar);
+    q.z = sigmoid(c, az);
+    q.ghn = fadd(c, cg_loadf(c, gh_row, jn), cg_loadf(c, b_hh, jn));
+    LLVMValueRef an = fadd(c, fadd(c, cg_loadf(c, gi_row, jn), cg_loadf(c, b_ih, jn)), fmul(c, q.r, q.ghn));
+    q.nn = cg_tanh(c, an);
+    return q;
+}
+
+/* One time step t (an i64 value) of the forward recurrence over every sample:
+ *   r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r ⊙ gh_n), h = (1 − z) n + z h_prev
+ * with gh already holding h_prev W_hhᵀ (or zeros at t = 0). */
+static void gru_fwd_step(cg_ctx *c, const gru_geo *g, LLVMValueRef t, bool first, LLVMValueRef gi,
+                         LLVMValueRef gh, LLVMValueRef b_ih, LLVMValueRef b_hh, LLVMValueRef y) {
+    int64_t H3 = 3 * g->H;
+    cg_loop ni = cg_for(c, g->N, "gru.n");
+    LLVMValueRef nt = cg_mad(c, ni.iv, g->T, t);
+    LLVMValueRef gi_row = cg_gep(c, gi, cg_mulk(c, nt, H3)), gh_row = cg_gep(c, gh, cg_mulk(c, ni.iv, H3));
+    LLVMValueRef y_row = cg_gep(c, y, cg_mulk(c, nt, g->H));
+    cg_loop j = cg_for(c, g->H, "gru.j");
+    gru_gates q = gru_cell(c, g, gi_row, gh_row, b_ih, b_hh, j.iv);
+    LLVMValueRef h = fmul(c, fsub(c, cg_f32(c, 1.0f), q.z), q.nn);
+    if (!first) {
+        LLVMValueRef hp = cg_loadf(c, y_row, cg_addk(c, j.iv, -g->H));   /* y[n, t − 1, j] */
+        h = fadd(c, h, fmul(c, q.z, hp));
+    }
+    cg_storef(c, y_row, j.iv, h);
+    cg_for_end(c, &j);
+    cg_for_end(c, &ni);
+}
+
+/* gru: gi = x W_ihᵀ for every step at once (one sgemm), then per step
+ * gh = h_{t−1} W_hhᵀ (one sgemm, rows of y strided by T·H) and the gate loop. */
+static int gen_gru(cg_ctx *c, const gim_node *n) {
+    gru_geo g;
+    if (gru_geometry(c, n, n->in[0], &g)) return -1;
+    if (n->n_in < 5) return cg_fail(c, n, "internal: gru needs x, w_ih, w_hh, b_ih, b_hh");
+    int64_t H3 = 3 * g.H;
+    LLVMValueRef x = cg_buf(c, n->in[0]), w_ih = cg_buf(c, n->in[1]), w_hh = cg_buf(c, n->in[2]);
+    LLVMValueRef b_ih = cg_buf(c, n->in[3]), b_hh = cg_buf(c, n->in[4]), y = cg_buf(c, n);
+    LLVMValueRef scratch = loss_scratch(c, n, g.N * g.T * H3 + g.N * H3);
+    LLVMValueRef gi = scratch, gh = off(c, scratch, g.N * g.T * H3);
+    cg_sgemm(c, false, true, g.N * g.T, H3, g.C, 1.0f, x, g.C, w_ih, g.C, 0.0f, gi, H3);
+    cg_zero(c, gh, cg_i64(c, g.N * H3));
+    gru_fwd_step(c, &g, cg_i64(c, 0), true, gi, gh, b_ih, b_hh, y);
+    if (g.T > 1) {
+        cg_loop t = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.T), "gru.t");
+        LLVMValueRef hprev = cg_gep(c, y, cg_mulk(c, cg_addk(c, t.iv, -1), g.H));
+        cg_sgemm(c, false, true, g.N, H3, g.H, 1.0f, hprev, g.T * g.H, w_hh, g.H, 0.0f, gh, H3);
+        gru_fwd_step(c, &g, t.iv, false, gi, gh, b_ih, b_hh, y);
+        cg_for_end(c, &t);
+    }
+    return 0;
+}
+
+/* db[j] += Σ_r a[r, j] over rows r < rows (row stride ld) */
+static void col_sums(cg_ctx *c, LLVMValueRef a, int64_t rows, int64_t cols, int64_t ld, LLVMValueRef db) {
+    cg_loop r = cg_for(c, rows, "colsum.r");
+    LLVMValueRef row = cg_gep(c, a, cg_mulk(c, r.iv, ld));
+    cg_loop j = cg_for(c, cols, "colsum.j");
+    cg_storef(c, db, j.iv, fadd(c, cg_loadf(c, db, j.iv), cg_loadf(c, row, j.iv)));
+    cg_for_end(c, &j);
+    cg_for_end(c, &r);
+}
+
+/* gru_bwd: backpropagation through time, packed [dx | dw_ih | dw_hh | db_ih | db_hh].
+ * The gates are recomputed from x and y (y holds every h_t). For t = T−1 .. 0,
+ * with dh = dy_t + (the carry from t + 1):
+ *   dn = dh (1 − z), dz = dh (h_{t−1} − n), dan = dn (1 − n²), dr = dan gh_n,
+ *   dgi = [dr r(1 − r), dz z(1 − z), dan],  dgh = [dr r(1 − r), dz z(1 − z), dan r],
+ *   carry = dh z + dgh W_hh,  dW_hh += dghᵀ h_{t−1},  db_hh += Σ_n dgh.
+ * dgi overwrites gi in place; afterwards dx = dgi W_ih, dW_ih = dgiᵀ x,
+ * db_ih = Σ dgi (one sgemm each over every step). */
+static int gen_gru_bwd(cg_ctx *c, const gim_node *n) {
+    gru_geo g;
+    if (n->n_in < 7) return cg_fail(c, n, "internal: gru_bwd needs dy, x, y, w_ih, w_hh, b_ih, b_hh");
+    if (gru_geometry(c, n, n->in[1], &g)) return -1;
+    int64_t H = g.H, H3 = 3 * H, NT = g.N * g.T;
+    int64_t o_wih = NT * g.C, o_whh = o_wih + H3 * g.C, o_bih = o_whh + H3 * H, o_bhh = o_bih + H3;
+    if (gim_shape_numel(&n->shape) != o_bhh + H3)
+        return cg_fail(c, n, "internal: gru_bwd: packed output of %lld floats, want %lld",
+                       (long long)gim_shape_numel(&n->shape), (long long)(o_bhh + H3));
+    LLVMValueRef dy = cg_buf(c, n->in[0]), x = cg_buf(c, n->in[1]), y = cg_buf(c, n->in[2]);
+    LLVMValueRef w_ih = cg_buf(c, n->in[3]), w_hh = cg_buf(c, n->in[4]);
+    LLVMValueRef b_ih = cg_buf(c, n->in[5]), b_hh = cg_buf(c, n->in[6]), out = cg_buf(c, n);
+    LLVMValueRef dx = out, dw_ih = off(c, out, o_wih), dw_hh = off(c, out, o_whh);
+    LLVMValueRef db_ih = off(c, out, o_bih), db_hh = off(c, out, o_bhh);
+    LLVMValueRef scratch = loss_scratch(c, n, NT * H3 + g.N * H3 + g.N * H);
+    LLVMValueRef gi = scratch, gh = off(c, scratch, NT * H3), dh = off(c, scratch, NT * H3 + g.N * H3);
+
+    cg_zero(c, off(c, out, o_whh), cg_i64(c, H3 * H + 2 * H3));
+    cg_zero(c, dh, cg_i64(c, g.N * H));
+    cg_sgemm(c, false, true, NT, H3, g.C, 1.0f, x, g.C, w_ih, g.C, 0.0f, gi, H3);
+
+    cg_loop u = cg_for(c, g.T, "gru.u");
+    LLVMValueRef t = LLVMBuildSub(c->b, cg_i64(c, g.T - 1), u.iv, "gru.t");
+    LLVMValueRef has_prev = LLVMBuildICmp(c->b, LLVMIntSGT, t, cg_i64(c, 0), "");
+    LLVMValueRef tprev = LLVMBuildSelect(c->b, has_prev, cg_addk(c, t, -1), cg_i64(c, 0), "");
+    LLVMValueRef hprev = cg_gep(c, y, cg_mulk(c, tprev, H));      /* y[0, t − 1], rows strided T·H */
+    /* gh = h_{t−1} W_hhᵀ (zero at t = 0) */
+    cg_zero(c, gh, cg_i64(c, g.N * H3));
+    cg_if ifp = cg_if_begin(c, has_prev, "gru.prev");
+    cg_sgemm(c, false, true, g.N, H3, H, 1.0f, hprev, g.T * H, w_hh, H, 0.0f, gh, H3);
+    cg_if_end(c, &ifp);
+
+    cg_loop ni = cg_for(c, g.N, "gru.n");
+    LLVMValueRef nt = cg_mad(c, ni.iv, g.T, t);
+    LLVMValueRef gi_row = cg_gep(c, gi, cg_mulk(c, nt, H3)), gh_row = cg_gep(c, gh, cg_mulk(c, ni.iv, H3));
+    LLVMValueRef dy_row = cg_gep(c, dy, cg_mulk(c, nt, H)), dh_row = cg_gep(c, dh, cg_mulk(c, ni.iv, H));
+    LLVMValueRef hp_row = cg_gep(c, y, cg_mulk(c, cg_mad(c, ni.iv, g.T, tprev), H));
+    cg_loop j = cg_for(c, H, "gru.j");
+    gru_gates q = gru_cell(c, &g, gi_row, gh_row, b_ih, b_hh, j.iv);
+    LLVMValueRef hp = cg_select(c, has_prev, cg_loadf(c, hp_row, j.iv), cg_f32(c, 0.0f));
+    LLVMValueRef one = cg_f32(c, 1.0f);
+    LLVMValueRef dhv = fadd(c, cg_loadf(c, dy_row, j.iv), cg_loadf(c, dh_row, j.iv));
+    LLVMValueRef dn = fmul(c, dhv, fsub(c, one, q.z));
+    LLVMValueRef dzv = fmul(c, dhv, fsub(c, hp, q.nn));
+    LLVMValueRef dan = fmul(c, dn, fsub(c, one, fmul(c, q.nn, q.nn)));
+    LLVMValueRef dr = fmul(c, dan, q.ghn);
+    LLVMValueRef dar = fmul(c, dr, fmul(c, q.r, fsub(c, one, q.r)));
+    LLVMValueRef daz = fmul(c, dzv, fmul(c, q.z, fsub(c, one, q.z)));
+    LLVMValueRef jz = cg_addk(c, j.iv, H), jn = cg_addk(c, j.iv, 2 * H);
+    cg_storef(c, gi_row, j.iv, dar);
+    cg_storef(c, gi_row, jz, daz);
+    cg_storef(c, gi_row, jn, dan);
+    cg_storef(c, gh_row, j.iv, dar);
+    cg_storef(c, gh_row, jz, daz);
+    cg_storef(c, gh_row, jn, fmul(c, dan, q.r));
+    cg_storef(c, dh_row, j.iv, fmul(c, dhv, q.z));
+    cg_for_end(c, &j);
+    cg_for_end(c, &ni);
+
+    /* carry += dgh W_hh;  dW_hh += dghᵀ h_{t−1};  db_hh += Σ_n dgh */
+    cg_sgemm(c, false, false, g.N, H, H3, 1.0f, gh, H3, w_hh, H, 1.0f, dh, H);
+    cg_if ifw = cg_if_begin(c, has_prev, "gru.dwhh");
+    cg_sgemm(c, true, false, H3, H, g.N, 1.0f, gh, H3, hprev, g.T * H, 1.0f, dw_hh, H);
+    cg_if_end(c, &ifw);
+    col_sums(c, gh, g.N, H3, H3, db_hh);
+    cg_for_end(c, &u);
+
+    cg_sgemm(c, false, false, NT, g.C, H3, 1.0f, gi, H3, w_ih, g.C, 0.0f, dx, g.C);
+    cg_sgemm(c, true, false, H3, g.C, NT, 1.0f, gi, H3, x, g.C, 0.0f, dw_ih, g.C);
+    col_sums(c, gi, NT, H3, H3, db_ih);
+    return 0;
+}
+
 const cg_op_fn cg_loss_ops[GIM_OP_COUNT] = {
-    [GIM_OP_INPUT] = NULL,
+    [GIM_OP_INFONCE] = gen_infonce,
+    [GIM_OP_INFONCE_BWD] = gen_infonce_bwd,
+    [GIM_OP_CROSS_ENTROPY] = gen_cross_entropy,
+    [GIM_OP_CROSS_ENTROPY_BWD] = gen_cross_entropy_bwd,
+    [GIM_OP_GRU] = gen_gru,
+    [GIM_OP_GRU_BWD] = gen_gru_bwd,
 };
 
 const cg_scratch_fn cg_loss_scratch[GIM_OP_COUNT] = {
-    [GIM_OP_INPUT] = NULL,
+    [GIM_OP_INFONCE] = nce_scratch_fwd,
+    [GIM_OP_INFONCE_BWD] = nce_scratch_bwd,
+    [GIM_OP_GRU] = gru_scratch_fwd,
+    [GIM_OP_GRU_BWD] = gru_scratch_bwd,
 };
