@@ -32,6 +32,8 @@ typedef struct gim_diag {
     int max_errors;        /* stop reporting after this many (default 20) */
     gim_arena *arena;      /* owns every gim_source it loaded */
     gim_ptrvec sources;
+    bool last_hidden;      /* the previous error was not shown: hide its notes too */
+    bool said_too_many;    /* the "too many errors" line was printed */
 } gim_diag;
 
 void gim_diag_init(gim_diag *d, FILE *out);
@@ -84,6 +86,7 @@ struct gim_expr {
     gim_expr *lhs, *rhs;
     gim_arg *args;      /* CALL, LIST, INDEX */
     int n_args;
+    int depth;          /* 1 for a leaf; 1 + the deepest child otherwise */
 };
 
 typedef enum gim_stmt_kind {
