@@ -633,6 +633,44 @@ static void test_verifier_errors(void) {
     tg_free(t);
 }
 
+/* The same three-module graph cut by gim_partition itself (greedy and end to
+ * end): in greedy mode each module's gradients stay in the module; end to end
+ * the last loss reaches module 1's convolution through both blocks. */
+static void test_with_partition(void) {
+    for (int e2e = 0; e2e <= 1; e2e++) {
+        tg *t = tg_new();
+        gim_node *convs[3];
+        gim_node *loss = three_modules(t, false, convs);
+        /* Forget the hand-made cut: partition decides. */
+        for (int i = 0; i < t->g->nodes.len; i++) gim_node_at(t->g, i)->module = -1;
+        t->g->modules = NULL;
+        t->g->n_modules = 0;
+        t->g->output = loss->in[0];
+        CU_ASSERT_EQUAL_FATAL(gim_partition(&t->d, t->g, e2e), 0);
+        CU_ASSERT_EQUAL_FATAL(t->g->n_modules, e2e ? 1 : 3);
+        CU_ASSERT_EQUAL_FATAL(gim_autodiff(&t->d, t->g), 0);
+        CU_ASSERT_EQUAL(t->d.n_errors, 0);
+        for (int k = 0; k < t->g->n_modules; k++) {
+            gim_module *m = &t->g->modules[k];
+            check_all_grads(m);   /* partition leaves unused losses' W out */
+            check_isolated(t->g, m);
+        }
+        gim_module *m0 = &t->g->modules[0];
+        CU_ASSERT_PTR_NOT_NULL(grad_of(m0, convs[0]->in[1]));
+        CU_ASSERT_EQUAL(count_op(m0, GIM_OP_CONV2D_BWD_DATA), e2e ? 2 : 0);
+        CU_ASSERT_EQUAL(count_op(m0, GIM_OP_INFONCE_BWD), 1);
+        if (e2e) {
+            CU_ASSERT_PTR_EQUAL(find_op(m0, GIM_OP_INFONCE_BWD)->in[2], loss->in[2]);
+        } else {
+            for (int k = 1; k < 3; k++) {
+                CU_ASSERT_EQUAL(count_op(&t->g->modules[k], GIM_OP_CONV2D_BWD_DATA), 0);
+                CU_ASSERT_PTR_NOT_NULL(grad_of(&t->g->modules[k], convs[k]->in[1]));
+            }
+        }
+        tg_free(t);
+    }
+}
+
 /* The rule table covers exactly the user ops. */
 static void test_rule_table(void) {
     for (int op = 0; op < GIM_OP_COUNT; op++) {
@@ -651,6 +689,7 @@ int main(void) {
         {"gru context: packed slices", test_gru_context},
         {"other ops: rules and attributes", test_other_ops},
         {"internal errors reported", test_verifier_errors},
+        {"after gim_partition, greedy and e2e", test_with_partition},
         {"rule table covers the user ops", test_rule_table},
         {NULL, NULL},
     };
