@@ -1,0 +1,559 @@
+/* Conv-family code generators (conv2d, conv1d, linear, patches, pools and
+ * their backward ops): the JIT-compiled generated code against the plain-C
+ * references of ref_conv.c on random inputs with odd shapes; every backward
+ * op against central finite differences, in double, of the reference
+ * forward: the gradient of f = Σ dy ⊙ op(x, w) with respect to x and w.
+ *
+ * Large cases (the batched-GEMM chunking, the one-image and 1×1 paths) are
+ * checked through directional derivatives along random directions, which
+ * test the whole gradient with two reference evaluations each. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "cg.h"
+#include "gim_runtime.h"
+#include "gim_util.h"
+#include "graph.h"
+#include "ref_conv.h"
+#include "testutil.h"
+
+/* ---- a minimal JIT: one function computing the given nodes --------------------- */
+
+/* Compiles `void f(float **bufs)` that binds node i's buffer to bufs[i] and
+ * runs the generators of targets[0..nt) in order, then calls it. Returns 0,
+ * or -1 (reported) if generation or compilation failed. */
+static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs) {
+    static bool inited;
+    if (!inited) {
+        LLVMInitializeNativeTarget();
+        LLVMInitializeNativeAsmPrinter();
+        inited = true;
+    }
+    const char *const *names;
+    void *const *addrs;
+    int nsym = gim_rt_symbols(&names, &addrs);
+
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    cg_ctx c;
+    memset(&c, 0, sizeof c);
+    c.ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+    c.mod = LLVMModuleCreateWithNameInContext("test", c.ctx);
+    c.b = LLVMCreateBuilderInContext(c.ctx);
+    c.f32 = LLVMFloatTypeInContext(c.ctx);
+    c.f64 = LLVMDoubleTypeInContext(c.ctx);
+    c.i1 = LLVMInt1TypeInContext(c.ctx);
+    c.i32 = LLVMInt32TypeInContext(c.ctx);
+    c.i64 = LLVMInt64TypeInContext(c.ctx);
+    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
+    c.void_t = LLVMVoidTypeInContext(c.ctx);
+    gim_diag diag;
+    gim_diag_init(&diag, stderr);
+    c.diag = &diag;
+    c.graph = g;
+    LLVMTypeRef fty = LLVMFunctionType(c.void_t, &c.ptr, 1, 0);
+    c.fn = LLVMAddFunction(c.mod, "conv_test", fty);
+    LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(c.ctx, c.fn, "entry"));
+    c.buf = gim_xmalloc(sizeof(LLVMValueRef) * g->nodes.len);
+    LLVMValueRef arg = LLVMGetParam(c.fn, 0);
+    for (int i = 0; i < g->nodes.len; i++) {
+        LLVMValueRef idx = cg_i64(&c, i);
+        c.buf[i] = LLVMBuildLoad2(c.b, c.ptr, LLVMBuildGEP2(c.b, c.ptr, arg, &idx, 1, ""), "buf");
+    }
+    int rc = 0;
+    for (int t = 0; t < nt; t++) {
+        cg_op_fn fn = cg_conv_ops[targets[t]->op];
+        if (!fn || fn(&c, targets[t]) != 0) rc = -1;
+    }
+    LLVMBuildRetVoid(c.b);
+    LLVMDisposeBuilder(c.b);
+    gim_free(c.buf);
+    char *err = NULL;
+    if (rc == 0 && LLVMVerifyModule(c.mod, LLVMPrintMessageAction, &err)) rc = -1;
+    LLVMDisposeMessage(err);
+
+    LLVMOrcLLJITRef jit = NULL;
+    if (rc == 0) {
+        char *triple = LLVMGetDefaultTargetTriple();
+        LLVMTargetRef target;
+        LLVMGetTargetFromTriple(triple, &target, NULL);
+        char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+        LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelDefault,
+                                                          LLVMRelocDefault, LLVMCodeModelJITDefault);
+        LLVMSetTarget(c.mod, triple);
+        LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+        LLVMSetModuleDataLayout(c.mod, td);
+        LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+        LLVMErrorRef e = LLVMRunPasses(c.mod, "default<O2>", tm, po);
+        if (e) { char *m = LLVMGetErrorMessage(e); fprintf(stderr, "passes: %s\n", m); LLVMDisposeErrorMessage(m); rc = -1; }
+        LLVMDisposePassBuilderOptions(po);
+        LLVMDisposeTargetData(td);
+        LLVMDisposeTargetMachine(tm);
+        LLVMDisposeMessage(triple);
+        LLVMDisposeMessage(cpu);
+        LLVMDisposeMessage(feat);
+        if (rc == 0 && (e = LLVMOrcCreateLLJIT(&jit, NULL))) rc = -1;
+    }
+    if (rc == 0) {
+        LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
+        LLVMOrcCSymbolMapPair *syms = gim_xmalloc(sizeof *syms * nsym);
+        for (int i = 0; i < nsym; i++) {
+            syms[i].Name = LLVMOrcLLJITMangleAndIntern(jit, names[i]);
+            syms[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)addrs[i];
+            syms[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported;
+            syms[i].Sym.Flags.TargetFlags = 0;
+        }
+        LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(syms, nsym));
+        gim_free(syms);
+        LLVMOrcDefinitionGeneratorRef gen = NULL;
+        if (!LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL))
+            LLVMOrcJITDylibAddGenerator(jd, gen);
+        LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(c.mod, tsc);
+        c.mod = NULL;
+        LLVMOrcExecutorAddress addr = 0;
+        if (LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm) || LLVMOrcLLJITLookup(jit, &addr, "conv_test") || !addr) {
+            fprintf(stderr, "jit: failed to compile\n");
+            rc = -1;
+        } else {
+            ((void (*)(float **))(uintptr_t)addr)(bufs);
+        }
+    }
+    if (c.mod) LLVMDisposeModule(c.mod);
+    if (jit) LLVMOrcDisposeLLJIT(jit);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    gim_diag_release(&diag);
+    return rc;
+}
+
+/* ---- graphs, data, comparisons ----------------------------------------------------- */
+
+static gim_node *node(gim_graph *g, gim_op op, int n_in, gim_node **in, int rank, const int64_t *d) {
+    gim_node *n = gim_node_new(g, op, n_in, in, (gim_loc){0});
+    n->shape = gim_shape_make(rank, d);
+    return n;
+}
+
+static gim_node *input(gim_graph *g, int rank, const int64_t *d) {
+    return node(g, GIM_OP_INPUT, 0, NULL, rank, d);
+}
+
+static float *rand_f(int64_t n, unsigned seed) {
+    float *f = gim_xmalloc(sizeof(float) * (size_t)(n ? n : 1));
+    gim_test_fill(f, (size_t)n, seed, -1.0f, 1.0f);
+    return f;
+}
+
+static double *to_d(const float *f, int64_t n) {
+    double *d = gim_xmalloc(sizeof(double) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) d[i] = f[i];
+    return d;
+}
+
+/* |a − b| <= atol + rtol |b| everywhere; reports the first miss. */
+static int close_fd(const char *what, const float *a, const double *b, int64_t n, double atol, double rtol) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(a[i] - b[i]) <= atol + rtol * fabs(b[i]))) {
+            fprintf(stderr, "\n  %s[%lld]: got %.9g, want %.9g\n", what, (long long)i, a[i], b[i]);
+            return 0;
+        }
+    return 1;
+}
+
+/* f(ctx) = Σ dy ⊙ forward(...), evaluated in double by a reference. */
+typedef double (*fd_fn)(void *ctx);
+
+/* Checks the gradient g (float, from generated code) of f with respect to the
+ * n doubles at x: element by element by central differences when n is small,
+ * else along three random directions v: ⟨g, v⟩ against (f(x+hv) − f(x−hv)) / 2h.
+ * terms: how many products one gradient element sums (for the float tolerance). */
+static int check_grad(const char *what, fd_fn f, void *ctx, double *x, int64_t n, const float *g, double h,
+                      int64_t terms) {
+    double atol = 1e-5 + 2e-6 * (double)terms;
+    if (n <= 400) {
+        int ok = 1;
+        for (int64_t i = 0; i < n && ok; i++) {
+            double x0 = x[i];
+            x[i] = x0 + h;
+            double fp = f(ctx);
+            x[i] = x0 - h;
+            double fm = f(ctx);
+            x[i] = x0;
+            double want = (fp - fm) / (2 * h);
+            if (!(fabs(g[i] - want) <= atol + 1e-3 * fabs(want))) {
+                fprintf(stderr, "\n  %s[%lld]: got %.9g, finite difference %.9g\n", what, (long long)i, g[i], want);
+                ok = 0;
+            }
+        }
+        return ok;
+    }
+    double *x0 = gim_xmalloc(sizeof(double) * (size_t)n);
+    memcpy(x0, x, sizeof(double) * (size_t)n);
+    float *v = rand_f(n, 977);
+    int ok = 1;
+    for (int dir = 0; dir < 3 && ok; dir++) {
+        gim_test_fill(v, (size_t)n, 1000 + dir, -1.0f, 1.0f);
+        double dot = 0, mag = 0;
+        for (int64_t i = 0; i < n; i++) {
+            dot += (double)g[i] * v[i];
+            mag += fabs((double)g[i] * v[i]);
+        }
+        for (int64_t i = 0; i < n; i++) x[i] = x0[i] + h * v[i];
+        double fp = f(ctx);
+        for (int64_t i = 0; i < n; i++) x[i] = x0[i] - h * v[i];
+        double fm = f(ctx);
+        memcpy(x, x0, sizeof(double) * (size_t)n);
+        double want = (fp - fm) / (2 * h);
+        if (!(fabs(dot - want) <= 1e-4 * mag + 1e-6)) {
+            fprintf(stderr, "\n  %s along direction %d: got %.9g, finite difference %.9g (scale %.3g)\n", what,
+                    dir, dot, want, mag);
+            ok = 0;
+        }
+    }
+    gim_free(v);
+    gim_free(x0);
+    return ok;
+}
+
+static double dot_d(const double *a, const double *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* ---- convolutions ---------------------------------------------------------------- */
+
+typedef struct conv_case {
+    int lead_rank;
+    int64_t lead[2];
+    int64_t C, H, W, O, k, s, p;   /* conv1d: H = 1, W = T */
+    bool bias, one_d;
+} conv_case;
+
+typedef struct conv_fd {
+    const conv_case *cc;
+    int64_t B, Ho, Wo;
+    double *x, *w, *dy, *y;
+} conv_fd;
+
+static void conv_ref(const conv_fd *f, const double *b, double *y) {
+    const conv_case *cc = f->cc;
+    if (cc->one_d) ref_conv1d(f->x, f->B, cc->C, cc->W, f->w, b, cc->O, cc->k, cc->s, cc->p, y);
+    else ref_conv2d(f->x, f->B, cc->C, cc->H, cc->W, f->w, b, cc->O, cc->k, cc->s, cc->p, y);
+}
+
+static double conv_f(void *p) {
+    conv_fd *f = p;
+    conv_ref(f, NULL, f->y);
+    return dot_d(f->dy, f->y, f->B * f->cc->O * f->Ho * f->Wo);
+}
+
+/* Forward against the reference, then both backward ops against finite
+ * differences of the reference forward. */
+static void check_conv(const conv_case *cc, unsigned seed) {
+    gim_graph *g = gim_graph_new();
+    int64_t B = 1, d[8];
+    int r = 0;
+    for (int i = 0; i < cc->lead_rank; i++) B *= d[r++] = cc->lead[i];
+    int64_t Ho = cc->one_d ? 1 : (cc->H + 2 * cc->p - cc->k) / cc->s + 1;
+    int64_t Wo = (cc->W + 2 * cc->p - cc->k) / cc->s + 1;
+    int64_t xd[8], yd[8], wd[4] = {cc->O, cc->C, cc->k, cc->k};
+    memcpy(xd, d, sizeof d);
+    memcpy(yd, d, sizeof d);
+    int xr = r, yr = r;
+    xd[xr++] = cc->C;
+    yd[yr++] = cc->O;
+    if (!cc->one_d) { xd[xr++] = cc->H; yd[yr++] = Ho; }
+    xd[xr++] = cc->W;
+    yd[yr++] = Wo;
+    int wr = cc->one_d ? 3 : 4;
+    gim_node *x = input(g, xr, xd), *w = input(g, wr, wd), *b = input(g, 1, &cc->O), *dy = input(g, yr, yd);
+    gim_node *in[3] = {x, w, b};
+    gim_node *y = node(g, cc->one_d ? GIM_OP_CONV1D : GIM_OP_CONV2D, cc->bias ? 3 : 2, in, yr, yd);
+    y->attr[0] = (double)cc->O;
+    y->attr[1] = (double)cc->k;
+    y->attr[2] = (double)cc->s;
+    y->attr[3] = (double)cc->p;
+    y->attr[4] = cc->bias;
+    gim_node *bin[2] = {dy, w};
+    gim_node *dx = node(g, cc->one_d ? GIM_OP_CONV1D_BWD_DATA : GIM_OP_CONV2D_BWD_DATA, 2, bin, xr, xd);
+    gim_node *win[2] = {dy, x};
+    gim_node *dw = node(g, cc->one_d ? GIM_OP_CONV1D_BWD_WEIGHT : GIM_OP_CONV2D_BWD_WEIGHT, 2, win, wr, wd);
+    for (int i = 0; i < 4; i++) dx->attr[i] = dw->attr[i] = y->attr[i];
+
+    int64_t nx = gim_shape_numel(&x->shape), nw = gim_shape_numel(&w->shape), ny = gim_shape_numel(&y->shape);
+    float *bufs[9] = {0};
+    bufs[x->id] = rand_f(nx, seed);
+    bufs[w->id] = rand_f(nw, seed + 1);
+    bufs[b->id] = rand_f(cc->O, seed + 2);
+    bufs[dy->id] = rand_f(ny, seed + 3);
+    bufs[y->id] = rand_f(ny, 5);   /* garbage: the op must overwrite it */
+    bufs[dx->id] = rand_f(nx, 6);
+    bufs[dw->id] = rand_f(nw, 7);
+    gim_node *targets[3] = {y, dx, dw};
+    CU_ASSERT_FATAL(jit_run(g, targets, 3, bufs) == 0);
+
+    conv_fd f = {cc, B, Ho, Wo, to_d(bufs[x->id], nx), to_d(bufs[w->id], nw), to_d(bufs[dy->id], ny),
+                 gim_xmalloc(sizeof(double) * (size_t)ny)};
+    double *bd = to_d(bufs[b->id], cc->O);
+    double *want = gim_xmalloc(sizeof(double) * (size_t)ny);
+    conv_ref(&f, cc->bias ? bd : NULL, want);
+    int64_t K = cc->C * cc->k * (cc->one_d ? 1 : cc->k);
+    char what[160];
+    snprintf(what, sizeof what, "%s B=%lld C=%lld %lldx%lld O=%lld k=%lld s=%lld p=%lld", cc->one_d ? "conv1d" : "conv2d",
+             (long long)B, (long long)cc->C, (long long)cc->H, (long long)cc->W, (long long)cc->O, (long long)cc->k,
+             (long long)cc->s, (long long)cc->p);
+    if (!close_fd(what, bufs[y->id], want, ny, 1e-5 + 2e-6 * (double)K, 1e-4)) CU_FAIL("forward");
+    /* dx[i] sums at most O·k² products; dw[j] sums B·Ho·Wo. */
+    if (!check_grad("dx", conv_f, &f, f.x, nx, bufs[dx->id], 1e-2, cc->O * K / cc->C)) CU_FAIL("bwd data");
+    if (!check_grad("dw", conv_f, &f, f.w, nw, bufs[dw->id], 1e-2, B * Ho * Wo)) CU_FAIL("bwd weight");
+    for (int i = 0; i < 9; i++) gim_free(bufs[i]);
+    gim_free(f.x); gim_free(f.w); gim_free(f.dy); gim_free(f.y); gim_free(bd); gim_free(want);
+    gim_graph_free(g);
+}
+
+static void test_conv2d_small(void) {
+    static const conv_case cases[] = {
+        {1, {2}, 1, 7, 7, 3, 3, 1, 1, true, false},
+        {1, {3}, 3, 7, 11, 5, 3, 2, 0, true, false},
+        {2, {2, 2}, 5, 11, 7, 2, 5, 3, 2, false, false},
+        {1, {1}, 3, 5, 5, 4, 1, 1, 0, true, false},
+        {1, {2}, 2, 6, 9, 3, 1, 2, 1, true, false},
+        {2, {1, 3}, 1, 8, 8, 2, 3, 1, 1, true, false},
+        {1, {2}, 3, 5, 5, 2, 5, 1, 2, false, false},
+        {1, {2}, 2, 3, 3, 3, 3, 3, 0, true, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 10 + 7 * (unsigned)i);
+}
+
+static void test_conv1d_small(void) {
+    static const conv_case cases[] = {
+        {1, {2}, 3, 1, 37, 4, 3, 1, 1, true, true},
+        {2, {2, 3}, 1, 1, 11, 2, 5, 2, 2, false, true},
+        {1, {3}, 5, 1, 13, 3, 1, 3, 0, true, true},
+        {1, {1}, 2, 1, 37, 3, 4, 3, 1, true, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 100 + 7 * (unsigned)i);
+}
+
+/* Shapes that take the other lowering paths: several full GEMM chunks plus a
+ * partial one (the canonical model's 3x3 on 8x8 patches), one image per
+ * chunk, and the 1x1 direct GEMM. */
+static void test_conv2d_paths(void) {
+    static const conv_case cases[] = {
+        {1, {233}, 32, 8, 8, 8, 3, 1, 1, true, false},      /* 2 chunks of 110 + 13 */
+        {1, {2}, 16, 71, 71, 8, 5, 1, 2, true, false},       /* one image per chunk */
+        {1, {3}, 5, 17, 19, 7, 1, 1, 0, true, false},        /* 1x1 direct */
+        {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
+}
+
+/* ---- linear -------------------------------------------------------------------------- */
+
+typedef struct lin_fd {
+    int64_t B, C, O;
+    double *x, *w, *dy, *y;
+} lin_fd;
+
+static double lin_f(void *p) {
+    lin_fd *f = p;
+    ref_linear(f->x, f->B, f->C, f->w, NULL, f->O, f->y);
+    return dot_d(f->dy, f->y, f->B * f->O);
+}
+
+static void check_linear(int lead_rank, const int64_t *lead, int64_t C, int64_t O, bool bias, unsigned seed) {
+    gim_graph *g = gim_graph_new();
+    int64_t xd[4], yd[4], B = 1;
+    for (int i = 0; i < lead_rank; i++) B *= xd[i] = yd[i] = lead[i];
+    xd[lead_rank] = C;
+    yd[lead_rank] = O;
+    int64_t wd[2] = {O, C};
+    gim_node *x = input(g, lead_rank + 1, xd), *w = input(g, 2, wd), *b = input(g, 1, &O);
+    gim_node *dy = input(g, lead_rank + 1, yd);
+    gim_node *in[3] = {x, w, b};
+    gim_node *y = node(g, GIM_OP_LINEAR, bias ? 3 : 2, in, lead_rank + 1, yd);
+    y->attr[0] = (double)O;
+    y->attr[1] = bias;
+    gim_node *bin[2] = {dy, w}, *win[2] = {dy, x};
+    gim_node *dx = node(g, GIM_OP_LINEAR_BWD_DATA, 2, bin, lead_rank + 1, xd);
+    gim_node *dw = node(g, GIM_OP_LINEAR_BWD_WEIGHT, 2, win, 2, wd);
+    float *bufs[7] = {0};
+    bufs[x->id] = rand_f(B * C, seed);
+    bufs[w->id] = rand_f(O * C, seed + 1);
+    bufs[b->id] = rand_f(O, seed + 2);
+    bufs[dy->id] = rand_f(B * O, seed + 3);
+    bufs[y->id] = rand_f(B * O, 1);
+    bufs[dx->id] = rand_f(B * C, 2);
+    bufs[dw->id] = rand_f(O * C, 3);
+    gim_node *targets[3] = {y, dx, dw};
+    CU_ASSERT_FATAL(jit_run(g, targets, 3, bufs) == 0);
+    lin_fd f = {B, C, O, to_d(bufs[x->id], B * C), to_d(bufs[w->id], O * C), to_d(bufs[dy->id], B * O),
+                gim_xmalloc(sizeof(double) * (size_t)(B * O))};
+    double *bd = to_d(bufs[b->id], O), *want = gim_xmalloc(sizeof(double) * (size_t)(B * O));
+    ref_linear(f.x, B, C, f.w, bias ? bd : NULL, O, want);
+    CU_ASSERT(close_fd("linear", bufs[y->id], want, B * O, 1e-5 + 2e-6 * (double)C, 1e-4));
+    CU_ASSERT(check_grad("linear dx", lin_f, &f, f.x, B * C, bufs[dx->id], 1e-2, O));
+    CU_ASSERT(check_grad("linear dw", lin_f, &f, f.w, O * C, bufs[dw->id], 1e-2, B));
+    for (int i = 0; i < 7; i++) gim_free(bufs[i]);
+    gim_free(f.x); gim_free(f.w); gim_free(f.dy); gim_free(f.y); gim_free(bd); gim_free(want);
+    gim_graph_free(g);
+}
+
+static void test_linear(void) {
+    int64_t l1[1] = {7}, l2[2] = {3, 5}, l3[1] = {1};
+    check_linear(1, l1, 5, 3, true, 300);
+    check_linear(2, l2, 11, 4, false, 310);
+    check_linear(1, l3, 1, 1, true, 320);
+    check_linear(1, l1, 37, 13, true, 330);
+}
+
+/* ---- patches ------------------------------------------------------------------------ */
+
+typedef struct patch_fd {
+    int64_t N, C, H, W, s, st, ny;
+    double *x, *dy, *y;
+} patch_fd;
+
+static double patch_f(void *p) {
+    patch_fd *f = p;
+    ref_patches(f->x, f->N, f->C, f->H, f->W, f->s, f->st, f->y);
+    return dot_d(f->dy, f->y, f->ny);
+}
+
+static void check_patches(int64_t N, int64_t C, int64_t H, int64_t W, int64_t s, int64_t st, unsigned seed) {
+    gim_graph *g = gim_graph_new();
+    int64_t Gh = (H - s) / st + 1, Gw = (W - s) / st + 1;
+    int64_t xd[4] = {N, C, H, W}, yd[6] = {N, Gh, Gw, C, s, s};
+    gim_node *x = input(g, 4, xd), *dy = input(g, 6, yd);
+    gim_node *y = node(g, GIM_OP_PATCHES, 1, &x, 6, yd);
+    gim_node *dx = node(g, GIM_OP_PATCHES_BWD, 1, &dy, 4, xd);
+    y->attr[0] = dx->attr[0] = (double)s;
+    y->attr[1] = dx->attr[1] = (double)st;
+    int64_t nx = N * C * H * W, ny = gim_shape_numel(&y->shape);
+    float *bufs[4] = {0};
+    bufs[x->id] = rand_f(nx, seed);
+    bufs[dy->id] = rand_f(ny, seed + 1);
+    bufs[y->id] = rand_f(ny, 1);
+    bufs[dx->id] = rand_f(nx, 2);
+    gim_node *targets[2] = {y, dx};
+    CU_ASSERT_FATAL(jit_run(g, targets, 2, bufs) == 0);
+    patch_fd f = {N, C, H, W, s, st, ny, to_d(bufs[x->id], nx), to_d(bufs[dy->id], ny),
+                  gim_xmalloc(sizeof(double) * (size_t)ny)};
+    double *want = gim_xmalloc(sizeof(double) * (size_t)ny);
+    ref_patches(f.x, N, C, H, W, s, st, want);
+    CU_ASSERT(close_fd("patches", bufs[y->id], want, ny, 0, 0));   /* a copy: exact */
+    CU_ASSERT(check_grad("patches dx", patch_f, &f, f.x, nx, bufs[dx->id], 1.0, 4));
+    for (int i = 0; i < 4; i++) gim_free(bufs[i]);
+    gim_free(f.x); gim_free(f.dy); gim_free(f.y); gim_free(want);
+    gim_graph_free(g);
+}
+
+static void test_patches(void) {
+    check_patches(2, 1, 28, 28, 8, 4, 400);    /* the canonical 6x6 grid */
+    check_patches(1, 3, 7, 11, 3, 2, 410);
+    check_patches(3, 2, 5, 5, 2, 3, 420);
+    check_patches(1, 1, 5, 7, 5, 1, 430);
+}
+
+/* ---- pools -------------------------------------------------------------------------- */
+
+typedef struct pool_fd {
+    bool is_max;
+    int64_t B, H, W, k, st, ny;
+    double *x, *dy, *y;
+} pool_fd;
+
+static double pool_f(void *p) {
+    pool_fd *f = p;
+    if (f->is_max) ref_maxpool2d(f->x, f->B, f->H, f->W, f->k, f->st, f->y);
+    else ref_avgpool2d(f->x, f->B, f->H, f->W, f->k, f->st, f->y);
+    return dot_d(f->dy, f->y, f->ny);
+}
+
+static void check_pool(bool is_max, int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t st,
+                       unsigned seed) {
+    gim_graph *g = gim_graph_new();
+    int64_t Ho = (H - k) / st + 1, Wo = (W - k) / st + 1;
+    int64_t xd[4] = {N, C, H, W}, yd[4] = {N, C, Ho, Wo};
+    gim_node *x = input(g, 4, xd), *dy = input(g, 4, yd);
+    gim_node *y = node(g, is_max ? GIM_OP_MAXPOOL2D : GIM_OP_AVGPOOL2D, 1, &x, 4, yd);
+    gim_node *bin[2] = {dy, x};
+    gim_node *dx = node(g, is_max ? GIM_OP_MAXPOOL2D_BWD : GIM_OP_AVGPOOL2D_BWD, is_max ? 2 : 1, bin, 4, xd);
+    y->attr[0] = dx->attr[0] = (double)k;
+    y->attr[1] = dx->attr[1] = (double)st;
+    int64_t nx = N * C * H * W, ny = N * C * Ho * Wo;
+    float *bufs[4] = {0};
+    bufs[x->id] = rand_f(nx, seed);
+    bufs[dy->id] = rand_f(ny, seed + 1);
+    bufs[y->id] = rand_f(ny, 1);
+    bufs[dx->id] = rand_f(nx, 2);
+    gim_node *targets[2] = {y, dx};
+    CU_ASSERT_FATAL(jit_run(g, targets, 2, bufs) == 0);
+    pool_fd f = {is_max, N * C, H, W, k, st, ny, to_d(bufs[x->id], nx), to_d(bufs[dy->id], ny),
+                 gim_xmalloc(sizeof(double) * (size_t)ny)};
+    double *want = gim_xmalloc(sizeof(double) * (size_t)ny);
+    pool_f(&f);
+    memcpy(want, f.y, sizeof(double) * (size_t)ny);
+    CU_ASSERT(close_fd(is_max ? "maxpool" : "avgpool", bufs[y->id], want, ny, 1e-6, 1e-5));
+    /* max: h small enough that no window's maximum changes place */
+    CU_ASSERT(check_grad(is_max ? "maxpool dx" : "avgpool dx", pool_f, &f, f.x, nx, bufs[dx->id],
+                         is_max ? 1e-6 : 1e-2, k * k));
+    for (int i = 0; i < 4; i++) gim_free(bufs[i]);
+    gim_free(f.x); gim_free(f.dy); gim_free(f.y); gim_free(want);
+    gim_graph_free(g);
+}
+
+static void test_pools(void) {
+    for (int m = 0; m < 2; m++) {
+        check_pool(m, 2, 3, 7, 7, 2, 2, 500);
+        check_pool(m, 1, 1, 11, 7, 3, 1, 510);
+        check_pool(m, 2, 2, 8, 8, 3, 3, 520);
+        check_pool(m, 1, 5, 5, 5, 5, 5, 530);
+        check_pool(m, 3, 2, 9, 6, 2, 1, 540);
+    }
+}
+
+/* Ties: every window of a constant image has its maximum everywhere; the
+ * gradient goes to the window's first element (row-major). With k = 2,
+ * stride 1 on 3x3, the windows start at (0,0), (0,1), (1,0), (1,1): dx is dy
+ * placed at those positions and zero elsewhere. */
+static void test_maxpool_ties(void) {
+    gim_graph *g = gim_graph_new();
+    int64_t xd[3] = {1, 3, 3}, yd[3] = {1, 2, 2};
+    gim_node *x = input(g, 3, xd), *dy = input(g, 3, yd);
+    gim_node *y = node(g, GIM_OP_MAXPOOL2D, 1, &x, 3, yd);
+    gim_node *bin[2] = {dy, x};
+    gim_node *dx = node(g, GIM_OP_MAXPOOL2D_BWD, 2, bin, 3, xd);
+    y->attr[0] = dx->attr[0] = 2;
+    y->attr[1] = dx->attr[1] = 1;
+    float xv[9] = {2, 2, 2, 2, 2, 2, 2, 2, 2}, dyv[4] = {1, 10, 100, 1000}, yv[4], dxv[9];
+    float *bufs[4] = {xv, dyv, yv, dxv};
+    gim_node *targets[2] = {y, dx};
+    CU_ASSERT_FATAL(jit_run(g, targets, 2, bufs) == 0);
+    for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL(yv[i], 2.0f);
+    float want[9] = {1, 10, 0, 100, 1000, 0, 0, 0, 0};
+    for (int i = 0; i < 9; i++) CU_ASSERT_EQUAL(dxv[i], want[i]);
+    gim_graph_free(g);
+}
+
+int main(void) {
+    static const gim_test tests[] = {
+        {"conv2d forward and gradients, small odd shapes", test_conv2d_small},
+        {"conv1d forward and gradients", test_conv1d_small},
+        {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
+        {"linear forward and gradients", test_linear},
+        {"patches forward and gradient", test_patches},
+        {"avg and max pools forward and gradients", test_pools},
+        {"maxpool ties go to the first maximum", test_maxpool_ties},
+        {NULL, NULL},
+    };
+    return gim_run_suite("op_conv", tests);
+}
