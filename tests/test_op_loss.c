@@ -5,7 +5,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "cg.h"
+#include "gim_runtime.h"
 #include "gim_util.h"
+#include "graph.h"
 #include "ref_loss.h"
 #include "testutil.h"
 
@@ -220,6 +231,422 @@ static void test_ref_gru_by_hand(void) {
     CU_ASSERT_DOUBLE_EQUAL(y, (1 - z) * n, 1e-12);
 }
 
+
+/* ---- a minimal JIT: one function running the given nodes' generators ---------- */
+
+/* Compiles `void f(float **bufs, i64 step, i64 seed)` binding node i's buffer
+ * to bufs[i], runs the loss-family generators of targets[0..nt) in order
+ * (each node's scratch a module global: none is planned here), optimises at
+ * O2 for the host and calls it. Returns 0, or -1 (reported) on failure. */
+static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs, uint64_t step,
+                   uint64_t seed) {
+    static bool inited;
+    if (!inited) {
+        LLVMInitializeNativeTarget();
+        LLVMInitializeNativeAsmPrinter();
+        inited = true;
+    }
+    const char *const *names;
+    void *const *addrs;
+    int nsym = gim_rt_symbols(&names, &addrs);
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    cg_ctx c;
+    memset(&c, 0, sizeof c);
+    c.ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+    c.mod = LLVMModuleCreateWithNameInContext("loss_test", c.ctx);
+    c.b = LLVMCreateBuilderInContext(c.ctx);
+    c.f32 = LLVMFloatTypeInContext(c.ctx);
+    c.f64 = LLVMDoubleTypeInContext(c.ctx);
+    c.i1 = LLVMInt1TypeInContext(c.ctx);
+    c.i32 = LLVMInt32TypeInContext(c.ctx);
+    c.i64 = LLVMInt64TypeInContext(c.ctx);
+    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
+    c.void_t = LLVMVoidTypeInContext(c.ctx);
+    gim_diag diag;
+    gim_diag_init(&diag, stderr);
+    c.diag = &diag;
+    c.graph = g;
+    LLVMTypeRef params[3] = {c.ptr, c.i64, c.i64};
+    c.fn = LLVMAddFunction(c.mod, "loss_test", LLVMFunctionType(c.void_t, params, 3, 0));
+    LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(c.ctx, c.fn, "entry"));
+    c.step = LLVMGetParam(c.fn, 1);
+    c.seed = LLVMGetParam(c.fn, 2);
+    c.buf = gim_xmalloc(sizeof(LLVMValueRef) * g->nodes.len);
+    LLVMValueRef arg = LLVMGetParam(c.fn, 0);
+    for (int i = 0; i < g->nodes.len; i++) {
+        LLVMValueRef idx = cg_i64(&c, i);
+        c.buf[i] = LLVMBuildLoad2(c.b, c.ptr, LLVMBuildGEP2(c.b, c.ptr, arg, &idx, 1, ""), "buf");
+    }
+    int rc = 0;
+    for (int t = 0; t < nt; t++) {
+        cg_op_fn fn = cg_loss_ops[targets[t]->op];
+        if (!fn || fn(&c, targets[t]) != 0) rc = -1;
+    }
+    LLVMBuildRetVoid(c.b);
+    LLVMDisposeBuilder(c.b);
+    gim_free(c.buf);
+    char *err = NULL;
+    if (rc == 0 && LLVMVerifyModule(c.mod, LLVMPrintMessageAction, &err)) rc = -1;
+    LLVMDisposeMessage(err);
+    LLVMOrcLLJITRef jit = NULL;
+    if (rc == 0) {
+        char *triple = LLVMGetDefaultTargetTriple();
+        LLVMTargetRef target;
+        LLVMGetTargetFromTriple(triple, &target, NULL);
+        char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
+        LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelDefault,
+                                                          LLVMRelocDefault, LLVMCodeModelJITDefault);
+        LLVMSetTarget(c.mod, triple);
+        LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+        LLVMSetModuleDataLayout(c.mod, td);
+        LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+        LLVMErrorRef e = LLVMRunPasses(c.mod, "default<O2>", tm, po);
+        if (e) {
+            char *m = LLVMGetErrorMessage(e);
+            fprintf(stderr, "passes: %s\n", m);
+            LLVMDisposeErrorMessage(m);
+            rc = -1;
+        }
+        LLVMDisposePassBuilderOptions(po);
+        LLVMDisposeTargetData(td);
+        LLVMDisposeTargetMachine(tm);
+        LLVMDisposeMessage(triple);
+        LLVMDisposeMessage(cpu);
+        LLVMDisposeMessage(feat);
+        if (rc == 0 && LLVMOrcCreateLLJIT(&jit, NULL)) rc = -1;
+    }
+    if (rc == 0) {
+        LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
+        LLVMOrcCSymbolMapPair *syms = gim_xmalloc(sizeof *syms * nsym);
+        for (int i = 0; i < nsym; i++) {
+            syms[i].Name = LLVMOrcLLJITMangleAndIntern(jit, names[i]);
+            syms[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)addrs[i];
+            syms[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported;
+            syms[i].Sym.Flags.TargetFlags = 0;
+        }
+        LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(syms, nsym));
+        gim_free(syms);
+        LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(c.mod, tsc);
+        c.mod = NULL;
+        LLVMOrcExecutorAddress addr = 0;
+        if (LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm) || LLVMOrcLLJITLookup(jit, &addr, "loss_test") || !addr) {
+            fprintf(stderr, "jit: failed to compile\n");
+            rc = -1;
+        } else {
+            ((void (*)(float **, uint64_t, uint64_t))(uintptr_t)addr)(bufs, step, seed);
+        }
+    }
+    if (c.mod) LLVMDisposeModule(c.mod);
+    if (jit) LLVMOrcDisposeLLJIT(jit);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    gim_diag_release(&diag);
+    return rc;
+}
+
+static gim_node *mk(gim_graph *g, gim_op op, int n_in, gim_node **in, int rank, const int64_t *d) {
+    gim_node *n = gim_node_new(g, op, n_in, in, (gim_loc){0});
+    n->shape = gim_shape_make(rank, d);
+    return n;
+}
+
+static float *to_f(const double *d, size_t n) {
+    float *f = gim_xmalloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) f[i] = (float)d[i];
+    return f;
+}
+
+/* Rounds to float and back, so the reference sees exactly the JIT's inputs. */
+static void round_f(double *d, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] = (float)d[i];
+}
+
+/* |jit − ref| <= tol · max(1, max |ref|) elementwise; reports the first miss. */
+static int close_fd(const char *what, const float *a, const double *b, size_t n, double tol) {
+    double scale = 1;
+    for (size_t i = 0; i < n; i++) scale = fabs(b[i]) > scale ? fabs(b[i]) : scale;
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs(a[i] - b[i]) <= tol * scale)) {
+            fprintf(stderr, "\n  %s[%zu]: jit %.9g vs ref %.9g\n", what, i, a[i], b[i]);
+            return 0;
+        }
+    return 1;
+}
+
+/* ---- infonce: generated code against the reference --------------------------------- */
+
+typedef struct nce_run {
+    ref_infonce_cfg cfg;
+    bool shared;
+    double *z, *c, *W;            /* inputs (float-representable) */
+    float loss;                   /* JIT forward */
+    float *packed;                /* JIT backward [dz | dc | dW] */
+} nce_run;
+
+/* Builds z, c (or c = z), W, infonce and infonce_bwd; runs both generated. */
+static int nce_jit(nce_run *r) {
+    ref_infonce_cfg *cfg = &r->cfg;
+    if (r->shared) cfg->Cc = cfg->Cz;
+    int64_t P = ref_infonce_positions(cfg);
+    size_t nz = P * cfg->Cz, nc = P * cfg->Cc, nw = cfg->K * cfg->Cz * cfg->Cc;
+    gim_graph *g = gim_graph_new();
+    int64_t dz4[4] = {cfg->N, cfg->len, cfg->grid ? cfg->len : cfg->Cz, cfg->Cz};
+    int64_t dc4[4] = {cfg->N, cfg->len, cfg->grid ? cfg->len : cfg->Cc, cfg->Cc};
+    int rank = cfg->grid ? 4 : 3;
+    gim_node *z = mk(g, GIM_OP_INPUT, 0, NULL, rank, dz4);
+    gim_node *c = r->shared ? z : mk(g, GIM_OP_INPUT, 0, NULL, rank, dc4);
+    int64_t dw[3] = {cfg->K, cfg->Cz, cfg->Cc};
+    gim_node *W = mk(g, GIM_OP_PARAM, 0, NULL, 3, dw);
+    gim_node *in[3] = {z, c, W};
+    gim_node *loss = mk(g, GIM_OP_INFONCE, 3, in, 0, NULL);
+    int64_t total = nz + nc + nw;
+    gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, in, 1, &total);
+    loss->attr[0] = bwd->attr[0] = (double)cfg->K;
+    loss->attr[1] = bwd->attr[1] = (double)cfg->negatives;
+    loss->rng_stream = bwd->rng_stream = cfg->stream;
+    float **bufs = gim_xmalloc(sizeof(float *) * g->nodes.len);
+    float *fz = to_f(r->z, nz), *fc = to_f(r->c, nc), *fw = to_f(r->W, nw);
+    r->packed = gim_xmalloc(sizeof(float) * total);
+    for (int64_t i = 0; i < total; i++) r->packed[i] = NAN;   /* every element must be written */
+    bufs[z->id] = fz;
+    bufs[c->id] = r->shared ? fz : fc;
+    bufs[W->id] = fw;
+    bufs[loss->id] = &r->loss;
+    bufs[bwd->id] = r->packed;
+    gim_node *targets[2] = {loss, bwd};
+    int rc = jit_run(g, targets, 2, bufs, cfg->step, cfg->seed);
+    gim_free(bufs); gim_free(fz); gim_free(fc); gim_free(fw);
+    gim_graph_free(g);
+    return rc;
+}
+
+static void nce_data(nce_run *r, unsigned seed) {
+    if (r->shared) r->cfg.Cc = r->cfg.Cz;
+    int64_t P = ref_infonce_positions(&r->cfg);
+    r->z = rand_d(P * r->cfg.Cz, seed, -1, 1);
+    r->c = rand_d(P * r->cfg.Cc, seed + 1, -1, 1);
+    r->W = rand_d(r->cfg.K * r->cfg.Cz * r->cfg.Cc, seed + 2, -0.5, 0.5);
+    round_f(r->z, P * r->cfg.Cz);
+    round_f(r->c, P * r->cfg.Cc);
+    round_f(r->W, r->cfg.K * r->cfg.Cz * r->cfg.Cc);
+    if (r->shared) memcpy(r->c, r->z, sizeof(double) * P * r->cfg.Cz);
+}
+
+static void nce_free(nce_run *r) {
+    gim_free(r->z); gim_free(r->c); gim_free(r->W); gim_free(r->packed);
+}
+
+/* JIT forward and backward against the reference, same step, seed, stream. */
+static void check_infonce_jit(ref_infonce_cfg cfg, bool shared, unsigned seed) {
+    nce_run r = {cfg, shared, NULL, NULL, NULL, 0, NULL};
+    nce_data(&r, seed);
+    CU_ASSERT_FATAL(nce_jit(&r) == 0);
+    int64_t P = ref_infonce_positions(&r.cfg);
+    size_t nz = P * r.cfg.Cz, nc = P * r.cfg.Cc, nw = r.cfg.K * r.cfg.Cz * r.cfg.Cc;
+    double want = ref_infonce(&r.cfg, r.z, r.c, r.W);
+    CU_ASSERT(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)));
+    if (!(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)))) fprintf(stderr, "\n  loss: jit %.9g vs ref %.9g\n", r.loss, want);
+    double *dz = gim_xmalloc(sizeof(double) * nz), *dc = gim_xmalloc(sizeof(double) * nc);
+    double *dW = gim_xmalloc(sizeof(double) * nw);
+    ref_infonce_bwd(&r.cfg, r.z, r.c, r.W, dz, dc, dW);
+    /* gradients are O(1/(K·M)); compare relative to the largest */
+    double gmax = 0;
+    for (size_t i = 0; i < nw; i++) gmax = fabs(dW[i]) > gmax ? fabs(dW[i]) : gmax;
+    for (size_t i = 0; i < nz; i++) gmax = fabs(dz[i]) > gmax ? fabs(dz[i]) : gmax;
+    CU_ASSERT(gmax > 0);
+    for (size_t i = 0; i < nz; i++) dz[i] /= gmax;
+    for (size_t i = 0; i < nc; i++) dc[i] /= gmax;
+    for (size_t i = 0; i < nw; i++) dW[i] /= gmax;
+    for (size_t i = 0; i < nz + nc + nw; i++) r.packed[i] /= (float)gmax;
+    CU_ASSERT(close_fd("dz", r.packed, dz, nz, 1e-4));
+    CU_ASSERT(close_fd("dc", r.packed + nz, dc, nc, 1e-4));
+    CU_ASSERT(close_fd("dW", r.packed + nz + nc, dW, nw, 1e-4));
+    gim_free(dz); gim_free(dc); gim_free(dW);
+    nce_free(&r);
+}
+
+static void test_jit_infonce_seq(void) {
+    for (int K = 1; K <= 3; K++)
+        for (int shared = 0; shared <= 1; shared++) {
+            ref_infonce_cfg cfg = {.grid = false, .N = 3, .len = 7, .Cz = 5, .Cc = 6, .K = K,
+                                   .negatives = 5, .seed = 9, .stream = 1, .step = 3};
+            check_infonce_jit(cfg, shared, 200 + 10 * K + shared);
+        }
+}
+
+static void test_jit_infonce_grid(void) {
+    for (int K = 1; K <= 3; K++)
+        for (int shared = 0; shared <= 1; shared++) {
+            ref_infonce_cfg cfg = {.grid = true, .N = 2, .len = 5, .Cz = 7, .Cc = 3, .K = K,
+                                   .negatives = 7, .seed = 4, .stream = 3, .step = 1};
+            check_infonce_jit(cfg, shared, 300 + 10 * K + shared);
+        }
+}
+
+/* The paper's vision setting, scaled down: a 7×7 grid, 5 steps, 16 negatives. */
+static void test_jit_infonce_grid_large(void) {
+    ref_infonce_cfg cfg = {.grid = true, .N = 4, .len = 7, .Cz = 64, .Cc = 64, .K = 5,
+                           .negatives = 16, .seed = 1234, .stream = 2, .step = 17};
+    check_infonce_jit(cfg, true, 400);
+    check_infonce_jit(cfg, false, 401);
+}
+
+/* No negatives: the loss is exactly 0 (one candidate); no gradient. */
+static void test_jit_infonce_no_negatives(void) {
+    ref_infonce_cfg cfg = {.grid = false, .N = 2, .len = 4, .Cz = 3, .Cc = 3, .K = 2,
+                           .negatives = 0, .seed = 1, .stream = 1, .step = 1};
+    nce_run r = {cfg, false, NULL, NULL, NULL, 0, NULL};
+    nce_data(&r, 500);
+    CU_ASSERT_FATAL(nce_jit(&r) == 0);
+    CU_ASSERT(fabs(r.loss) < 1e-6);
+    int64_t total = ref_infonce_positions(&r.cfg) * (r.cfg.Cz + r.cfg.Cc) + r.cfg.K * r.cfg.Cz * r.cfg.Cc;
+    for (int64_t i = 0; i < total; i++) CU_ASSERT(fabs(r.packed[i]) < 1e-6);
+    nce_free(&r);
+}
+
+/* The generated code draws the documented negatives: forward and backward
+ * match the reference at the same call.step and stream, and the loss moves
+ * when only the step or only the stream changes. */
+static void test_jit_infonce_negatives(void) {
+    ref_infonce_cfg cfg = {.grid = false, .N = 4, .len = 6, .Cz = 8, .Cc = 8, .K = 2,
+                           .negatives = 4, .seed = 77, .stream = 1, .step = 5};
+    nce_run r = {cfg, false, NULL, NULL, NULL, 0, NULL};
+    nce_data(&r, 600);
+    /* scores large enough that other negatives give a clearly different loss */
+    for (int64_t i = 0; i < cfg.K * cfg.Cz * cfg.Cc; i++) r.W[i] *= 4;
+    round_f(r.W, cfg.K * cfg.Cz * cfg.Cc);
+    CU_ASSERT_FATAL(nce_jit(&r) == 0);
+    double same = ref_infonce(&r.cfg, r.z, r.c, r.W);
+    ref_infonce_cfg other_step = r.cfg, other_stream = r.cfg;
+    other_step.step = 6;
+    other_stream.stream = 2;
+    double d_step = ref_infonce(&other_step, r.z, r.c, r.W), d_stream = ref_infonce(&other_stream, r.z, r.c, r.W);
+    double tol = 2e-5 * (1 + fabs(same));
+    CU_ASSERT(fabs(r.loss - same) <= tol);
+    /* (with these seeds the means differ by 2.7e-3 and 0.63; tol is 1.2e-4) */
+    CU_ASSERT(fabs(r.loss - d_step) > 10 * tol);
+    CU_ASSERT(fabs(r.loss - d_stream) > 10 * tol);
+    /* backward: matches the reference at this step, not at the next one */
+    int64_t P = ref_infonce_positions(&r.cfg);
+    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc;
+    double *dz = gim_xmalloc(sizeof(double) * nz), *dc = gim_xmalloc(sizeof(double) * nc);
+    double *dW = gim_xmalloc(sizeof(double) * nw);
+    ref_infonce_bwd(&r.cfg, r.z, r.c, r.W, dz, dc, dW);
+    CU_ASSERT(close_fd("dz", r.packed, dz, nz, 1e-4));
+    ref_infonce_cfg others[2] = {other_step, other_stream};
+    for (int o = 0; o < 2; o++) {
+        ref_infonce_bwd(&others[o], r.z, r.c, r.W, dz, dc, dW);
+        double diff = 0;
+        for (size_t i = 0; i < nz; i++) diff = fmax(diff, fabs(r.packed[i] - dz[i]));
+        CU_ASSERT(diff > 1e-3);
+    }
+    gim_free(dz); gim_free(dc); gim_free(dW);
+    /* a second run at the same step draws the same: bit-identical */
+    float first = r.loss;
+    float *packed = r.packed;
+    r.packed = NULL;
+    CU_ASSERT_FATAL(nce_jit(&r) == 0);
+    CU_ASSERT(r.loss == first);
+    CU_ASSERT(memcmp(packed, r.packed, sizeof(float) * (nz + nc + nw)) == 0);
+    gim_free(packed);
+    nce_free(&r);
+}
+
+/* ---- cross_entropy ------------------------------------------------------------------ */
+
+static void check_ce_jit(int64_t N, int64_t C, const int32_t *labels, unsigned seed, double spread) {
+    double *l = rand_d(N * C, seed, -spread, spread);
+    round_f(l, N * C);
+    gim_graph *g = gim_graph_new();
+    int64_t dl[2] = {N, C};
+    gim_node *logits = mk(g, GIM_OP_INPUT, 0, NULL, 2, dl);
+    gim_node *lab = mk(g, GIM_OP_LABELS, 0, NULL, 1, &N);
+    lab->is_int = true;
+    gim_node *in[2] = {logits, lab};
+    gim_node *loss = mk(g, GIM_OP_CROSS_ENTROPY, 2, in, 0, NULL);
+    gim_node *bwd = mk(g, GIM_OP_CROSS_ENTROPY_BWD, 2, in, 2, dl);
+    float *fl = to_f(l, N * C), out = NAN, *dout = gim_xmalloc(sizeof(float) * N * C);
+    float *bufs[4];
+    bufs[logits->id] = fl;
+    bufs[lab->id] = (float *)(void *)labels;
+    bufs[loss->id] = &out;
+    bufs[bwd->id] = dout;
+    gim_node *targets[2] = {loss, bwd};
+    CU_ASSERT_FATAL(jit_run(g, targets, 2, bufs, 1, 0) == 0);
+    double want = ref_cross_entropy(N, C, l, labels);
+    CU_ASSERT(fabs(out - want) <= 1e-5 * (1 + fabs(want)));
+    double *d = gim_xmalloc(sizeof(double) * N * C);
+    ref_cross_entropy_bwd(N, C, l, labels, d);
+    CU_ASSERT(close_fd("dlogits", dout, d, N * C, 1e-6));
+    gim_free(d); gim_free(l); gim_free(fl); gim_free(dout);
+    gim_graph_free(g);
+}
+
+static void test_jit_cross_entropy(void) {
+    int32_t lab[5] = {0, 6, 3, 2, 6};
+    check_ce_jit(5, 7, lab, 700, 3);
+    /* large logits: the max must be subtracted (exp(90) overflows float) */
+    check_ce_jit(5, 7, lab, 701, 90);
+    int32_t one[1] = {0};
+    check_ce_jit(1, 1, one, 702, 1);
+    /* an out-of-range label contributes nothing and gets no gradient */
+    int32_t bad[4] = {2, -1, 10, 3};
+    check_ce_jit(4, 10, bad, 703, 2);
+}
+
+/* ---- gru ------------------------------------------------------------------------------- */
+
+static void check_gru_jit(int64_t N, int64_t T, int64_t C, int64_t H, unsigned seed) {
+    int64_t NTC = N * T * C, NTH = N * T * H, H3 = 3 * H;
+    double *x = rand_d(NTC, seed, -1, 1), *wi = rand_d(H3 * C, seed + 1, -0.7, 0.7);
+    double *wh = rand_d(H3 * H, seed + 2, -0.7, 0.7), *bi = rand_d(H3, seed + 3, -0.5, 0.5);
+    double *bh = rand_d(H3, seed + 4, -0.5, 0.5), *dy = rand_d(NTH, seed + 5, -1, 1);
+    round_f(x, NTC); round_f(wi, H3 * C); round_f(wh, H3 * H); round_f(bi, H3); round_f(bh, H3);
+    round_f(dy, NTH);
+    gim_graph *g = gim_graph_new();
+    int64_t dx3[3] = {N, T, C}, dy3[3] = {N, T, H}, dwi[2] = {H3, C}, dwh[2] = {H3, H};
+    gim_node *nx = mk(g, GIM_OP_INPUT, 0, NULL, 3, dx3);
+    gim_node *nwi = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwi), *nwh = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwh);
+    gim_node *nbi = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3), *nbh = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3);
+    gim_node *ndy = mk(g, GIM_OP_INPUT, 0, NULL, 3, dy3);
+    gim_node *in[5] = {nx, nwi, nwh, nbi, nbh};
+    gim_node *gru = mk(g, GIM_OP_GRU, 5, in, 3, dy3);
+    int64_t total = NTC + H3 * C + H3 * H + 2 * H3;
+    gim_node *bin[7] = {ndy, nx, gru, nwi, nwh, nbi, nbh};
+    gim_node *bwd = mk(g, GIM_OP_GRU_BWD, 7, bin, 1, &total);
+    gru->attr[0] = bwd->attr[0] = (double)H;
+    float *fx = to_f(x, NTC), *fwi = to_f(wi, H3 * C), *fwh = to_f(wh, H3 * H), *fbi = to_f(bi, H3);
+    float *fbh = to_f(bh, H3), *fdy = to_f(dy, NTH), *fy = gim_xmalloc(sizeof(float) * NTH);
+    float *packed = gim_xmalloc(sizeof(float) * total);
+    for (int64_t i = 0; i < total; i++) packed[i] = NAN;
+    float *bufs[8];
+    bufs[nx->id] = fx; bufs[nwi->id] = fwi; bufs[nwh->id] = fwh; bufs[nbi->id] = fbi; bufs[nbh->id] = fbh;
+    bufs[ndy->id] = fdy; bufs[gru->id] = fy; bufs[bwd->id] = packed;
+    gim_node *targets[2] = {gru, bwd};
+    CU_ASSERT_FATAL(jit_run(g, targets, 2, bufs, 1, 0) == 0);
+    double *y = gim_xmalloc(sizeof(double) * NTH);
+    ref_gru(N, T, C, H, x, wi, wh, bi, bh, y);
+    CU_ASSERT(close_fd("y", fy, y, NTH, 2e-6 * (double)(T + 1)));
+    double *d = gim_xmalloc(sizeof(double) * total);
+    ref_gru_bwd(N, T, C, H, x, wi, wh, bi, bh, dy, d, d + NTC, d + NTC + H3 * C, d + NTC + H3 * C + H3 * H,
+                d + NTC + H3 * C + H3 * H + H3);
+    double tol = 1e-5 * (double)(T + 1);
+    CU_ASSERT(close_fd("dx", packed, d, NTC, tol));
+    CU_ASSERT(close_fd("dw_ih", packed + NTC, d + NTC, H3 * C, tol));
+    CU_ASSERT(close_fd("dw_hh", packed + NTC + H3 * C, d + NTC + H3 * C, H3 * H, tol));
+    CU_ASSERT(close_fd("db_ih", packed + NTC + H3 * C + H3 * H, d + NTC + H3 * C + H3 * H, H3, tol));
+    CU_ASSERT(close_fd("db_hh", packed + NTC + H3 * C + H3 * H + H3, d + NTC + H3 * C + H3 * H + H3, H3, tol));
+    gim_free(x); gim_free(wi); gim_free(wh); gim_free(bi); gim_free(bh); gim_free(dy);
+    gim_free(fx); gim_free(fwi); gim_free(fwh); gim_free(fbi); gim_free(fbh); gim_free(fdy); gim_free(fy);
+    gim_free(packed); gim_free(y); gim_free(d);
+    gim_graph_free(g);
+}
+
+static void test_jit_gru(void) {
+    for (int T = 1; T <= 4; T++) check_gru_jit(2, T, 3, 5, 800 + T);
+    check_gru_jit(3, 9, 7, 11, 850);
+    check_gru_jit(1, 5, 1, 1, 860);
+}
+
 static const gim_test tests[] = {
     {"ref_infonce_by_hand", test_ref_infonce_by_hand},
     {"ref_infonce_negatives", test_ref_infonce_negatives},
@@ -228,6 +655,13 @@ static const gim_test tests[] = {
     {"ref_cross_entropy_fd", test_ref_cross_entropy_fd},
     {"ref_gru_by_hand", test_ref_gru_by_hand},
     {"ref_gru_fd", test_ref_gru_fd},
+    {"jit_infonce_seq", test_jit_infonce_seq},
+    {"jit_infonce_grid", test_jit_infonce_grid},
+    {"jit_infonce_grid_large", test_jit_infonce_grid_large},
+    {"jit_infonce_no_negatives", test_jit_infonce_no_negatives},
+    {"jit_infonce_negatives", test_jit_infonce_negatives},
+    {"jit_cross_entropy", test_jit_cross_entropy},
+    {"jit_gru", test_jit_gru},
     {NULL, NULL},
 };
 
