@@ -123,7 +123,8 @@ void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, floa
               LLVMValueRef C, int64_t ldc);
 /* Calls a runtime function by name (declared on first use). */
 LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *args, int n, LLVMTypeRef *types);
-/* uniform integer in [0, n): gim_rt_rand_below(seed, stream, counter, n) */
+/* uniform integer in [0, n): gim_rt_rand_below(seed, stream, counter, n).
+ * counter is i64, n i32 or i64; returns an i64 (ready for indexing). */
 LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n);
 
 /* ---- per-node scratch ----
@@ -135,8 +136,8 @@ LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLV
  * allocates with gim_malloc at run time). Families add their own table. */
 typedef int64_t (*cg_scratch_fn)(const gim_node *n);
 extern const cg_scratch_fn cg_loss_scratch[GIM_OP_COUNT];
-int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
 extern const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT];   /* cg_conv.c */
+int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
 /* Reports an internal limitation at n's location. Returns -1. */

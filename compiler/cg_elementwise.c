@@ -1,6 +1,291 @@
-/* Code generators: elementwise ops. */
+/* Code generators: elementwise ops, reductions (means, bias gradients) and
+ * transpose. Views (reshape, gradient_block, slice) have no generator: their
+ * buffer is their source's (codegen.c, plan.c).
+ *
+ * Elementwise ops are one counted loop over numel with independent
+ * iterations and noalias buffers (see codegen.c), the form the loop
+ * vectoriser turns into vector code. */
 #include "cg.h"
 
+typedef LLVMValueRef (*unary_fn)(cg_ctx *c, const gim_node *n, LLVMValueRef x);
+typedef LLVMValueRef (*binary_fn)(cg_ctx *c, const gim_node *n, LLVMValueRef a, LLVMValueRef b);
+
+static int64_t numel(const gim_node *n) { return gim_shape_numel(&n->shape); }
+
+/* y[i] = f(x[i]) for i < numel(y) */
+static int unary(cg_ctx *c, const gim_node *n, unary_fn f) {
+    LLVMValueRef x = cg_buf(c, n->in[0]), y = cg_buf(c, n);
+    cg_loop i = cg_for(c, numel(n), "i");
+    cg_storef(c, y, i.iv, f(c, n, cg_loadf(c, x, i.iv)));
+    cg_for_end(c, &i);
+    return 0;
+}
+
+/* y[i] = f(a[i], b[i]) */
+static int binary(cg_ctx *c, const gim_node *n, binary_fn f) {
+    LLVMValueRef a = cg_buf(c, n->in[0]), b = cg_buf(c, n->in[1]), y = cg_buf(c, n);
+    if (numel(n->in[0]) != numel(n) || numel(n->in[1]) != numel(n))
+        return cg_fail(c, n, "internal: %s of tensors of different sizes", gim_op_name(n->op));
+    cg_loop i = cg_for(c, numel(n), "i");
+    cg_storef(c, y, i.iv, f(c, n, cg_loadf(c, a, i.iv), cg_loadf(c, b, i.iv)));
+    cg_for_end(c, &i);
+    return 0;
+}
+
+static LLVMValueRef gt0(cg_ctx *c, LLVMValueRef x) {
+    return LLVMBuildFCmp(c->b, LLVMRealOGT, x, cg_f32(c, 0.0f), "pos");
+}
+
+/* relu(x) = x > 0 ? x : 0 */
+static LLVMValueRef f_relu(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
+    return cg_select(c, gt0(c, x), x, cg_f32(c, 0.0f));
+}
+static LLVMValueRef f_tanh(cg_ctx *c, const gim_node *n, LLVMValueRef x) { return cg_tanh(c, x); }
+/* σ(x) = 1 / (1 + e^{−x}) */
+static LLVMValueRef f_sigmoid(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
+    LLVMValueRef e = cg_exp(c, LLVMBuildFNeg(c->b, x, ""));
+    return LLVMBuildFDiv(c->b, cg_f32(c, 1.0f), LLVMBuildFAdd(c->b, cg_f32(c, 1.0f), e, ""), "sigmoid");
+}
+/* leaky_relu(x) = x > 0 ? x : slope·x */
+static LLVMValueRef f_leaky(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
+    return cg_select(c, gt0(c, x), x, LLVMBuildFMul(c->b, x, cg_f32(c, (float)n->attr[0]), ""));
+}
+static LLVMValueRef f_scale(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
+    return LLVMBuildFMul(c->b, x, cg_f32(c, (float)n->attr[0]), "scaled");
+}
+static LLVMValueRef f_shift(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
+    return LLVMBuildFAdd(c->b, x, cg_f32(c, (float)n->attr[0]), "shifted");
+}
+static LLVMValueRef f_add(cg_ctx *c, const gim_node *n, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildFAdd(c->b, a, b, "sum");
+}
+static LLVMValueRef f_sub(cg_ctx *c, const gim_node *n, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildFSub(c->b, a, b, "diff");
+}
+static LLVMValueRef f_mul(cg_ctx *c, const gim_node *n, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildFMul(c->b, a, b, "prod");
+}
+/* relu: dx = y > 0 ? dy : 0 */
+static LLVMValueRef f_relu_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef y) {
+    return cg_select(c, gt0(c, y), dy, cg_f32(c, 0.0f));
+}
+/* tanh: dx = dy (1 − y²) */
+static LLVMValueRef f_tanh_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef y) {
+    LLVMValueRef d = LLVMBuildFSub(c->b, cg_f32(c, 1.0f), LLVMBuildFMul(c->b, y, y, ""), "");
+    return LLVMBuildFMul(c->b, dy, d, "dx");
+}
+/* sigmoid: dx = dy y (1 − y) */
+static LLVMValueRef f_sigmoid_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef y) {
+    LLVMValueRef d = LLVMBuildFMul(c->b, y, LLVMBuildFSub(c->b, cg_f32(c, 1.0f), y, ""), "");
+    return LLVMBuildFMul(c->b, dy, d, "dx");
+}
+/* leaky_relu: dx = x > 0 ? dy : slope·dy */
+static LLVMValueRef f_leaky_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef x) {
+    return cg_select(c, gt0(c, x), dy, LLVMBuildFMul(c->b, dy, cg_f32(c, (float)n->attr[0]), ""));
+}
+
+static int g_relu(cg_ctx *c, const gim_node *n) { return unary(c, n, f_relu); }
+static int g_tanh(cg_ctx *c, const gim_node *n) { return unary(c, n, f_tanh); }
+static int g_sigmoid(cg_ctx *c, const gim_node *n) { return unary(c, n, f_sigmoid); }
+static int g_leaky(cg_ctx *c, const gim_node *n) { return unary(c, n, f_leaky); }
+static int g_scale(cg_ctx *c, const gim_node *n) { return unary(c, n, f_scale); }
+static int g_shift(cg_ctx *c, const gim_node *n) { return unary(c, n, f_shift); }
+static int g_add(cg_ctx *c, const gim_node *n) { return binary(c, n, f_add); }
+static int g_sub(cg_ctx *c, const gim_node *n) { return binary(c, n, f_sub); }
+static int g_mul(cg_ctx *c, const gim_node *n) { return binary(c, n, f_mul); }
+static int g_relu_bwd(cg_ctx *c, const gim_node *n) { return binary(c, n, f_relu_bwd); }
+static int g_tanh_bwd(cg_ctx *c, const gim_node *n) { return binary(c, n, f_tanh_bwd); }
+static int g_sigmoid_bwd(cg_ctx *c, const gim_node *n) { return binary(c, n, f_sigmoid_bwd); }
+static int g_leaky_bwd(cg_ctx *c, const gim_node *n) { return binary(c, n, f_leaky_bwd); }
+
+/* ---- reductions ---- */
+
+/* Splits shape s around axis: outer = Π d[<axis], len = d[axis], inner = Π d[>axis]. */
+static void split_axis(const gim_shape *s, int axis, int64_t *outer, int64_t *len, int64_t *inner) {
+    *outer = 1;
+    *inner = 1;
+    for (int i = 0; i < axis; i++) *outer *= s->d[i];
+    *len = s->d[axis];
+    for (int i = axis + 1; i < s->rank; i++) *inner *= s->d[i];
+}
+
+/* Sum of x[base + k·stride] for k < len, in an accumulator. */
+static LLVMValueRef sum_strided(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t len, int64_t stride,
+                                const char *name) {
+    LLVMValueRef acc = cg_var(c, "acc", cg_f32(c, 0.0f));
+    cg_loop k = cg_for(c, len, name);
+    LLVMValueRef v = cg_loadf(c, x, cg_mad(c, k.iv, stride, base));
+    cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), v, ""));
+    cg_for_end(c, &k);
+    return cg_var_get(c, acc);
+}
+
+/* spatial_mean: x [..., C, H, W] -> y [..., C], y[o] = (1/HW) Σ_k x[o·HW + k] */
+static int g_spatial_mean(cg_ctx *c, const gim_node *n) {
+    int64_t no = numel(n), hw = numel(n->in[0]) / (no ? no : 1);
+    LLVMValueRef x = cg_buf(c, n->in[0]), y = cg_buf(c, n);
+    cg_loop o = cg_for(c, no, "o");
+    LLVMValueRef s = sum_strided(c, x, cg_mulk(c, o.iv, hw), hw, 1, "k");
+    cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, cg_f32(c, (float)(1.0 / (double)hw)), "mean"));
+    cg_for_end(c, &o);
+    return 0;
+}
+
+/* spatial_mean_bwd: dx[o·HW + k] = dy[o] / HW */
+static int g_spatial_mean_bwd(cg_ctx *c, const gim_node *n) {
+    int64_t no = numel(n->in[0]), hw = numel(n) / (no ? no : 1);
+    LLVMValueRef dy = cg_buf(c, n->in[0]), dx = cg_buf(c, n);
+    cg_loop o = cg_for(c, no, "o");
+    LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, dy, o.iv), cg_f32(c, (float)(1.0 / (double)hw)), "");
+    LLVMValueRef base = cg_mulk(c, o.iv, hw);
+    cg_loop k = cg_for(c, hw, "k");
+    cg_storef(c, dx, cg_add(c, base, k.iv), v);
+    cg_for_end(c, &k);
+    cg_for_end(c, &o);
+    return 0;
+}
+
+/* mean over axis a: y[o, i] = (1/len) Σ_k x[o, k, i] with x viewed as
+ * [outer, len, inner]. Accumulated row by row (k outer, i inner) so the inner
+ * loop is contiguous and vectorises; a single strided sum when inner is 1. */
+static int g_mean(cg_ctx *c, const gim_node *n) {
+    const gim_node *xn = n->in[0];
+    int axis = (int)gim_attr_i(n, 0);
+    if (axis < 0 || axis >= xn->shape.rank) return cg_fail(c, n, "internal: mean axis %d out of range", axis);
+    int64_t outer, len, inner;
+    split_axis(&xn->shape, axis, &outer, &len, &inner);
+    LLVMValueRef x = cg_buf(c, xn), y = cg_buf(c, n);
+    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
+    cg_loop o = cg_for(c, outer, "o");
+    if (inner == 1) {
+        LLVMValueRef s = sum_strided(c, x, cg_mulk(c, o.iv, len), len, 1, "k");
+        cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, scale, "mean"));
+    } else {
+        LLVMValueRef ybase = cg_mulk(c, o.iv, inner);
+        cg_loop i0 = cg_for(c, inner, "i");
+        cg_storef(c, y, cg_add(c, ybase, i0.iv), cg_f32(c, 0.0f));
+        cg_for_end(c, &i0);
+        cg_loop k = cg_for(c, len, "k");
+        LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner);
+        cg_loop i = cg_for(c, inner, "i");
+        LLVMValueRef yi = cg_add(c, ybase, i.iv);
+        LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, x, cg_add(c, xbase, i.iv)), scale, "");
+        cg_storef(c, y, yi, LLVMBuildFAdd(c->b, cg_loadf(c, y, yi), v, ""));
+        cg_for_end(c, &i);
+        cg_for_end(c, &k);
+    }
+    cg_for_end(c, &o);
+    return 0;
+}
+
+/* mean_bwd: dx[o, k, i] = dy[o, i] / len, dx (this node) viewed as [outer, len, inner] */
+static int g_mean_bwd(cg_ctx *c, const gim_node *n) {
+    int axis = (int)gim_attr_i(n, 0);
+    if (axis < 0 || axis >= n->shape.rank) return cg_fail(c, n, "internal: mean_bwd axis %d out of range", axis);
+    int64_t outer, len, inner;
+    split_axis(&n->shape, axis, &outer, &len, &inner);
+    LLVMValueRef dy = cg_buf(c, n->in[0]), dx = cg_buf(c, n);
+    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
+    cg_loop o = cg_for(c, outer, "o");
+    cg_loop k = cg_for(c, len, "k");
+    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner);
+    LLVMValueRef ybase = cg_mulk(c, o.iv, inner);
+    cg_loop i = cg_for(c, inner, "i");
+    LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, dy, cg_add(c, ybase, i.iv)), scale, "");
+    cg_storef(c, dx, cg_add(c, xbase, i.iv), v);
+    cg_for_end(c, &i);
+    cg_for_end(c, &k);
+    cg_for_end(c, &o);
+    return 0;
+}
+
+/* bias_bwd: db[k] = Σ_{o, i} dy[o, k, i], dy viewed as [outer, len, inner]
+ * around `axis`. */
+static int g_bias_bwd(cg_ctx *c, const gim_node *n) {
+    const gim_node *dyn = n->in[0];
+    int axis = (int)gim_attr_i(n, 0);
+    if (axis < 0 || axis >= dyn->shape.rank) return cg_fail(c, n, "internal: bias_bwd axis %d out of range", axis);
+    int64_t outer, len, inner;
+    split_axis(&dyn->shape, axis, &outer, &len, &inner);
+    if (numel(n) != len) return cg_fail(c, n, "internal: bias_bwd output has %lld floats, expected %lld",
+                                        (long long)numel(n), (long long)len);
+    LLVMValueRef dy = cg_buf(c, dyn), db = cg_buf(c, n);
+    cg_zero(c, db, cg_i64(c, len));
+    if (inner == 1) {
+        /* db[k] += dy[o, k]: contiguous rows, vectorised over k */
+        cg_loop o = cg_for(c, outer, "o");
+        LLVMValueRef base = cg_mulk(c, o.iv, len);
+        cg_loop k = cg_for(c, len, "k");
+        LLVMValueRef v = cg_loadf(c, dy, cg_add(c, base, k.iv));
+        cg_storef(c, db, k.iv, LLVMBuildFAdd(c->b, cg_loadf(c, db, k.iv), v, ""));
+        cg_for_end(c, &k);
+        cg_for_end(c, &o);
+        return 0;
+    }
+    cg_loop o = cg_for(c, outer, "o");
+    cg_loop k = cg_for(c, len, "k");
+    LLVMValueRef s = sum_strided(c, dy, cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner), inner, 1, "i");
+    cg_storef(c, db, k.iv, LLVMBuildFAdd(c->b, cg_loadf(c, db, k.iv), s, ""));
+    cg_for_end(c, &k);
+    cg_for_end(c, &o);
+    return 0;
+}
+
+/* transpose(a, b), a < b: x viewed as [pre, A, mid, B, post] ->
+ * y [pre, B, mid, A, post], y[p, j, m, i, q] = x[p, i, m, j, q]. */
+static int g_transpose(cg_ctx *c, const gim_node *n) {
+    const gim_node *xn = n->in[0];
+    int a = (int)gim_attr_i(n, 0), b = (int)gim_attr_i(n, 1), r = xn->shape.rank;
+    if (a > b) { int t = a; a = b; b = t; }
+    if (a < 0 || b >= r) return cg_fail(c, n, "internal: transpose axes %d, %d out of range", a, b);
+    LLVMValueRef x = cg_buf(c, xn), y = cg_buf(c, n);
+    if (a == b) {
+        cg_copy(c, y, x, cg_i64(c, numel(n)));
+        return 0;
+    }
+    int64_t pre = 1, mid = 1, post = 1, A = xn->shape.d[a], B = xn->shape.d[b];
+    for (int i = 0; i < a; i++) pre *= xn->shape.d[i];
+    for (int i = a + 1; i < b; i++) mid *= xn->shape.d[i];
+    for (int i = b + 1; i < r; i++) post *= xn->shape.d[i];
+    cg_loop p = cg_for(c, pre, "p");
+    cg_loop j = cg_for(c, B, "j");
+    cg_loop m = cg_for(c, mid, "m");
+    cg_loop i = cg_for(c, A, "i");
+    /* y offset ((((p·B + j)·mid + m)·A + i)·post; x offset ((((p·A + i)·mid + m)·B + j)·post */
+    LLVMValueRef yo = cg_mulk(c, cg_mad(c, cg_mad(c, cg_mad(c, p.iv, B, j.iv), mid, m.iv), A, i.iv), post);
+    LLVMValueRef xo = cg_mulk(c, cg_mad(c, cg_mad(c, cg_mad(c, p.iv, A, i.iv), mid, m.iv), B, j.iv), post);
+    if (post == 1) {
+        cg_storef(c, y, yo, cg_loadf(c, x, xo));
+    } else {
+        cg_loop q = cg_for(c, post, "q");
+        cg_storef(c, y, cg_add(c, yo, q.iv), cg_loadf(c, x, cg_add(c, xo, q.iv)));
+        cg_for_end(c, &q);
+    }
+    cg_for_end(c, &i);
+    cg_for_end(c, &m);
+    cg_for_end(c, &j);
+    cg_for_end(c, &p);
+    return 0;
+}
+
 const cg_op_fn cg_elementwise_ops[GIM_OP_COUNT] = {
-    [GIM_OP_INPUT] = NULL,
+    [GIM_OP_RELU] = g_relu,
+    [GIM_OP_TANH] = g_tanh,
+    [GIM_OP_SIGMOID] = g_sigmoid,
+    [GIM_OP_LEAKY_RELU] = g_leaky,
+    [GIM_OP_ADD] = g_add,
+    [GIM_OP_SUB] = g_sub,
+    [GIM_OP_MUL] = g_mul,
+    [GIM_OP_SCALE] = g_scale,
+    [GIM_OP_SHIFT] = g_shift,
+    [GIM_OP_RELU_BWD] = g_relu_bwd,
+    [GIM_OP_TANH_BWD] = g_tanh_bwd,
+    [GIM_OP_SIGMOID_BWD] = g_sigmoid_bwd,
+    [GIM_OP_LEAKY_RELU_BWD] = g_leaky_bwd,
+    [GIM_OP_SPATIAL_MEAN] = g_spatial_mean,
+    [GIM_OP_SPATIAL_MEAN_BWD] = g_spatial_mean_bwd,
+    [GIM_OP_MEAN] = g_mean,
+    [GIM_OP_MEAN_BWD] = g_mean_bwd,
+    [GIM_OP_TRANSPOSE] = g_transpose,
+    [GIM_OP_BIAS_BWD] = g_bias_bwd,
 };

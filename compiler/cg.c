@@ -1,0 +1,287 @@
+/* The code generation helpers of cg.h: constants, buffer access, index
+ * arithmetic, float math through LLVM intrinsics, loops, accumulators,
+ * conditionals and calls into the runtime.
+ *
+ * Invariants the generators rely on: float loads and stores are 4-byte
+ * aligned; index arithmetic is i64 with no signed wrap (every index is
+ * within a buffer whose size the planner checked); loops are counted
+ * (for iv in [start, end)) with the induction variable a phi in the header,
+ * the shape the loop vectoriser recognises. */
+#include "cg.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- constants ---- */
+
+LLVMValueRef cg_i64(cg_ctx *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+LLVMValueRef cg_i32(cg_ctx *c, int32_t v) { return LLVMConstInt(c->i32, (unsigned long long)(int64_t)v, 1); }
+LLVMValueRef cg_f32(cg_ctx *c, float v) { return LLVMConstReal(c->f32, v); }
+
+/* ---- buffers ---- */
+
+LLVMValueRef cg_buf(cg_ctx *c, const gim_node *n) {
+    LLVMValueRef p = c->buf ? c->buf[n->id] : NULL;
+    if (!p) {
+        /* A generator asked for a buffer the module generator did not bind:
+         * an internal error; keep emitting valid IR and report once. */
+        cg_fail(c, n, "internal: no buffer bound for %s node %%%d", gim_op_name(n->op), n->id);
+        return LLVMConstPointerNull(c->ptr);
+    }
+    return p;
+}
+
+LLVMValueRef cg_gep(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(c->b, c->f32, base, &idx, 1, "");
+}
+
+LLVMValueRef cg_loadf(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->f32, cg_gep(c, base, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void cg_storef(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
+    LLVMValueRef s = LLVMBuildStore(c->b, v, cg_gep(c, base, idx));
+    LLVMSetAlignment(s, 4);
+}
+
+LLVMValueRef cg_loadi32(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(c->b, c->i32, base, &idx, 1, "");
+    LLVMValueRef v = LLVMBuildLoad2(c->b, c->i32, p, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+/* Bytes of n floats (n an i64 value). */
+static LLVMValueRef float_bytes(cg_ctx *c, LLVMValueRef n) {
+    return LLVMBuildNUWMul(c->b, n, cg_i64(c, 4), "bytes");
+}
+
+void cg_zero(cg_ctx *c, LLVMValueRef dst, LLVMValueRef n) {
+    LLVMValueRef s = LLVMBuildMemSet(c->b, dst, LLVMConstInt(LLVMInt8TypeInContext(c->ctx), 0, 0),
+                                     float_bytes(c, n), 4);
+    (void)s;
+}
+
+void cg_copy(cg_ctx *c, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n) {
+    LLVMBuildMemCpy(c->b, dst, 4, src, 4, float_bytes(c, n));
+}
+
+/* ---- index arithmetic ---- */
+
+LLVMValueRef cg_add(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(c->b, a, b, ""); }
+LLVMValueRef cg_mul(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(c->b, a, b, ""); }
+
+LLVMValueRef cg_addk(cg_ctx *c, LLVMValueRef a, int64_t k) {
+    return k == 0 ? a : LLVMBuildNSWAdd(c->b, a, cg_i64(c, k), "");
+}
+
+LLVMValueRef cg_mulk(cg_ctx *c, LLVMValueRef a, int64_t k) {
+    if (k == 1) return a;
+    if (k == 0) return cg_i64(c, 0);
+    return LLVMBuildNSWMul(c->b, a, cg_i64(c, k), "");
+}
+
+LLVMValueRef cg_mad(cg_ctx *c, LLVMValueRef a, int64_t k, LLVMValueRef b) {
+    return cg_add(c, cg_mulk(c, a, k), b);
+}
+
+/* ---- float math ---- */
+
+/* Declares (once) an overloaded intrinsic on float or on x's vector type. */
+static LLVMValueRef intrinsic(cg_ctx *c, const char *name, LLVMTypeRef ty, LLVMTypeRef *fty) {
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, &ty, 1);
+    *fty = LLVMIntrinsicGetType(c->ctx, id, &ty, 1);
+    return f;
+}
+
+static LLVMValueRef call_intrinsic1(cg_ctx *c, const char *name, LLVMValueRef x, const char *vname) {
+    LLVMTypeRef fty;
+    LLVMValueRef f = intrinsic(c, name, LLVMTypeOf(x), &fty);
+    return LLVMBuildCall2(c->b, fty, f, &x, 1, vname);
+}
+
+/* maxnum: the larger of a and b (the non-NaN one if one is NaN). */
+LLVMValueRef cg_fmax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
+    LLVMTypeRef fty;
+    LLVMValueRef f = intrinsic(c, "llvm.maxnum", LLVMTypeOf(a), &fty);
+    LLVMValueRef args[2] = {a, b};
+    return LLVMBuildCall2(c->b, fty, f, args, 2, "max");
+}
+
+LLVMValueRef cg_exp(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.exp", x, "exp"); }
+LLVMValueRef cg_log(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.log", x, "log"); }
+LLVMValueRef cg_sqrt(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.sqrt", x, "sqrt"); }
+
+/* tanh has no LLVM intrinsic. For |x| < 0.4 an odd minimax-style Taylor
+ * polynomial (truncation < 1e-7 relative there), otherwise 1 - 2/(e^{2|x|} + 1)
+ * with the sign restored; both branches are straight-line code, so a loop
+ * applying it still vectorises (exp through llvm.exp). e^{2|x|} overflows to
+ * inf for large |x|, giving exactly ±1. */
+LLVMValueRef cg_tanh(cg_ctx *c, LLVMValueRef x) {
+    LLVMTypeRef fty;
+    LLVMValueRef fabs_f = intrinsic(c, "llvm.fabs", LLVMTypeOf(x), &fty);
+    LLVMValueRef ax = LLVMBuildCall2(c->b, fty, fabs_f, &x, 1, "abs");
+    /* large: 1 - 2 / (exp(2|x|) + 1) */
+    LLVMValueRef e = cg_exp(c, LLVMBuildFMul(c->b, ax, cg_f32(c, 2.0f), ""));
+    LLVMValueRef den = LLVMBuildFAdd(c->b, e, cg_f32(c, 1.0f), "");
+    LLVMValueRef big = LLVMBuildFSub(c->b, cg_f32(c, 1.0f), LLVMBuildFDiv(c->b, cg_f32(c, 2.0f), den, ""), "");
+    /* small: x (1 + x² (-1/3 + x² (2/15 + x² (-17/315 + x² (62/2835 + x² (-1382/155925)))))) */
+    LLVMValueRef x2 = LLVMBuildFMul(c->b, x, x, "x2");
+    static const float k[] = {-1382.0f / 155925.0f, 62.0f / 2835.0f, -17.0f / 315.0f, 2.0f / 15.0f,
+                              -1.0f / 3.0f, 1.0f};
+    LLVMValueRef p = cg_f32(c, k[0]);
+    for (int i = 1; i < 6; i++) p = LLVMBuildFAdd(c->b, LLVMBuildFMul(c->b, p, x2, ""), cg_f32(c, k[i]), "");
+    LLVMValueRef small = LLVMBuildFMul(c->b, x, p, "");
+    /* copysign(big, x) */
+    LLVMValueRef cs_f = intrinsic(c, "llvm.copysign", LLVMTypeOf(x), &fty);
+    LLVMValueRef args[2] = {big, x};
+    LLVMValueRef sbig = LLVMBuildCall2(c->b, fty, cs_f, args, 2, "");
+    LLVMValueRef is_small = LLVMBuildFCmp(c->b, LLVMRealOLT, ax, cg_f32(c, 0.4f), "");
+    return LLVMBuildSelect(c->b, is_small, small, sbig, "tanh");
+}
+
+LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildSelect(c->b, cond, a, b, "");
+}
+
+/* ---- loops ---- */
+
+static LLVMBasicBlockRef new_block(cg_ctx *c, const char *name, const char *suffix) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s.%s", name ? name : "loop", suffix);
+    return LLVMAppendBasicBlockInContext(c->ctx, c->fn, buf);
+}
+
+/* preheader -> header: iv = phi [start, pre] [iv+1, latch]; iv < end ? body : exit
+ * The latch and exit blocks are placed after the body when the loop closes,
+ * so the printed IR reads in source order. */
+cg_loop cg_for_begin(cg_ctx *c, LLVMValueRef start, LLVMValueRef end, const char *name) {
+    cg_loop l = {0};
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(c->b);
+    l.header = new_block(c, name, "head");
+    l.body = new_block(c, name, "body");
+    l.exit = new_block(c, name, "exit");
+    l.end = end;
+    LLVMBuildBr(c->b, l.header);
+    LLVMPositionBuilderAtEnd(c->b, l.header);
+    l.phi = LLVMBuildPhi(c->b, c->i64, name ? name : "i");
+    LLVMAddIncoming(l.phi, &start, &pre, 1);
+    l.iv = l.phi;
+    LLVMValueRef more = LLVMBuildICmp(c->b, LLVMIntSLT, l.phi, end, "");
+    LLVMBuildCondBr(c->b, more, l.body, l.exit);
+    LLVMPositionBuilderAtEnd(c->b, l.body);
+    return l;
+}
+
+cg_loop cg_for(cg_ctx *c, int64_t end, const char *name) {
+    return cg_for_begin(c, cg_i64(c, 0), cg_i64(c, end), name);
+}
+
+void cg_for_end(cg_ctx *c, cg_loop *l) {
+    const char *name = LLVMGetValueName(l->phi);
+    l->latch = new_block(c, name && *name ? name : "i", "latch");
+    LLVMBuildBr(c->b, l->latch);
+    LLVMPositionBuilderAtEnd(c->b, l->latch);
+    LLVMValueRef next = LLVMBuildNSWAdd(c->b, l->phi, cg_i64(c, 1), "");
+    LLVMBuildBr(c->b, l->header);
+    LLVMAddIncoming(l->phi, &next, &l->latch, 1);
+    LLVMMoveBasicBlockAfter(l->exit, l->latch);
+    LLVMPositionBuilderAtEnd(c->b, l->exit);
+}
+
+/* ---- accumulators ---- */
+
+LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init) {
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first) LLVMPositionBuilderBefore(eb, first);
+    else LLVMPositionBuilderAtEnd(eb, entry);
+    LLVMValueRef slot = LLVMBuildAlloca(eb, LLVMTypeOf(init), name ? name : "var");
+    LLVMSetAlignment(slot, 4);
+    LLVMDisposeBuilder(eb);
+    cg_var_set(c, slot, init);
+    return slot;
+}
+
+LLVMValueRef cg_var_get(cg_ctx *c, LLVMValueRef var) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, LLVMGetAllocatedType(var), var, "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+void cg_var_set(cg_ctx *c, LLVMValueRef var, LLVMValueRef v) {
+    LLVMValueRef s = LLVMBuildStore(c->b, v, var);
+    LLVMSetAlignment(s, 4);
+}
+
+/* ---- conditionals ---- */
+
+cg_if cg_if_begin(cg_ctx *c, LLVMValueRef cond, const char *name) {
+    cg_if i;
+    i.then = new_block(c, name ? name : "if", "then");
+    i.done = new_block(c, name ? name : "if", "done");
+    LLVMBuildCondBr(c->b, cond, i.then, i.done);
+    LLVMPositionBuilderAtEnd(c->b, i.then);
+    return i;
+}
+
+void cg_if_end(cg_ctx *c, cg_if *i) {
+    LLVMBasicBlockRef cur = LLVMGetInsertBlock(c->b);
+    LLVMBuildBr(c->b, i->done);
+    LLVMMoveBasicBlockAfter(i->done, cur);
+    LLVMPositionBuilderAtEnd(c->b, i->done);
+}
+
+/* ---- calls ---- */
+
+LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *args, int n, LLVMTypeRef *types) {
+    LLVMTypeRef fty = LLVMFunctionType(ret, types, (unsigned)n, 0);
+    LLVMValueRef f = LLVMGetNamedFunction(c->mod, fn);
+    if (!f) {
+        f = LLVMAddFunction(c->mod, fn, fty);
+        LLVMSetLinkage(f, LLVMExternalLinkage);
+    }
+    return LLVMBuildCall2(c->b, fty, f, args, (unsigned)n, "");
+}
+
+void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
+              LLVMValueRef C, int64_t ldc) {
+    LLVMTypeRef t[13] = {c->i32, c->i32, c->i64, c->i64, c->i64, c->f32, c->ptr, c->i64,
+                         c->ptr, c->i64, c->f32, c->ptr, c->i64};
+    LLVMValueRef a[13] = {cg_i32(c, ta), cg_i32(c, tb), cg_i64(c, M), cg_i64(c, N), cg_i64(c, K),
+                          cg_f32(c, alpha), A, cg_i64(c, lda), B, cg_i64(c, ldb), cg_f32(c, beta),
+                          C, cg_i64(c, ldc)};
+    cg_call(c, "gim_rt_sgemm", c->void_t, a, 13, t);
+}
+
+LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n) {
+    if (LLVMTypeOf(n) != c->i32) n = LLVMBuildTrunc(c->b, n, c->i32, "");
+    if (LLVMTypeOf(counter) != c->i64) counter = LLVMBuildZExt(c->b, counter, c->i64, "");
+    LLVMTypeRef t[4] = {c->i64, c->i64, c->i64, c->i32};
+    LLVMValueRef a[4] = {c->seed, LLVMConstInt(c->i64, stream, 0), counter, n};
+    LLVMValueRef r = cg_call(c, "gim_rt_rand_below", c->i32, a, 4, t);
+    return LLVMBuildZExt(c->b, r, c->i64, "rand");
+}
+
+/* ---- errors ---- */
+
+int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->errors++;
+    if (c->diag) {
+        gim_loc loc = n ? n->loc : (gim_loc){0};
+        if (n && n->name) gim_error(c->diag, loc, "%s (in %s)", msg, n->name);
+        else gim_error(c->diag, loc, "%s", msg);
+    }
+    return -1;
+}
