@@ -1,0 +1,106 @@
+/* The gimc driver's commands and the session they share (private to the
+ * driver: compiler/main.c and the cmd_*.c / driver.c files).
+ *
+ * Adding a command: write `int cmd_NAME(int argc, char **argv)` in its own
+ * file under compiler/ (argv[0] is the command name), declare it below, and
+ * put the function in its row of the table in main.c. A command parses its
+ * options with gim_cli_parse (one option table for all commands, each
+ * command allowing the options it understands), then runs the pipeline with
+ * gim_session_compile up to the stage it needs. */
+#ifndef GIM_COMMANDS_H
+#define GIM_COMMANDS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gim_compiler.h"
+
+#define GIMC_VERSION "0.1.0"
+
+/* Exit statuses of every command. */
+enum { GIMC_OK = 0, GIMC_BAD_INPUT = 1, GIMC_USAGE = 2 };
+
+/* ---- command line --------------------------------------------------------- */
+
+/* Every option any command accepts; a command allows a subset (a mask of
+ * these bits). */
+typedef enum gim_cli_opt {
+    GIM_CLI_BATCH = 1 << 0,      /* --batch N */
+    GIM_CLI_E2E = 1 << 1,        /* --e2e */
+    GIM_CLI_DATA = 1 << 2,       /* --data PATH */
+    GIM_CLI_EPOCHS = 1 << 3,     /* --epochs N */
+    GIM_CLI_STEPS = 1 << 4,      /* --steps N */
+    GIM_CLI_LR = 1 << 5,         /* --lr X */
+    GIM_CLI_SCHEDULE = 1 << 6,   /* --schedule S */
+    GIM_CLI_THREADS = 1 << 7,    /* --threads T */
+    GIM_CLI_SEED = 1 << 8,       /* --seed S */
+    GIM_CLI_OUT = 1 << 9,        /* --out DIR */
+    GIM_CLI_RESUME = 1 << 10,    /* --resume */
+    GIM_CLI_BACKWARD = 1 << 11,  /* --backward */
+    GIM_CLI_OUTPUT = 1 << 12,    /* -o FILE */
+    GIM_CLI_MODULE = 1 << 13,    /* --module N */
+    GIM_CLI_FN = 1 << 14,        /* --fn forward|step */
+    GIM_CLI_OPT_LEVEL = 1 << 15, /* -O0 .. -O3 */
+    GIM_CLI_ASM = 1 << 16,       /* --asm */
+    GIM_CLI_OBJECT = 1 << 17,    /* -c */
+    GIM_CLI_WEIGHTS = 1 << 18,   /* --weights F */
+    GIM_CLI_STDLIB = 1 << 19,    /* --stdlib DIR */
+} gim_cli_opt;
+
+/* The options the train block can take, plus --e2e and --stdlib. */
+#define GIM_CLI_TRAIN_OPTS                                                                           \
+    (GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_DATA | GIM_CLI_EPOCHS | GIM_CLI_STEPS | GIM_CLI_LR |      \
+     GIM_CLI_SCHEDULE | GIM_CLI_THREADS | GIM_CLI_SEED | GIM_CLI_OUT | GIM_CLI_RESUME | GIM_CLI_STDLIB)
+
+typedef struct gim_cli {
+    const char *file;          /* the model (the one positional argument) */
+    unsigned given;            /* gim_cli_opt bits seen */
+    int64_t batch, epochs, steps;
+    double lr;
+    gim_schedule schedule;
+    int threads;
+    uint64_t seed;
+    const char *data, *out_dir, *output, *weights, *stdlib;
+    bool e2e, resume, backward, asm_out, object;
+    int module;                /* --module N (1-based as given); 0: all */
+    const char *fn;            /* --fn */
+    int opt_level;             /* -O: default 2 */
+} gim_cli;
+
+/* Parses argv (argv[0] is the command name) allowing `allowed` options.
+ * `usage` is the command's help text, printed for --help (returns -1 with
+ * *status GIMC_OK) and after a usage error (returns -1 with *status
+ * GIMC_USAGE, message on stderr). Returns 0 when the command should run. */
+int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gim_cli *o, int *status);
+
+/* Puts the command line's values over cfg (train block or defaults). */
+void gim_cli_apply(const gim_cli *o, gim_train_config *cfg);
+
+/* ---- the pipeline ------------------------------------------------------------ */
+
+typedef enum gim_stage {
+    GIM_STAGE_PARTITION,       /* parse, config, lower, partition: check, graph */
+    GIM_STAGE_AUTODIFF,        /* + backward nodes: graph --backward, ir, train */
+} gim_stage;
+
+typedef struct gim_session {
+    gim_diag diag;
+    gim_arena *arena;          /* the AST and the driver's strings */
+    gim_program *program;
+    gim_train_config cfg;
+    gim_graph *graph;
+} gim_session;
+
+void gim_session_init(gim_session *s);
+void gim_session_release(gim_session *s);
+/* Runs the pipeline on o->file up to `upto`; returns GIMC_OK or
+ * GIMC_BAD_INPUT after the errors were reported on stderr. */
+int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto);
+
+/* ---- the commands -------------------------------------------------------------- */
+
+int cmd_check(int argc, char **argv);   /* driver.c */
+int cmd_graph(int argc, char **argv);   /* driver.c */
+/* Not yet written: ir, train, eval, bench. */
+
+#endif
