@@ -273,17 +273,16 @@ def run_train(args, model, opts):
     gen = torch.Generator().manual_seed(args.seed + 1)
     rng = np.random.default_rng(args.seed)
     names = ["m3"] if args.e2e else [f"m{m + 1}" for m in range(len(CHANNELS))]
-    step, sums, t0 = 0, np.zeros(len(names)), time.perf_counter()
+    step, count, sums, t0 = 0, 0, np.zeros(len(names)), time.perf_counter()
     for epoch in range(args.epochs):
         for idx in batches(len(images), args.batch, rng):
             sums += train_step(model, opts, images[idx], gen, args.e2e)
-            step += 1
+            step, count = step + 1, count + 1
             if step % args.log_every == 0 or step == 1:
-                count = 1 if step == 1 else args.log_every
                 rate = step * args.batch / (time.perf_counter() - t0)
                 losses = " ".join(f"{n}={s / count:.4f}" for n, s in zip(names, sums))
                 log(f"epoch {epoch + 1} step {step}: loss {losses}  ({rate:.0f} examples/s)")
-                sums[:] = 0
+                sums[:], count = 0, 0
             if args.max_steps and step >= args.max_steps:
                 break
     elapsed = time.perf_counter() - t0
@@ -339,6 +338,9 @@ def run_probe(args, model, label):
     model.eval()
     train_images, train_labels = load_split(args.data, "train")
     test_images, test_labels = load_split(args.data, "t10k")
+    if args.limit:                                     # smoke tests only
+        train_images, train_labels = train_images[:args.limit], train_labels[:args.limit]
+        test_images, test_labels = test_images[:args.limit], test_labels[:args.limit]
     t0 = time.perf_counter()
     train_feats = extract_features(model, train_images)
     test_feats = extract_features(model, test_images)
@@ -463,6 +465,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--data", default=DATA_DIR, help="directory with the Fashion-MNIST .gz files")
+    ap.add_argument("--limit", type=int, default=0, help="--probe: use only the first N images "
+                    "of each split (smoke tests)")
     ap.add_argument("--save", help="--train: write the weights (torch.save) here")
     ap.add_argument("--load", help="--probe: read the weights from here")
     args = ap.parse_args()
@@ -482,8 +486,10 @@ def main():
         elif args.probe and not args.random_init:
             ap.error("--probe needs --train or --load (or use --random-init)")
         if args.probe or args.random_init:
-            label = ("random-init" if args.random_init and not args.train else
-                     ("e2e" if args.e2e else "greedy") + f"-{args.epochs}epoch")
+            if args.train:
+                label = ("e2e" if args.e2e else "greedy") + f"-{args.epochs}epoch"
+            else:
+                label = f"weights:{args.load}" if args.load else "random-init"
             run_probe(args, model, label)
         return 0
     ap.error("choose a mode: --bench, --train, --probe, --random-init or --check")
