@@ -17,6 +17,7 @@
 #include "gim_runtime.h"
 #include "gim_util.h"
 #include "graph.h"
+#include "harness_jit.h"
 #include "ref_loss.h"
 #include "testutil.h"
 
@@ -647,6 +648,106 @@ static void test_jit_gru(void) {
     check_gru_jit(1, 5, 1, 1, 860);
 }
 
+
+/* ---- through the whole pipeline: planner (scratch in work), module codegen ---------- */
+
+/* infonce and infonce_bwd as exports of a harness module: the planned-scratch
+ * path (work is NaN-filled, so reading scratch before writing it shows). */
+static void check_infonce_planned(ref_infonce_cfg cfg, bool shared, unsigned seed) {
+    nce_run r = {cfg, shared, NULL, NULL, NULL, 0, NULL};
+    nce_data(&r, seed);
+    ref_infonce_cfg *q = &r.cfg;
+    int64_t P = ref_infonce_positions(q);
+    size_t nz = P * q->Cz, nc = P * q->Cc, nw = q->K * q->Cz * q->Cc;
+    hj_graph *h = hj_new(q->N);
+    gim_node *z = q->grid ? hj_input(h, HJ_SHAPE(q->N, q->len, q->len, q->Cz)) : hj_input(h, HJ_SHAPE(q->N, q->len, q->Cz));
+    gim_node *c = shared ? z
+                         : q->grid ? hj_input(h, HJ_SHAPE(q->N, q->len, q->len, q->Cc))
+                                   : hj_input(h, HJ_SHAPE(q->N, q->len, q->Cc));
+    gim_node *W = hj_input(h, HJ_SHAPE(q->K, q->Cz, q->Cc));
+    gim_node *loss = hj_op(h, GIM_OP_INFONCE, HJ_SCALAR, HJ_IN(z, c, W), HJ_ATTR((double)q->K, (double)q->negatives));
+    gim_node *bwd = hj_op(h, GIM_OP_INFONCE_BWD, HJ_SHAPE((int64_t)(nz + nc + nw)), HJ_IN(z, c, W),
+                          HJ_ATTR((double)q->K, (double)q->negatives));
+    loss->rng_stream = bwd->rng_stream = q->stream;
+    CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(loss, bwd)) == 0);
+    CU_ASSERT(hj_work_floats(h) >= (int64_t)(2 * nz));    /* the backward's scratch was planned */
+    float *fz = to_f(r.z, nz), *fc = to_f(r.c, nc), *fw = to_f(r.W, nw), fl = NAN;
+    float *packed = gim_xmalloc(sizeof(float) * (nz + nc + nw));
+    int rc = shared ? hj_run_ex(h, (const void *[]){fz, fw}, (float *[]){&fl, packed}, q->step, q->seed)
+                    : hj_run_ex(h, (const void *[]){fz, fc, fw}, (float *[]){&fl, packed}, q->step, q->seed);
+    CU_ASSERT_FATAL(rc == 0);
+    double want = ref_infonce(q, r.z, r.c, r.W);
+    CU_ASSERT(fabs(fl - want) <= 2e-5 * (1 + fabs(want)));
+    double *d = gim_xmalloc(sizeof(double) * (nz + nc + nw));
+    ref_infonce_bwd(q, r.z, r.c, r.W, d, d + nz, d + nz + nc);
+    double gmax = 0;
+    for (size_t i = 0; i < nz + nc + nw; i++) gmax = fmax(gmax, fabs(d[i]));
+    for (size_t i = 0; i < nz + nc + nw; i++) d[i] /= gmax, packed[i] /= (float)gmax;
+    CU_ASSERT(close_fd("packed", packed, d, nz + nc + nw, 1e-4));
+    gim_free(fz); gim_free(fc); gim_free(fw); gim_free(packed); gim_free(d);
+    nce_free(&r);
+    hj_free(h);
+}
+
+static void test_planned_infonce(void) {
+    ref_infonce_cfg seq = {.grid = false, .N = 3, .len = 9, .Cz = 6, .Cc = 5, .K = 3,
+                           .negatives = 10, .seed = 21, .stream = 2, .step = 8};
+    check_infonce_planned(seq, false, 900);
+    check_infonce_planned(seq, true, 901);
+    ref_infonce_cfg grid = {.grid = true, .N = 2, .len = 5, .Cz = 9, .Cc = 4, .K = 2,
+                            .negatives = 16, .seed = 22, .stream = 1, .step = 1};
+    check_infonce_planned(grid, false, 902);
+    check_infonce_planned(grid, true, 903);
+}
+
+static void test_planned_gru(void) {
+    int64_t N = 3, T = 5, C = 4, H = 6, H3 = 18, NTC = N * T * C, NTH = N * T * H;
+    int64_t total = NTC + H3 * C + H3 * H + 2 * H3;
+    double *x = rand_d(NTC, 1, -1, 1), *wi = rand_d(H3 * C, 2, -0.5, 0.5), *wh = rand_d(H3 * H, 3, -0.5, 0.5);
+    double *bi = rand_d(H3, 4, -0.5, 0.5), *bh = rand_d(H3, 5, -0.5, 0.5), *dy = rand_d(NTH, 6, -1, 1);
+    round_f(x, NTC); round_f(wi, H3 * C); round_f(wh, H3 * H); round_f(bi, H3); round_f(bh, H3); round_f(dy, NTH);
+    hj_graph *h = hj_new(N);
+    gim_node *nx = hj_input(h, HJ_SHAPE(N, T, C)), *nwi = hj_input(h, HJ_SHAPE(H3, C));
+    gim_node *nwh = hj_input(h, HJ_SHAPE(H3, H)), *nbi = hj_input(h, HJ_SHAPE(H3)), *nbh = hj_input(h, HJ_SHAPE(H3));
+    gim_node *ndy = hj_input(h, HJ_SHAPE(N, T, H));
+    gim_node *y = hj_op(h, GIM_OP_GRU, HJ_SHAPE(N, T, H), HJ_IN(nx, nwi, nwh, nbi, nbh), HJ_ATTR((double)H));
+    gim_node *bwd = hj_op(h, GIM_OP_GRU_BWD, HJ_SHAPE(total), HJ_IN(ndy, nx, y, nwi, nwh, nbi, nbh), HJ_ATTR((double)H));
+    CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(y, bwd)) == 0);
+    float *f[6] = {to_f(x, NTC), to_f(wi, H3 * C), to_f(wh, H3 * H), to_f(bi, H3), to_f(bh, H3), to_f(dy, NTH)};
+    float *fy = gim_xmalloc(sizeof(float) * NTH), *packed = gim_xmalloc(sizeof(float) * total);
+    CU_ASSERT_FATAL(hj_run(h, (const void *[]){f[0], f[1], f[2], f[3], f[4], f[5]}, (float *[]){fy, packed}) == 0);
+    double *ry = gim_xmalloc(sizeof(double) * NTH), *d = gim_xmalloc(sizeof(double) * total);
+    ref_gru(N, T, C, H, x, wi, wh, bi, bh, ry);
+    ref_gru_bwd(N, T, C, H, x, wi, wh, bi, bh, dy, d, d + NTC, d + NTC + H3 * C, d + NTC + H3 * C + H3 * H,
+                d + NTC + H3 * C + H3 * H + H3);
+    CU_ASSERT(close_fd("y", fy, ry, NTH, 1e-5));
+    CU_ASSERT(close_fd("packed", packed, d, total, 1e-5));
+    for (int i = 0; i < 6; i++) gim_free(f[i]);
+    gim_free(x); gim_free(wi); gim_free(wh); gim_free(bi); gim_free(bh); gim_free(dy);
+    gim_free(fy); gim_free(packed); gim_free(ry); gim_free(d);
+    hj_free(h);
+}
+
+static void test_planned_cross_entropy(void) {
+    int64_t N = 6, C = 5;
+    int32_t lab[6] = {4, 0, 2, 2, 1, 3};
+    double *l = rand_d(N * C, 11, -4, 4);
+    round_f(l, N * C);
+    hj_graph *h = hj_new(N);
+    gim_node *logits = hj_input(h, HJ_SHAPE(N, C)), *labels = hj_labels(h, N);
+    gim_node *loss = hj_op(h, GIM_OP_CROSS_ENTROPY, HJ_SCALAR, HJ_IN(logits, labels), HJ_NOATTR);
+    gim_node *bwd = hj_op(h, GIM_OP_CROSS_ENTROPY_BWD, HJ_SHAPE(N, C), HJ_IN(logits, labels), HJ_NOATTR);
+    CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(loss, bwd)) == 0);
+    float *fl = to_f(l, N * C), out = NAN, dl[30];
+    CU_ASSERT_FATAL(hj_run(h, (const void *[]){fl, lab}, (float *[]){&out, dl}) == 0);
+    double want = ref_cross_entropy(N, C, l, lab), d[30];
+    ref_cross_entropy_bwd(N, C, l, lab, d);
+    CU_ASSERT(fabs(out - want) <= 1e-5 * (1 + want));
+    CU_ASSERT(close_fd("dlogits", dl, d, N * C, 1e-6));
+    gim_free(l); gim_free(fl);
+    hj_free(h);
+}
+
 static const gim_test tests[] = {
     {"ref_infonce_by_hand", test_ref_infonce_by_hand},
     {"ref_infonce_negatives", test_ref_infonce_negatives},
@@ -662,6 +763,9 @@ static const gim_test tests[] = {
     {"jit_infonce_negatives", test_jit_infonce_negatives},
     {"jit_cross_entropy", test_jit_cross_entropy},
     {"jit_gru", test_jit_gru},
+    {"planned_infonce", test_planned_infonce},
+    {"planned_gru", test_planned_gru},
+    {"planned_cross_entropy", test_planned_cross_entropy},
     {NULL, NULL},
 };
 
