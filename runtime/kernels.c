@@ -23,35 +23,50 @@ static void valid_range(int64_t W, int64_t Wo, int64_t sw, int64_t pw, int64_t k
     *hi = h;
 }
 
+/* Valid ranges for every kernel offset of one axis, computed once per call
+ * (they hold two divisions each, too slow to redo per row). Kernels wider
+ * than RT_MAX_K fall back to computing per row. */
+#define RT_MAX_K 32
+
 /* cols[(c*kh + ki)*kw + kj][oh*Wo + ow] = x[c][oh*sh - ph + ki][ow*sw - pw + kj],
- * zero where the input index falls in the padding. */
+ * zero where the input index falls in the padding. Rows are written as a
+ * zero run, a copy run and a zero run: plain loops for the short runs of
+ * small images (a memcpy call costs more than the 2-8 floats such a run
+ * holds), memcpy for long ones. */
 void gim_rt_im2col(const float *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *cols) {
     int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
     if (H + 2 * ph < kh || W + 2 * pw < kw || Ho <= 0 || Wo <= 0) return;
+    int64_t wlo[RT_MAX_K], whi[RT_MAX_K], hlo[RT_MAX_K], hhi[RT_MAX_K];
+    for (int64_t k = 0; k < kw && k < RT_MAX_K; k++) valid_range(W, Wo, sw, pw, k, &wlo[k], &whi[k]);
+    for (int64_t k = 0; k < kh && k < RT_MAX_K; k++) valid_range(H, Ho, sh, ph, k, &hlo[k], &hhi[k]);
+    const int64_t P = Ho * Wo;
     for (int64_t c = 0; c < C; c++) {
         const float *xc = x + c * H * W;
         for (int64_t ki = 0; ki < kh; ki++) {
+            int64_t ohlo, ohhi;
+            if (ki < RT_MAX_K) { ohlo = hlo[ki]; ohhi = hhi[ki]; }
+            else valid_range(H, Ho, sh, ph, ki, &ohlo, &ohhi);
             for (int64_t kj = 0; kj < kw; kj++) {
-                float *row = cols + ((c * kh + ki) * kw + kj) * Ho * Wo;
+                float *restrict row = cols + ((c * kh + ki) * kw + kj) * P;
                 int64_t lo, hi;
-                valid_range(W, Wo, sw, pw, kj, &lo, &hi);
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    float *dst = row + oh * Wo;
-                    int64_t ih = oh * sh - ph + ki;
-                    if (ih < 0 || ih >= H) {
-                        memset(dst, 0, sizeof(float) * (size_t)Wo);
-                        continue;
-                    }
-                    if (lo > 0) memset(dst, 0, sizeof(float) * (size_t)lo);
-                    const float *src = xc + ih * W - pw + kj;   /* src[ow*sw] is x[ih][iw] */
-                    if (sw == 1) {
-                        if (hi > lo) memcpy(dst + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
-                    } else {
+                if (kj < RT_MAX_K) { lo = wlo[kj]; hi = whi[kj]; }
+                else valid_range(W, Wo, sw, pw, kj, &lo, &hi);
+                for (int64_t i = 0; i < ohlo * Wo; i++) row[i] = 0.0f;
+                for (int64_t oh = ohlo; oh < ohhi; oh++) {
+                    float *restrict dst = row + oh * Wo;
+                    /* src[ow*sw] is x[c][ih][iw] */
+                    const float *restrict src = xc + (oh * sh - ph + ki) * W - pw + kj;
+                    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                    if (sw == 1 && hi - lo >= 16)
+                        memcpy(dst + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
+                    else if (sw == 1)
+                        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow];
+                    else
                         for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * sw];
-                    }
-                    if (hi < Wo) memset(dst + hi, 0, sizeof(float) * (size_t)(Wo - hi));
+                    for (int64_t ow = hi; ow < Wo; ow++) dst[ow] = 0.0f;
                 }
+                for (int64_t i = ohhi * Wo; i < P; i++) row[i] = 0.0f;
             }
         }
     }
@@ -63,23 +78,28 @@ void gim_rt_col2im(const float *cols, int64_t C, int64_t H, int64_t W, int64_t k
                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx) {
     int64_t Ho = (H + 2 * ph - kh) / sh + 1, Wo = (W + 2 * pw - kw) / sw + 1;
     if (H + 2 * ph < kh || W + 2 * pw < kw || Ho <= 0 || Wo <= 0) return;
+    int64_t wlo[RT_MAX_K], whi[RT_MAX_K], hlo[RT_MAX_K], hhi[RT_MAX_K];
+    for (int64_t k = 0; k < kw && k < RT_MAX_K; k++) valid_range(W, Wo, sw, pw, k, &wlo[k], &whi[k]);
+    for (int64_t k = 0; k < kh && k < RT_MAX_K; k++) valid_range(H, Ho, sh, ph, k, &hlo[k], &hhi[k]);
+    const int64_t P = Ho * Wo;
     for (int64_t c = 0; c < C; c++) {
         float *dc = dx + c * H * W;
         for (int64_t ki = 0; ki < kh; ki++) {
+            int64_t ohlo, ohhi;
+            if (ki < RT_MAX_K) { ohlo = hlo[ki]; ohhi = hhi[ki]; }
+            else valid_range(H, Ho, sh, ph, ki, &ohlo, &ohhi);
             for (int64_t kj = 0; kj < kw; kj++) {
-                const float *row = cols + ((c * kh + ki) * kw + kj) * Ho * Wo;
+                const float *restrict row = cols + ((c * kh + ki) * kw + kj) * P;
                 int64_t lo, hi;
-                valid_range(W, Wo, sw, pw, kj, &lo, &hi);
-                for (int64_t oh = 0; oh < Ho; oh++) {
-                    int64_t ih = oh * sh - ph + ki;
-                    if (ih < 0 || ih >= H) continue;
-                    const float *src = row + oh * Wo;
-                    float *dst = dc + ih * W - pw + kj;
-                    if (sw == 1) {
+                if (kj < RT_MAX_K) { lo = wlo[kj]; hi = whi[kj]; }
+                else valid_range(W, Wo, sw, pw, kj, &lo, &hi);
+                for (int64_t oh = ohlo; oh < ohhi; oh++) {
+                    const float *restrict src = row + oh * Wo;
+                    float *restrict dst = dc + (oh * sh - ph + ki) * W - pw + kj;
+                    if (sw == 1)
                         for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
-                    } else {
+                    else
                         for (int64_t ow = lo; ow < hi; ow++) dst[ow * sw] += src[ow];
-                    }
                 }
             }
         }
