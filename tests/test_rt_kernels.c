@@ -16,6 +16,9 @@ static const geom geoms[] = {
     {2, 7, 9, 5, 3, 2, 3, 2, 1},  {1, 4, 4, 1, 1, 1, 1, 0, 0},  {2, 5, 6, 4, 2, 3, 1, 0, 2},
     {1, 3, 3, 3, 3, 1, 1, 2, 2},  {4, 9, 9, 3, 3, 2, 2, 0, 0},  {1, 2, 2, 3, 3, 1, 1, 1, 1},
     {3, 10, 6, 2, 4, 1, 2, 1, 3},
+    {2, 5, 40, 3, 3, 1, 1, 1, 1},   /* long rows (the memcpy path) */
+    {1, 3, 41, 1, 35, 1, 1, 0, 2},  /* a kernel wider than the precomputed ranges */
+    {1, 36, 3, 34, 2, 1, 1, 1, 0},  /* and taller */
 };
 
 static int64_t out_h(const geom *g) { return (g->H + 2 * g->ph - g->kh) / g->sh + 1; }
