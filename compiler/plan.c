@@ -18,6 +18,7 @@
  * shares memory with its inputs or its scratch, since inputs are freed only
  * after the node. */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "codegen.h"
@@ -114,12 +115,12 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
         bool ovf = false;
         int64_t ne = numel_checked(seq[i], &ovf);
         if (ovf || ne > CG_MAX_FLOATS) {
-            char sb[200];
-            gim_error(d, seq[i]->loc, "module %d: the value %s of shape %s is too large (%s GiB; the limit is %.0f GiB)",
-                      mi, seq[i]->name ? seq[i]->name : gim_op_name(seq[i]->op),
-                      gim_shape_str(&seq[i]->shape, sb, sizeof sb),
-                      ovf ? "more than 2^63 bytes, " : gim_arena_printf(arena, "%.1f", gib(ne)),
-                      gib(CG_MAX_FLOATS));
+            char sb[200], size[64];
+            if (ovf) snprintf(size, sizeof size, "more than 2^63 bytes");
+            else snprintf(size, sizeof size, "%.1f GiB", gib(ne));
+            gim_error(d, seq[i]->loc, "module %d: the value %s of shape %s is too large (%s; the limit is %.0f GiB)",
+                      mi, seq[i]->name ? seq[i]->name : gim_arena_printf(arena, "%s.%d", gim_op_name(seq[i]->op), seq[i]->id),
+                      gim_shape_str(&seq[i]->shape, sb, sizeof sb), size, gib(CG_MAX_FLOATS));
             return -1;
         }
     }

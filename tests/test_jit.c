@@ -4,8 +4,191 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+#include <unistd.h>
+
+#include "gim_compiler.h"
 #include "harness_jit.h"
 #include "testutil.h"
+
+/* ---- a whole module: linear + cross_entropy, partitioned and differentiated ---- */
+
+enum { N = 4, C = 5, K = 3 };
+
+typedef struct tiny {
+    gim_graph *g;
+    gim_exec_model *em;
+    float x[N * C];
+    int32_t labels[N];
+    float *params, *grads, *opt, *work, logits[N * K];
+} tiny;
+
+static gim_node *node(gim_graph *g, gim_op op, int n_in, gim_node *const *in, gim_shape s, const char *name) {
+    gim_node *n = gim_node_new(g, op, n_in, in, (gim_loc){0});
+    n->shape = s;
+    n->name = name;
+    return n;
+}
+
+/* logits = x wᵀ + b; loss = cross_entropy(logits, labels); output logits. */
+static gim_graph *tiny_graph(void) {
+    gim_graph *g = gim_graph_new();
+    g->batch = N;
+    g->model_name = "tiny";
+    gim_node *x = node(g, GIM_OP_INPUT, 0, NULL, HJ_SHAPE(N, C), "x");
+    gim_node *lab = node(g, GIM_OP_LABELS, 0, NULL, HJ_SHAPE(N), "labels");
+    lab->is_int = true;
+    gim_ptrvec_push(g->arena, &g->inputs, x);
+    gim_ptrvec_push(g->arena, &g->inputs, lab);
+    gim_node *w = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K, C), "linear.1/w");
+    w->attr[0] = 0.4;
+    gim_node *b = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K), "linear.1/b");
+    b->attr[0] = 0.4;
+    gim_node *y = node(g, GIM_OP_LINEAR, 3, (gim_node *[]){x, w, b}, HJ_SHAPE(N, K), "linear.1");
+    y->attr[0] = K;
+    y->attr[1] = 1;
+    gim_node *loss = node(g, GIM_OP_CROSS_ENTROPY, 2, (gim_node *[]){y, lab}, HJ_SCALAR, "cross_entropy.1");
+    gim_ptrvec_push(g->arena, &g->losses, loss);
+    g->output = y;
+    return g;
+}
+
+static int tiny_build(tiny *t, gim_optimizer_kind opt, double lr_unused, int opt_level) {
+    memset(t, 0, sizeof *t);
+    t->g = tiny_graph();
+    gim_diag d;
+    gim_diag_init(&d, stderr);
+    gim_train_config cfg = {.optimizer = opt, .lr = 0.1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                            .weight_decay = 0, .momentum = 0};
+    gim_cg_options o = {.opt_level = opt_level, .cfg = &cfg};
+    if (gim_partition(&d, t->g, false) || gim_autodiff(&d, t->g)) return -1;
+    t->em = gim_jit(&d, t->g, &o);
+    gim_diag_release(&d);
+    if (!t->em) return -1;
+    const gim_exec_module *m = &t->em->modules[0];
+    t->params = calloc((size_t)m->n_param_floats + 1, sizeof(float));
+    t->grads = calloc((size_t)m->n_param_floats + 1, sizeof(float));
+    t->opt = calloc((size_t)m->n_opt_floats + 1, sizeof(float));
+    t->work = calloc((size_t)m->n_work_floats + 1, sizeof(float));
+    gim_test_fill(t->params, (size_t)m->n_param_floats, 7, -0.5f, 0.5f);
+    gim_test_fill(t->x, N * C, 8, -1, 1);
+    for (int i = 0; i < N; i++) t->labels[i] = (i * 2 + 1) % K;
+    return 0;
+}
+
+static float tiny_step(tiny *t, int flags, uint64_t step) {
+    const gim_exec_module *m = &t->em->modules[0];
+    const float *in[2] = {t->x, (const float *)t->labels};
+    float *out[4] = {t->logits, t->logits, t->logits, t->logits};
+    gim_call call = {.inputs = in, .labels = t->labels, .params = t->params, .grads = t->grads, .opt = t->opt,
+                     .work = t->work, .outputs = out, .step = step, .seed = 1, .lr = 0.1f, .flags = flags};
+    return m->step(&call);
+}
+
+static void tiny_free(tiny *t) {
+    gim_exec_model_free(t->em);
+    gim_graph_free(t->g);
+    free(t->params), free(t->grads), free(t->opt), free(t->work);
+}
+
+/* The loss from the definition, in double: mean_i −log softmax(x_i wᵀ + b)[label_i]. */
+static double tiny_ref_loss(const tiny *t, const float *params, const gim_exec_module *m, double *logits) {
+    const float *w = params + m->params[0].offset, *b = params + m->params[1].offset;
+    double loss = 0;
+    for (int i = 0; i < N; i++) {
+        double z[K], mx = -1e300, s = 0;
+        for (int k = 0; k < K; k++) {
+            z[k] = b[k];
+            for (int c = 0; c < C; c++) z[k] += (double)t->x[i * C + c] * w[k * C + c];
+            if (logits) logits[i * K + k] = z[k];
+            if (z[k] > mx) mx = z[k];
+        }
+        for (int k = 0; k < K; k++) s += exp(z[k] - mx);
+        loss += -(z[t->labels[i]] - mx - log(s));
+    }
+    return loss / N;
+}
+
+/* step: the loss and the exported logits match the definition; the gradients
+ * match central differences of the loss; NO_UPDATE leaves the parameters. */
+static void test_step_gradients(void) {
+    tiny t;
+    CU_ASSERT_FATAL(tiny_build(&t, GIM_OPT_SGD, 0.1, 2) == 0);
+    const gim_exec_module *m = &t.em->modules[0];
+    CU_ASSERT_EQUAL(m->n_params, 2);
+    CU_ASSERT_EQUAL(m->n_param_floats, K * C + K);
+    CU_ASSERT_STRING_EQUAL(m->params[0].name, "linear.1/w");
+    CU_ASSERT_EQUAL(m->n_opt_floats, K * C + K);   /* SGD: one buffer */
+    CU_ASSERT(m->has_loss);
+    CU_ASSERT_EQUAL(t.em->output_slot, 2);
+    int64_t P = m->n_param_floats;
+    float *p0 = malloc((size_t)P * sizeof *p0);
+    memcpy(p0, t.params, (size_t)P * sizeof *p0);
+    double want_logits[N * K];
+    float loss = tiny_step(&t, GIM_CALL_NO_UPDATE, 1);
+    double want = tiny_ref_loss(&t, t.params, m, want_logits);
+    CU_ASSERT_DOUBLE_EQUAL(loss, want, 1e-5);
+    for (int i = 0; i < N * K; i++) CU_ASSERT_DOUBLE_EQUAL(t.logits[i], want_logits[i], 1e-5);
+    CU_ASSERT(memcmp(p0, t.params, (size_t)P * sizeof *p0) == 0);
+    float *g = malloc((size_t)P * sizeof *g);
+    memcpy(g, t.grads, (size_t)P * sizeof *g);
+    for (int64_t j = 0; j < P; j++) {
+        const float h = 1e-2f;
+        float keep = t.params[j];
+        t.params[j] = keep + h;
+        double lp = tiny_ref_loss(&t, t.params, m, NULL);
+        t.params[j] = keep - h;
+        double lm = tiny_ref_loss(&t, t.params, m, NULL);
+        t.params[j] = keep;
+        CU_ASSERT_DOUBLE_EQUAL(g[j], (lp - lm) / (2 * h), 1e-4);
+    }
+    /* and the generated loss agrees with the reference at a perturbed point */
+    t.params[3] += 0.25f;
+    CU_ASSERT_DOUBLE_EQUAL(tiny_step(&t, GIM_CALL_NO_UPDATE, 1), tiny_ref_loss(&t, t.params, m, NULL), 1e-5);
+    t.params[3] -= 0.25f;
+    /* SGD, μ = 0: p ← p − lr·g */
+    tiny_step(&t, 0, 1);
+    for (int64_t j = 0; j < P; j++) CU_ASSERT_DOUBLE_EQUAL(t.params[j], p0[j] - 0.1f * g[j], 1e-6);
+    free(p0), free(g);
+    tiny_free(&t);
+}
+
+/* Adam's first step: m = (1−β1) g, v = (1−β2) g², bias-corrected to g and g²,
+ * so p ← p − lr·g/(|g| + ε). */
+static void test_step_adam(void) {
+    tiny t;
+    CU_ASSERT_FATAL(tiny_build(&t, GIM_OPT_ADAM, 0.1, 2) == 0);
+    const gim_exec_module *m = &t.em->modules[0];
+    int64_t P = m->n_param_floats;
+    CU_ASSERT_EQUAL(m->n_opt_floats, 2 * P);
+    float *p0 = malloc((size_t)P * sizeof *p0);
+    memcpy(p0, t.params, (size_t)P * sizeof *p0);
+    tiny_step(&t, 0, 1);
+    for (int64_t j = 0; j < P; j++) {
+        double gj = t.grads[j];
+        CU_ASSERT_DOUBLE_EQUAL(t.opt[j], 0.1 * gj, 1e-7);
+        CU_ASSERT_DOUBLE_EQUAL(t.opt[P + j], 0.001 * gj * gj, 1e-9);
+        CU_ASSERT_DOUBLE_EQUAL(t.params[j], p0[j] - 0.1 * gj / (fabs(gj) + 1e-8), 2e-6);
+    }
+    /* a second step lowers the loss further than the first point */
+    float l1 = tiny_step(&t, GIM_CALL_NO_UPDATE, 2);
+    CU_ASSERT(l1 < tiny_ref_loss(&t, p0, m, NULL));
+    free(p0);
+    tiny_free(&t);
+}
+
+/* Compile time of the tiny model (printed; a loose bound keeps it honest). */
+static void test_compile_time(void) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    tiny t;
+    CU_ASSERT_FATAL(tiny_build(&t, GIM_OPT_ADAM, 0.1, 2) == 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+    fprintf(stderr, "\n  [tiny model compiled (plan, IR, O2, JIT) in %.1f ms] ", ms);
+    CU_ASSERT(ms < 5000);
+    tiny_free(&t);
+}
 
 /* relu of an odd-sized input, through the whole pipeline (plan, codegen,
  * optimisation, JIT, call). */
@@ -21,9 +204,150 @@ static void test_relu_runs(void) {
     hj_free(h);
 }
 
+/* A module whose buffers exceed the limit is refused with a message naming
+ * the module and the size, not run (and not crashed on); so is a shape whose
+ * size overflows. */
+static void test_too_large_refused(void) {
+    hj_graph *h = hj_new(1);
+    gim_node *x = hj_input(h, HJ_SHAPE((int64_t)1 << 20, (int64_t)1 << 20));
+    gim_node *a = hj_op(h, GIM_OP_RELU, HJ_SHAPE((int64_t)1 << 20, (int64_t)1 << 20), HJ_IN(x), HJ_NOATTR);
+    gim_node *b = hj_op(h, GIM_OP_SCALE, HJ_SHAPE((int64_t)1 << 20, (int64_t)1 << 20), HJ_IN(a), HJ_ATTR(2.0));
+    CU_ASSERT(hj_compile(h, HJ_OUT(b)) != 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(hj_errors(h), "module 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(hj_errors(h), "GiB"));
+    hj_free(h);
+
+    h = hj_new(1);
+    x = hj_input(h, HJ_SHAPE((int64_t)1 << 40, (int64_t)1 << 40));
+    a = hj_op(h, GIM_OP_RELU, HJ_SHAPE((int64_t)1 << 40, (int64_t)1 << 40), HJ_IN(x), HJ_NOATTR);
+    CU_ASSERT(hj_compile(h, HJ_OUT(a)) != 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(hj_errors(h), "too large"));
+    hj_free(h);
+}
+
+/* Buffers are reused once dead: a chain of 6 same-size ops needs 2 work
+ * buffers (the last writes the output slot), not 5. */
+static void test_plan_reuses(void) {
+    hj_graph *h = hj_new(1);
+    gim_node *v = hj_input(h, HJ_SHAPE(100));
+    for (int i = 0; i < 6; i++) v = hj_op(h, GIM_OP_SCALE, HJ_SHAPE(100), HJ_IN(v), HJ_ATTR(2.0));
+    CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(v)) == 0);
+    CU_ASSERT_EQUAL(hj_work_floats(h), 2 * 112);   /* 100 rounded to 64 bytes */
+    float x[100], y[100];
+    gim_test_fill(x, 100, 3, -1, 1);
+    hj_run(h, (const void *[]){x}, (float *[]){y});
+    for (int i = 0; i < 100; i++) CU_ASSERT_EQUAL(y[i], x[i] * 64);
+    hj_free(h);
+}
+
+static char *emit(const gim_graph *g, int opt, const char *fn, gim_ir_what what, size_t *len) {
+    char *text = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&text, &n);
+    gim_diag d;
+    gim_diag_init(&d, stderr);
+    gim_cg_options o = {.opt_level = opt, .cfg = NULL};
+    int rc = gim_emit_ir(&d, g, &o, 0, fn, what, f);
+    gim_diag_release(&d);
+    fclose(f);
+    if (len) *len = n;
+    if (rc != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* gimc ir's back end: IR before optimisation carries the source names and
+ * assembles with llvm-as; -O2 vectorises the relu loop; assembly and object
+ * files come out. */
+static void test_emit_ir(void) {
+    gim_graph *g = tiny_graph();
+    gim_diag d;
+    gim_diag_init(&d, stderr);
+    CU_ASSERT_FATAL(gim_partition(&d, g, false) == 0 && gim_autodiff(&d, g) == 0);
+    gim_diag_release(&d);
+    char *ir0 = emit(g, 0, NULL, GIM_IR_LLVM, NULL);
+    CU_ASSERT_FATAL(ir0 != NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ir0, "define float @gim_m1_step(ptr"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ir0, "define void @gim_m1_forward(ptr"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ir0, "linear.1/w"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(ir0, "@gim_rt_sgemm"));
+    const char *as = "/usr/lib/llvm-16/bin/llvm-as";
+    if (access(as, X_OK) == 0) {
+        const char *path = gim_tmpfile("tiny.ll", ir0, strlen(ir0));
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "%s -o /dev/null '%s'", as, path);
+        CU_ASSERT_EQUAL(system(cmd), 0);
+        char *ir2 = emit(g, 2, NULL, GIM_IR_LLVM, NULL);
+        CU_ASSERT_FATAL(ir2 != NULL);
+        path = gim_tmpfile("tiny2.ll", ir2, strlen(ir2));
+        snprintf(cmd, sizeof cmd, "%s -o /dev/null '%s'", as, path);
+        CU_ASSERT_EQUAL(system(cmd), 0);
+        free(ir2);
+    }
+    char *fwd = emit(g, 0, "forward", GIM_IR_LLVM, NULL);
+    CU_ASSERT_FATAL(fwd != NULL);
+    CU_ASSERT_PTR_NULL(strstr(fwd, "gim_m1_step"));
+    CU_ASSERT_PTR_NULL(strstr(fwd, "cross_entropy"));   /* forward skips the loss */
+    CU_ASSERT_PTR_NULL(emit(g, 0, "backward", GIM_IR_LLVM, NULL));
+    char *asm_ = emit(g, 2, "step", GIM_IR_ASM, NULL);
+    CU_ASSERT_FATAL(asm_ != NULL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(asm_, "gim_m1_step:"));
+    size_t olen;
+    char *obj = emit(g, 2, NULL, GIM_IR_OBJECT, &olen);
+    CU_ASSERT_FATAL(obj != NULL);
+    CU_ASSERT(olen > 4 && memcmp(obj, "\x7f" "ELF", 4) == 0);
+    free(ir0), free(fwd), free(asm_), free(obj);
+    gim_graph_free(g);
+
+    /* -O2 turns the relu loop into vector code (AVX-512 here: <16 x float>;
+     * at least SSE's <4 x float> anywhere), -O0 leaves it scalar. */
+    hj_graph *h = hj_new(1);
+    gim_node *x = hj_input(h, HJ_SHAPE(1000));
+    gim_node *y = hj_op(h, GIM_OP_RELU, HJ_SHAPE(1000), HJ_IN(x), HJ_NOATTR);
+    CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(y)) == 0);
+    char *v = NULL;
+    size_t vn = 0;
+    FILE *f = open_memstream(&v, &vn);
+    CU_ASSERT(hj_print_ir(h, 2, f) == 0);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL(strstr(v, " x float>"));
+    free(v);
+    f = open_memstream(&v, &vn);
+    CU_ASSERT(hj_print_ir(h, 0, f) == 0);
+    fclose(f);
+    CU_ASSERT_PTR_NULL(strstr(v, " x float>"));
+    free(v);
+    hj_free(h);
+}
+
+/* Every optimisation level compiles and computes the same thing. */
+static void test_opt_levels(void) {
+    for (int lvl = 0; lvl <= 3; lvl++) {
+        hj_graph *h = hj_new(1);
+        hj_set_opt(h, lvl);
+        gim_node *x = hj_input(h, HJ_SHAPE(2, 19));
+        gim_node *y = hj_op(h, GIM_OP_SIGMOID, HJ_SHAPE(2, 19), HJ_IN(x), HJ_NOATTR);
+        CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(y)) == 0);
+        float xs[38], ys[38];
+        gim_test_fill(xs, 38, 9, -3, 3);
+        hj_run(h, (const void *[]){xs}, (float *[]){ys});
+        for (int i = 0; i < 38; i++) CU_ASSERT_DOUBLE_EQUAL(ys[i], 1.0 / (1.0 + exp(-(double)xs[i])), 1e-6);
+        hj_free(h);
+    }
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"relu runs", test_relu_runs},
+        {"step: loss, exports, gradients, SGD", test_step_gradients},
+        {"step: Adam's first update", test_step_adam},
+        {"compile time", test_compile_time},
+        {"a module too large is refused", test_too_large_refused},
+        {"the planner reuses dead buffers", test_plan_reuses},
+        {"IR, assembly and object output", test_emit_ir},
+        {"optimisation levels", test_opt_levels},
         {NULL, NULL},
     };
     return gim_run_suite("jit", tests);
