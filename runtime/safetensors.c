@@ -115,7 +115,14 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
         }
         gim_sb_putc(&h, '}');
     }
-    int64_t off = 0;
+    /* data layout: 8-byte elements first, then 4-byte ones, each group in
+     * the order given, so every tensor starts aligned to its element size
+     * (the data section starts at a multiple of 8), as Python's writer does */
+    int64_t *begin = gim_malloc(sizeof(int64_t) * (size_t)(n + 1));
+    if (!begin) {
+        gim_sb_free(&h);
+        return st_fail(err, errlen, "%s: out of memory", path);
+    }
     for (int i = 0; i < n; i++) {
         int64_t numel, bytes;
         const char *name = t[i].name;
@@ -123,20 +130,39 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
         for (int j = 0; j < i && !bad; j++) bad = !strcmp(name, t[j].name);
         if (bad) {
             gim_sb_free(&h);
+            gim_free(begin);
             return st_fail(err, errlen, "%s: tensor name '%s' is empty, reserved or repeated", path,
                            name ? name : "(null)");
         }
         if (t[i].rank < 0 || t[i].rank > GIM_RT_MAX_RANK ||
             shape_bytes(t[i].shape, t[i].rank, gim_dtype_size(t[i].dtype), &numel, &bytes) ||
-            (bytes > 0 && !t[i].data) || __builtin_add_overflow(off, bytes, &off)) {
+            (bytes > 0 && !t[i].data)) {
             gim_sb_free(&h);
+            gim_free(begin);
             return st_fail(err, errlen, "%s: tensor '%s': bad rank, shape or data", path, name);
         }
+        begin[i] = bytes;   /* sizes for now */
+    }
+    int64_t off = 0;
+    for (int esize = 8; esize >= 4; esize -= 4)
+        for (int i = 0; i < n; i++) {
+            if (gim_dtype_size(t[i].dtype) != esize) continue;
+            int64_t bytes = begin[i];
+            begin[i] = off;
+            if (__builtin_add_overflow(off, bytes, &off)) {
+                gim_sb_free(&h);
+                gim_free(begin);
+                return st_fail(err, errlen, "%s: tensors too large", path);
+            }
+        }
+    for (int i = 0; i < n; i++) {
+        int64_t numel, bytes;
+        shape_bytes(t[i].shape, t[i].rank, gim_dtype_size(t[i].dtype), &numel, &bytes);
         gim_sb_puts(&h, n_meta > 0 || i ? "," : "");
-        json_string(&h, name);
+        json_string(&h, t[i].name);
         gim_sb_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", gim_dtype_name(t[i].dtype));
         for (int d = 0; d < t[i].rank; d++) gim_sb_printf(&h, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
-        gim_sb_printf(&h, "],\"data_offsets\":[%lld,%lld]}", (long long)(off - bytes), (long long)off);
+        gim_sb_printf(&h, "],\"data_offsets\":[%lld,%lld]}", (long long)begin[i], (long long)(begin[i] + bytes));
     }
     gim_sb_putc(&h, '}');
     while (h.len % 8) gim_sb_putc(&h, ' ');
@@ -146,6 +172,7 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
     char *tmp = gim_malloc(plen + 32);
     if (!tmp) {
         gim_sb_free(&h);
+        gim_free(begin);
         return st_fail(err, errlen, "%s: out of memory", path);
     }
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
@@ -153,17 +180,21 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
     if (fd < 0) {
         st_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         gim_free(tmp);
+        gim_free(begin);
         gim_sb_free(&h);
         return -1;
     }
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     int ok = write_all(fd, len8, 8) == 0 && write_all(fd, h.buf, h.len) == 0;
-    for (int i = 0; i < n && ok; i++) {
-        int64_t numel, bytes;
-        shape_bytes(t[i].shape, t[i].rank, gim_dtype_size(t[i].dtype), &numel, &bytes);
-        if (bytes) ok = write_all(fd, t[i].data, (size_t)bytes) == 0;
-    }
+    for (int esize = 8; esize >= 4; esize -= 4)
+        for (int i = 0; i < n && ok; i++) {
+            int64_t numel, bytes;
+            if (gim_dtype_size(t[i].dtype) != esize) continue;
+            shape_bytes(t[i].shape, t[i].rank, esize, &numel, &bytes);
+            if (bytes) ok = write_all(fd, t[i].data, (size_t)bytes) == 0;
+        }
+    gim_free(begin);
     if (ok) ok = fsync(fd) == 0;
     int saved = errno;
     if (close(fd) != 0 && ok) {

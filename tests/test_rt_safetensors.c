@@ -66,6 +66,24 @@ static void test_layout(void) {
     static const unsigned char data[8] = {0, 0, 0xc0, 0x3f, 0, 0, 0, 0xc0};
     CU_ASSERT(memcmp(f + 8 + hl, data, 8) == 0);
     gim_free(f);
+
+    /* 8-byte elements are laid out first, so they stay 8-byte aligned */
+    const float b3[3] = {1, 2, 3};
+    const int64_t c2[2] = {-5, 6};
+    gim_ckpt_tensor two[2] = {{.name = "f", .dtype = GIM_DT_F32, .rank = 1, .shape = {3}, .data = b3},
+                              {.name = "i", .dtype = GIM_DT_I64, .rank = 1, .shape = {2}, .data = c2}};
+    CU_ASSERT_FATAL(gim_safetensors_write(path, two, 2, NULL, 0, err, sizeof err) == 0);
+    f = gim_read_file(path, &n);
+    CU_ASSERT_FATAL(f != NULL);
+    len = 0;
+    for (int i = 7; i >= 0; i--) len = len << 8 | (unsigned char)f[i];
+    CU_ASSERT_EQUAL(len % 8, 0);
+    CU_ASSERT_EQUAL(n, 8 + len + 16 + 12);
+    CU_ASSERT(strstr(f + 8, "\"i\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}") != NULL);
+    CU_ASSERT(strstr(f + 8, "\"f\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[16,28]}") != NULL);
+    CU_ASSERT(memcmp(f + 8 + len, c2, 16) == 0);
+    CU_ASSERT(memcmp(f + 8 + len + 16, b3, 12) == 0);
+    gim_free(f);
     gim_free(path);
 }
 
