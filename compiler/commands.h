@@ -101,6 +101,7 @@ int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto);
 
 int cmd_check(int argc, char **argv);   /* driver.c */
 int cmd_graph(int argc, char **argv);   /* driver.c */
+int cmd_ir(int argc, char **argv);      /* cmd_ir.c */
 /* Not yet written: ir, train, eval, bench. */
 
 #endif
