@@ -121,7 +121,7 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
     X(gim_rt_rand_below) X(gim_rt_rand_u64) X(gim_rt_rand_uniform) X(gim_rt_im2col)          \
     X(gim_rt_col2im) X(gim_rt_sgemm) X(cblas_sgemm) X(cblas_sgemv) X(cblas_saxpy)            \
     X(cblas_sdot) X(expf) X(logf) X(tanhf) X(sqrtf) X(powf) X(fmaxf) X(fminf) X(log1pf)      \
-    X(expm1f) X(exp) X(log) X(memset) X(memcpy) X(memmove)
+    X(expm1f) X(exp) X(log) X(pow) X(sqrt) X(tanh) X(memset) X(memcpy) X(memmove)
 
 #define RT_NAME(f) #f,
 #define RT_ADDR(f) (void *)&f,
