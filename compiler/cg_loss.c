@@ -117,6 +117,12 @@ static int64_t nce_count(const nce_geo *g, int64_t k) {
     return g->N * (g->len - k) * (g->S / g->len);
 }
 
+/* Rows of c that have a target at step k all lie before P − k·D (the last
+ * sample's last target row is (N − 1)·S + L_k − 1 = P − k·D − 1): products
+ * over rows stop there, and rows in between without a target get a zero
+ * dpred. */
+static int64_t nce_rows(const nce_geo *g, int64_t k) { return g->P - k * g->D; }
+
 static int64_t nce_scratch_fwd(const gim_node *n) {
     const gim_shape *s = &n->in[0]->shape;
     return s->rank ? gim_shape_numel(s) : 0;            /* pred: P·Cz */
@@ -194,8 +200,8 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
     for (int64_t k = 1; k <= g.K; k++) {
         int64_t M = nce_count(&g, k), L = M / g.N;
         if (M == 0) continue;
-        cg_sgemm(c, false, true, g.P, g.Cz, g.Cc, 1.0f, cx, g.Cc, off(c, W, (k - 1) * g.Cz * g.Cc), g.Cc, 0.0f,
-                 pred, g.Cz);
+        cg_sgemm(c, false, true, nce_rows(&g, k), g.Cz, g.Cc, 1.0f, cx, g.Cc, off(c, W, (k - 1) * g.Cz * g.Cc),
+                 g.Cc, 0.0f, pred, g.Cz);
         LLVMValueRef sum = cg_var(c, "nce.sum", LLVMConstReal(c->f64, 0.0));
         cg_loop ni = cg_for(c, g.N, "nce.n");
         cg_loop q = cg_for(c, L, "nce.q");
@@ -245,8 +251,9 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         int64_t M = nce_count(&g, k), L = M / g.N;
         if (M == 0) continue;
         LLVMValueRef Wk = off(c, W, (k - 1) * g.Cz * g.Cc);
-        cg_sgemm(c, false, true, g.P, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
-        cg_zero(c, dpred, cg_i64(c, nz));
+        int64_t R = nce_rows(&g, k);
+        cg_sgemm(c, false, true, R, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
+        cg_zero(c, dpred, cg_i64(c, R * g.Cz));
         float a = (float)(1.0 / ((double)g.K * (double)M));
         cg_loop ni = cg_for(c, g.N, "nce.n");
         cg_loop q = cg_for(c, L, "nce.q");
@@ -269,8 +276,8 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         cg_for_end(c, &i);
         cg_for_end(c, &q);
         cg_for_end(c, &ni);
-        cg_sgemm(c, false, false, g.P, g.Cc, g.Cz, 1.0f, dpred, g.Cz, Wk, g.Cc, 1.0f, dc, g.Cc);
-        cg_sgemm(c, true, false, g.Cz, g.Cc, g.P, 1.0f, dpred, g.Cz, cx, g.Cc, 0.0f,
+        cg_sgemm(c, false, false, R, g.Cc, g.Cz, 1.0f, dpred, g.Cz, Wk, g.Cc, 1.0f, dc, g.Cc);
+        cg_sgemm(c, true, false, g.Cz, g.Cc, R, 1.0f, dpred, g.Cz, cx, g.Cc, 0.0f,
                  off(c, dW, (k - 1) * g.Cz * g.Cc), g.Cc);
     }
     return 0;
