@@ -126,7 +126,8 @@ def infonce_loss(z, W, neg_idx):
         positive = z[:, k:].reshape(-1, c)             # (n, i + k, j)
         pred = context @ W[k - 1].t()                  # rows (W_k c)^T
         candidates = torch.cat([positive.unsqueeze(1), flat[neg_idx[k - 1]]], dim=1)
-        scores = torch.bmm(candidates, pred.unsqueeze(2)).squeeze(2)    # [P_k, 1 + neg]
+        # [P_k, 1 + neg]; a multiply and a sum beat bmm's tiny per-position products here
+        scores = (candidates * pred.unsqueeze(1)).sum(dim=2)
         target = torch.zeros(scores.shape[0], dtype=torch.long)        # positive first
         terms.append(F.cross_entropy(scores, target))  # log-sum-exp with max subtracted
     return torch.stack(terms).mean()

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs gim's benchmark in one go on this machine and prints the comparison table:
+#   1. the hardware yardstick: OpenBLAS SGEMM (bench/sgemm.c), all cores;
+#   2. gim:     gimc bench MODEL --steps N        (greedy), and again with --e2e;
+#   3. PyTorch: bench/fashion_torch.py --bench --steps N   (greedy), and with --e2e;
+# then bench/report.py: gim ÷ PyTorch step time, gim GFLOP/s ÷ SGEMM GFLOP/s,
+# gim ÷ PyTorch peak RSS. gim and PyTorch alternate so that both see similar load.
+#
+# usage: bench/run.sh [--steps N] [--gimc PATH] [--model FILE] [--out DIR] [--no-gim] [--no-torch]
+# env:   GIMC (path of gimc), PYTHON (default /usr/bin/python3, which has python3-torch)
+#
+# A missing gimc, model, `bench` command or PyTorch is reported and skipped; the table
+# then shows n/a for what did not run. Raw JSON lines are kept in the output directory.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+STEPS=50
+GIMC=${GIMC:-}
+MODEL=models/fashion_gim.gim
+OUT=""
+RUN_GIM=1
+RUN_TORCH=1
+PYTHON=${PYTHON:-/usr/bin/python3}
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --steps) STEPS=$2; shift 2 ;;
+        --gimc) GIMC=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --no-gim) RUN_GIM=0; shift ;;
+        --no-torch) RUN_TORCH=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+OUT=${OUT:-build-bench/run-$(date -u +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+echo "bench: results in $OUT"
+note_load() { echo "$1: $(uptime)" | tee -a "$OUT/load.txt"; }
+
+# --- 1. SGEMM yardstick ---------------------------------------------------------------
+note_load "start"
+SGEMM=build-bench/bench-sgemm
+if [ ! -x "$SGEMM" ] || [ bench/sgemm.c -nt "$SGEMM" ]; then
+    mkdir -p build-bench
+    cc -std=c11 -O2 -Wall -Wextra bench/sgemm.c -lopenblas -o "$SGEMM" \
+        || echo "bench: could not build bench-sgemm (is libopenblas-dev installed? scripts/setup.sh)"
+fi
+if [ -x "$SGEMM" ]; then
+    "$SGEMM" | tee "$OUT/sgemm.json"
+fi
+
+# --- locate gimc ----------------------------------------------------------------------
+if [ "$RUN_GIM" = 1 ] && [ -z "$GIMC" ]; then
+    if [ -x build/compiler/gimc ]; then
+        GIMC=build/compiler/gimc
+    else
+        # the most recently built gimc in any build directory, else one on PATH
+        GIMC=$(ls -t build*/compiler/gimc 2>/dev/null | head -n 1)
+        [ -n "$GIMC" ] || GIMC=$(command -v gimc || true)
+    fi
+fi
+if [ "$RUN_GIM" = 1 ]; then
+    if [ -z "$GIMC" ] || [ ! -x "$GIMC" ]; then
+        echo "bench: gimc not found (build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release &&" \
+             "cmake --build build --target gimc; or pass --gimc PATH) - skipping gim"
+        RUN_GIM=0
+    elif [ ! -f "$MODEL" ]; then
+        echo "bench: model $MODEL not found - skipping gim"
+        RUN_GIM=0
+    else
+        echo "bench: gimc = $GIMC"
+    fi
+fi
+if [ "$RUN_TORCH" = 1 ] && ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
+    echo "bench: $PYTHON cannot import torch and numpy (run bench/setup.sh) - skipping PyTorch"
+    RUN_TORCH=0
+fi
+
+# gim_bench MODE [extra args]: runs gimc bench, keeps its stdout; explains a failure.
+gim_bench() {
+    local mode=$1; shift
+    local out="$OUT/gim_$mode.json" err="$OUT/gim_$mode.err" rc
+    note_load "gim $mode"
+    timeout 3600 "$GIMC" bench "$MODEL" --steps "$STEPS" "$@" >"$out" 2>"$err"
+    rc=$?
+    if grep -q '"ms_per_step"' "$out"; then
+        grep '"ms_per_step"' "$out"
+    else
+        echo "bench: gimc bench ($mode) gave no timing line (exit $rc): $(tail -n 3 "$err" | tr '\n' ' ')"
+        [ "$rc" = 2 ] && echo "bench: (exit 2 is bad usage: is 'gimc bench' implemented?)"
+    fi
+    return 0
+}
+
+torch_bench() {
+    local mode=$1; shift
+    note_load "pytorch $mode"
+    "$PYTHON" bench/fashion_torch.py --bench --steps "$STEPS" "$@" \
+        2>"$OUT/torch_$mode.err" | tee "$OUT/torch_$mode.json"
+}
+
+# --- 2/3. gim and PyTorch, greedy then end to end -------------------------------------
+[ "$RUN_GIM" = 1 ] && gim_bench greedy
+[ "$RUN_TORCH" = 1 ] && torch_bench greedy
+[ "$RUN_GIM" = 1 ] && gim_bench e2e --e2e
+[ "$RUN_TORCH" = 1 ] && torch_bench e2e --e2e
+# gimc bench may print both modes in one run (spec/cli.md): if the --e2e run gave no
+# timing line, use the e2e line of the first run.
+if [ "$RUN_GIM" = 1 ] && ! grep -q '"ms_per_step"' "$OUT/gim_e2e.json" \
+        && grep -q '"mode": *"e2e"' "$OUT/gim_greedy.json"; then
+    grep '"mode": *"e2e"' "$OUT/gim_greedy.json" >"$OUT/gim_e2e.json"
+fi
+note_load "end"
+
+# --- table ------------------------------------------------------------------------------
+echo
+"$PYTHON" bench/report.py "$OUT" | tee "$OUT/report.md"
