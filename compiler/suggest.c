@@ -21,13 +21,15 @@ void gim_suggest_add(gim_suggest *s, const char *candidate) {
 }
 
 /* A typo changes a few characters: accept up to a third of the longer name
- * (at least 1, at most 3) — `conv2` -> `conv2d`, `negatves` -> `negatives`,
+ * (at least 1, 2 from four characters on, at most 3) — `conv2` -> `conv2d`, `negatves` -> `negatives`,
  * but not `x` -> `relu`. */
 const char *gim_suggest_best(const gim_suggest *s) {
     if (!s->best) return NULL;
     size_t la = strlen(s->wrong), lb = strlen(s->best);
-    int limit = (int)((la > lb ? la : lb) / 3);
+    size_t longer = la > lb ? la : lb;
+    int limit = (int)(longer / 3);
     if (limit < 1) limit = 1;
+    if (limit < 2 && longer >= 4) limit = 2;   /* a swapped pair: bais -> bias */
     if (limit > 3) limit = 3;
     return s->best_dist <= limit ? s->best : NULL;
 }

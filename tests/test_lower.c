@@ -1,0 +1,311 @@
+/* Lowering (compiler/lower.c): parameter naming and shapes, each call its own
+ * parameters, defaults and keyword arguments, scalar arithmetic, losses, and
+ * the errors lowering reports. */
+#include <math.h>
+#include <string.h>
+
+#include "harness_graph.h"
+#include "testutil.h"
+
+static const char *fashion =
+    "import \"conv.gim\"\n"
+    "model fashion_gim {\n"
+    "    input x: [batch, 1, 28, 28]\n"
+    "    p  = patches(x, size=8, stride=4)\n"
+    "    h1 = conv_pair(p, 32)\n"
+    "    infonce(spatial_mean(h1), steps=3, negatives=16)\n"
+    "    h2 = conv_pair(gradient_block(h1), 64, stride=2)\n"
+    "    infonce(spatial_mean(h2), steps=3, negatives=16)\n"
+    "    h3 = conv_pair(gradient_block(h2), 128, stride=2)\n"
+    "    infonce(spatial_mean(h3), steps=3, negatives=16)\n"
+    "    output spatial_mean(h3)\n"
+    "}\n";
+
+static bool shape_eq(const gim_node *n, int rank, const int64_t *d) {
+    if (!n || n->shape.rank != rank) return false;
+    for (int i = 0; i < rank; i++)
+        if (n->shape.d[i] != d[i]) return false;
+    return true;
+}
+#define SHAPE_IS(n, ...)                                                      \
+    do {                                                                      \
+        const int64_t want_[] = {__VA_ARGS__};                                \
+        CU_ASSERT(shape_eq(n, (int)(sizeof want_ / sizeof want_[0]), want_)); \
+    } while (0)
+
+/* Compiles src expecting success (prints the diagnostics otherwise). */
+static gim_graph *ok(const char *src, int64_t batch) {
+    char *m;
+    gim_graph *g = hg_compile(src, batch, false, false, &m);
+    if (!g) fprintf(stderr, "\nunexpected errors:\n%s", m);
+    gim_free(m);
+    return g;
+}
+
+/* Compiles src expecting errors; returns the messages (heap). */
+static char *fails(const char *src) {
+    char *m;
+    gim_graph *g = hg_compile(src, 4, true, false, &m);
+    CU_ASSERT_PTR_NULL(g);
+    gim_graph_free(g);
+    return m;
+}
+
+static void test_param_names_and_shapes(void) {
+    gim_graph *g = ok(fashion, 32);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    /* conv_pair.N/conv2d.M/{w,b}: n counts conv_pair calls in the model,
+     * m conv2d calls inside that call */
+    gim_node *w = hg_find(g, "conv_pair.1/conv2d.1/w");
+    SHAPE_IS(w, 32, 1, 3, 3);
+    CU_ASSERT_EQUAL(w->op, GIM_OP_PARAM);
+    CU_ASSERT_DOUBLE_EQUAL(w->attr[0], 1.0 / 3.0, 1e-12);   /* 1/sqrt(1*3*3) */
+    SHAPE_IS(hg_find(g, "conv_pair.1/conv2d.2/w"), 32, 32, 3, 3);
+    CU_ASSERT_DOUBLE_EQUAL(hg_find(g, "conv_pair.1/conv2d.2/b")->attr[0], 1.0 / sqrt(288.0), 1e-12);
+    SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1/w"), 64, 32, 3, 3);
+    SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/w"), 128, 128, 3, 3);
+    SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/b"), 128);
+    /* InfoNCE maps: W [K, C, C], bound 1/sqrt(C) */
+    gim_node *W3 = hg_find(g, "infonce.3/w");
+    SHAPE_IS(W3, 3, 128, 128);
+    CU_ASSERT_DOUBLE_EQUAL(W3->attr[0], 1.0 / sqrt(128.0), 1e-12);
+    /* node names and shapes along the way */
+    SHAPE_IS(hg_find(g, "patches.1"), 32, 6, 6, 1, 8, 8);
+    SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1"), 32, 6, 6, 64, 4, 4);
+    SHAPE_IS(hg_find(g, "conv_pair.3/relu.2"), 32, 6, 6, 128, 2, 2);
+    SHAPE_IS(g->output, 32, 6, 6, 128);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_PARAM), 15);   /* 3 x (2 convs x 2 + W) */
+    /* every node's inputs come earlier (graph order is topological) */
+    for (int i = 0; i < g->nodes.len; i++) {
+        gim_node *n = gim_node_at(g, i);
+        CU_ASSERT_EQUAL(n->id, i);
+        for (int j = 0; j < n->n_in; j++) CU_ASSERT(n->in[j]->id < n->id);
+    }
+    gim_graph_free(g);
+}
+
+static void test_each_call_its_own_params(void) {
+    gim_graph *g = ok("def block(x, c) {\n"
+                      "    return relu(linear(x, c))\n"
+                      "}\n"
+                      "def twice(x) {\n"
+                      "    return block(block(x, 4), 4)\n"
+                      "}\n"
+                      "model m {\n"
+                      "    input x: [batch, 4]\n"
+                      "    a = twice(x)\n"
+                      "    b = twice(a)\n"
+                      "    output b\n"
+                      "}\n",
+                      2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_LINEAR), 4);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_PARAM), 8);
+    const char *names[] = {"twice.1/block.1/linear.1/w", "twice.1/block.2/linear.1/w", "twice.2/block.1/linear.1/w",
+                           "twice.2/block.2/linear.1/b"};
+    for (int i = 0; i < 4; i++) {
+        gim_node *p = hg_find(g, names[i]);
+        CU_ASSERT_PTR_NOT_NULL(p);
+        for (int j = 0; j < i; j++) CU_ASSERT(p != hg_find(g, names[j]));
+    }
+    /* the inner call's output feeds the outer call */
+    gim_node *outer = hg_find(g, "twice.1/block.2/linear.1");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(outer);
+    CU_ASSERT_PTR_EQUAL(outer->in[0], hg_find(g, "twice.1/block.1/relu.1"));
+    gim_graph_free(g);
+}
+
+static void test_defaults_and_kwargs(void) {
+    gim_graph *g = ok("def f(x, c, k=3, wide=c * 2) {\n"
+                      "    return conv2d(x, wide, k, pad=k / 2 - 0.5)\n"
+                      "}\n"
+                      "model m {\n"
+                      "    input x: [batch, 2, 9, 9]\n"
+                      "    a = f(x, 4)\n"
+                      "    b = f(x, c=1, k=5)\n"
+                      "    c = conv2d(k=1, out=6, x=x, bias=false)\n"
+                      "    output a\n"
+                      "}\n",
+                      1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    gim_node *a = hg_find(g, "f.1/conv2d.1"), *b = hg_find(g, "f.2/conv2d.1"), *c = hg_find(g, "conv2d.1");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    /* a: out = 4*2, k 3, pad 3/2 - 0.5 = 1 -> 9x9 kept */
+    CU_ASSERT_EQUAL(gim_attr_i(a, 0), 8);
+    CU_ASSERT_EQUAL(gim_attr_i(a, 1), 3);
+    CU_ASSERT_EQUAL(gim_attr_i(a, 3), 1);
+    SHAPE_IS(a, 1, 8, 9, 9);
+    /* b: out 2, k 5, pad 2 */
+    SHAPE_IS(b, 1, 2, 9, 9);
+    /* c: keywords in any order; no bias -> two inputs; default stride 1 */
+    CU_ASSERT_EQUAL(c->n_in, 2);
+    CU_ASSERT_EQUAL(gim_attr_i(c, 2), 1);
+    SHAPE_IS(c, 1, 6, 9, 9);
+    CU_ASSERT_PTR_NULL(hg_find(g, "conv2d.1/b"));
+    gim_graph_free(g);
+}
+
+static void test_scalar_ops(void) {
+    gim_graph *g = ok("model m {\n"
+                      "    input x: [batch, 3]\n"
+                      "    a = x * 0.5\n"
+                      "    b = 2 * x\n"
+                      "    c = x + 1\n"
+                      "    d = x - 2\n"
+                      "    e = x / 4\n"
+                      "    f = 1 - x\n"
+                      "    n = -x\n"
+                      "    s = a + b - c * d\n"
+                      "    k = 3 * 2 - 1\n"
+                      "    output linear(s, k)\n"
+                      "}\n",
+                      2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    gim_node *n;
+    CU_ASSERT((n = hg_find(g, "scale.1")) && n->attr[0] == 0.5);
+    CU_ASSERT((n = hg_find(g, "scale.2")) && n->attr[0] == 2.0);
+    CU_ASSERT((n = hg_find(g, "shift.1")) && n->attr[0] == 1.0);
+    CU_ASSERT((n = hg_find(g, "shift.2")) && n->attr[0] == -2.0);
+    CU_ASSERT((n = hg_find(g, "scale.3")) && n->attr[0] == 0.25);
+    /* 1 - x = shift(scale(x, -1), 1) */
+    gim_node *neg = hg_find(g, "scale.4"), *one = hg_find(g, "shift.3");
+    CU_ASSERT(neg && neg->attr[0] == -1.0 && one && one->attr[0] == 1.0 && one->in[0] == neg);
+    CU_ASSERT((n = hg_find(g, "scale.5")) && n->attr[0] == -1.0);
+    /* tensor with tensor: add, mul, sub in precedence order */
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_ADD), 1);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_SUB), 1);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_MUL), 1);
+    gim_node *sub = hg_find(g, "sub.1");
+    CU_ASSERT(sub && sub->in[0]->op == GIM_OP_ADD && sub->in[1]->op == GIM_OP_MUL);
+    /* compile-time arithmetic: linear(s, 5) */
+    SHAPE_IS(g->output, 2, 5);
+    gim_graph_free(g);
+}
+
+static void test_losses_and_inputs(void) {
+    gim_graph *g = ok("model m {\n"
+           "    input x: [batch, 2, 16]\n"
+           "    input y: labels[batch]\n"
+           "    h = relu(conv1d(x, 8, k=3, pad=1))\n"
+           "    z = transpose(h, 1, -1)\n"
+           "    infonce(z, steps=2, negatives=5)\n"
+           "    c = gru(gradient_block(z), 6)\n"
+           "    infonce(gradient_block(z), steps=4, context=c)\n"
+           "    r = reshape(c, [batch, -1])\n"
+           "    cross_entropy(linear(r, 3), y)\n"
+           "    output c\n"
+           "}\n",
+           4);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    gim_node *y = hg_find(g, "y");
+    CU_ASSERT(y && y->op == GIM_OP_LABELS && y->is_int);
+    SHAPE_IS(y, 4);
+    CU_ASSERT_EQUAL(g->inputs.len, 2);
+    CU_ASSERT_EQUAL(g->losses.len, 3);
+    gim_node *l1 = hg_find(g, "infonce.1"), *l2 = hg_find(g, "infonce.2");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l2);
+    /* without context= z is its own context; W [K, Cz, Cc] is the third input */
+    CU_ASSERT_PTR_EQUAL(l1->in[1], l1->in[0]);
+    CU_ASSERT_EQUAL(l1->n_in, 3);
+    SHAPE_IS(l1->in[2], 2, 8, 8);
+    CU_ASSERT_EQUAL(gim_attr_i(l1, 1), 5);
+    CU_ASSERT_PTR_EQUAL(l2->in[1], hg_find(g, "gru.1"));
+    SHAPE_IS(l2->in[2], 4, 8, 6);
+    CU_ASSERT_DOUBLE_EQUAL(l2->in[2]->attr[0], 1.0 / sqrt(6.0), 1e-12);
+    /* random streams 1, 2, ... per infonce in source order */
+    CU_ASSERT_EQUAL(l1->rng_stream, 1);
+    CU_ASSERT_EQUAL(l2->rng_stream, 2);
+    /* transpose axis -1 normalised to 2 */
+    gim_node *t = hg_find(g, "transpose.1");
+    CU_ASSERT(t && gim_attr_i(t, 1) == 2);
+    SHAPE_IS(t, 4, 16, 8);
+    /* gru parameters */
+    SHAPE_IS(hg_find(g, "gru.1/w_ih"), 18, 8);
+    SHAPE_IS(hg_find(g, "gru.1/w_hh"), 18, 6);
+    SHAPE_IS(hg_find(g, "gru.1/b_ih"), 18);
+    SHAPE_IS(hg_find(g, "gru.1/b_hh"), 18);
+    /* reshape with batch and -1: [4, 16*6] */
+    SHAPE_IS(hg_find(g, "reshape.1"), 4, 96);
+    gim_node *ce = hg_find(g, "cross_entropy.1");
+    CU_ASSERT(ce && ce->in[1] == y && ce->shape.rank == 0);
+    gim_graph_free(g);
+}
+
+static void test_rebinding_and_normalised_attrs(void) {
+    gim_graph *g = ok("model m {\n"
+                      "    input x: [batch, 3, 9, 9]\n"
+                      "    h = avgpool2d(x, 3)\n"
+                      "    h = maxpool2d(h, 2, stride=1)\n"
+                      "    h = mean(h, -3)\n"
+                      "    output h\n"
+                      "}\n",
+                      2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    gim_node *a = hg_find(g, "avgpool2d.1"), *m = hg_find(g, "mean.1");
+    CU_ASSERT(a && gim_attr_i(a, 1) == 3);   /* stride 0 -> k */
+    SHAPE_IS(a, 2, 3, 3, 3);
+    CU_ASSERT(m && gim_attr_i(m, 0) == 1);   /* -3 of rank 4 -> 1 */
+    SHAPE_IS(g->output, 2, 2, 2);
+    gim_graph_free(g);
+}
+
+static void test_errors(void) {
+    char *m;
+    m = fails("def f(x) {\n    return f(relu(x))\n}\nmodel m {\n    input x: [batch, 3]\n    output f(x)\n}\n");
+    CU_ASSERT(strstr(m, "test.gim:2:12: error: 'f' calls itself; recursion is not supported") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    output linear(x, 2, bais=false)\n}\n");
+    CU_ASSERT(strstr(m, "linear has no argument 'bais'; did you mean 'bias'?") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    output linear(x, 2, out=3)\n}\n");
+    CU_ASSERT(strstr(m, "argument 'out' of linear given twice") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    output linear(x)\n}\n");
+    CU_ASSERT(strstr(m, "linear: missing argument 'out'") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    h = infonce(x)\n    output x\n}\n");
+    CU_ASSERT(strstr(m, "infonce is a loss; it must stand alone as a statement") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    relu(x)\n    output x\n}\n");
+    CU_ASSERT(strstr(m, "3:5: error: expression result unused; only a loss may stand alone") != NULL);
+    gim_free(m);
+    m = fails("def f(x) {\n    return 3\n}\nmodel m {\n    input x: [batch, 3, 4]\n    output f(x)\n}\n");
+    CU_ASSERT(strstr(m, "output expects a tensor; got an integer") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    output relu(h)\n}\n");
+    CU_ASSERT(strstr(m, "unknown name 'h'") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 3]\n    output lineer(x, 2) + relu(x) * \"s\"\n}\n");
+    CU_ASSERT(strstr(m, "unknown function 'lineer'; did you mean 'linear'?") != NULL);
+    gim_free(m);
+    /* independent errors are all reported; consequences of one are not */
+    m = fails("model m {\n    input x: [batch, 3]\n    a = relu(y)\n    b = a + a\n    c = tanh(x, 1)\n"
+              "    d = linear(x, 1.5)\n    output c\n}\n");
+    CU_ASSERT(strstr(m, "unknown name 'y'") && strstr(m, "tanh takes at most 1 argument") &&
+              strstr(m, "argument 'out' of linear expects an integer; got a float"));
+    CU_ASSERT(strstr(m, "add") == NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [0, 3]\n    output x\n}\n");
+    CU_ASSERT(strstr(m, "a dimension must be a positive integer") != NULL);
+    gim_free(m);
+    m = fails("model m {\n    input x: [batch, 1048576, 1048576]\n    output relu(x)\n}\n");
+    CU_ASSERT(strstr(m, "tensor too large") != NULL);
+    gim_free(m);
+}
+
+int main(void) {
+    static const gim_test tests[] = {
+        {"param names and shapes", test_param_names_and_shapes},
+        {"each call its own params", test_each_call_its_own_params},
+        {"defaults and kwargs", test_defaults_and_kwargs},
+        {"scalar ops", test_scalar_ops},
+        {"losses and inputs", test_losses_and_inputs},
+        {"rebinding and normalised attrs", test_rebinding_and_normalised_attrs},
+        {"errors", test_errors},
+        {NULL, NULL},
+    };
+    return gim_run_suite("lower", tests);
+}
