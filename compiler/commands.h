@@ -45,12 +45,17 @@ typedef enum gim_cli_opt {
     GIM_CLI_OBJECT = 1 << 17,    /* -c */
     GIM_CLI_WEIGHTS = 1 << 18,   /* --weights F */
     GIM_CLI_STDLIB = 1 << 19,    /* --stdlib DIR */
+    GIM_CLI_SAVE_EVERY = 1 << 20, /* --save-every N */
+    GIM_CLI_POOL = 1 << 21,      /* --pool flat|mean */
+    GIM_CLI_RANDOM_INIT = 1 << 22, /* --random-init */
+    GIM_CLI_COMPARE_RANDOM = 1 << 23, /* --compare-random */
 } gim_cli_opt;
 
 /* The options the train block can take, plus --e2e and --stdlib. */
 #define GIM_CLI_TRAIN_OPTS                                                                           \
     (GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_DATA | GIM_CLI_EPOCHS | GIM_CLI_STEPS | GIM_CLI_LR |      \
-     GIM_CLI_SCHEDULE | GIM_CLI_THREADS | GIM_CLI_SEED | GIM_CLI_OUT | GIM_CLI_RESUME | GIM_CLI_STDLIB)
+     GIM_CLI_SCHEDULE | GIM_CLI_THREADS | GIM_CLI_SEED | GIM_CLI_OUT | GIM_CLI_RESUME | GIM_CLI_STDLIB |   \
+     GIM_CLI_SAVE_EVERY)
 
 typedef struct gim_cli {
     const char *file;          /* the model (the one positional argument) */
@@ -65,6 +70,9 @@ typedef struct gim_cli {
     int module;                /* --module N (1-based as given); 0: all */
     const char *fn;            /* --fn */
     int opt_level;             /* -O: default 2 */
+    int64_t save_every;        /* --save-every N */
+    bool pool_mean;            /* --pool mean */
+    bool random_init, compare_random;
 } gim_cli;
 
 /* Parses argv (argv[0] is the command name) allowing `allowed` options.
@@ -102,6 +110,7 @@ int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto);
 int cmd_check(int argc, char **argv);   /* driver.c */
 int cmd_graph(int argc, char **argv);   /* driver.c */
 int cmd_ir(int argc, char **argv);      /* cmd_ir.c */
-/* Not yet written: ir, train, eval, bench. */
+int cmd_train(int argc, char **argv);   /* cmd_train.c */
+int cmd_eval(int argc, char **argv);    /* cmd_train.c */
 
 #endif

@@ -18,6 +18,7 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM,
 };
 
 static const struct option cli_long[] = {
@@ -30,6 +31,8 @@ static const struct option cli_long[] = {
     {"module", required_argument, NULL, OPT_MODULE},   {"fn", required_argument, NULL, OPT_FN},
     {"asm", no_argument, NULL, OPT_ASM},               {"weights", required_argument, NULL, OPT_WEIGHTS},
     {"stdlib", required_argument, NULL, OPT_STDLIB},   {"help", no_argument, NULL, OPT_HELP},
+    {"save-every", required_argument, NULL, OPT_SAVE_EVERY}, {"pool", required_argument, NULL, OPT_POOL},
+    {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
     {NULL, 0, NULL, 0},
 };
 
@@ -53,6 +56,10 @@ static unsigned cli_bit(int opt) {
     case OPT_ASM: return GIM_CLI_ASM;
     case OPT_WEIGHTS: return GIM_CLI_WEIGHTS;
     case OPT_STDLIB: return GIM_CLI_STDLIB;
+    case OPT_SAVE_EVERY: return GIM_CLI_SAVE_EVERY;
+    case OPT_POOL: return GIM_CLI_POOL;
+    case OPT_RANDOM_INIT: return GIM_CLI_RANDOM_INIT;
+    case OPT_COMPARE_RANDOM: return GIM_CLI_COMPARE_RANDOM;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
     case 'O': return GIM_CLI_OPT_LEVEL;
@@ -91,7 +98,7 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
     optind = 0;    /* GNU: full reinitialisation */
     opterr = 0;    /* we word our own messages */
     int c;
-    while ((c = getopt_long(argc, argv, "+:ho:cO:", cli_long, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":ho:cO:", cli_long, NULL)) != -1) {
         const char *arg = optarg;
         int64_t v;
         if (c == 'h' || c == OPT_HELP) {
@@ -136,6 +143,18 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
             o->lr = x;
             break;
         }
+        case OPT_SAVE_EVERY:
+            if (!cli_int(arg, 1, INT64_C(1) << 40, &v))
+                return cli_usage_error(cmd, usage, status, "--save-every expects a positive integer; got '%s'", arg);
+            o->save_every = v;
+            break;
+        case OPT_POOL:
+            if (strcmp(arg, "mean") && strcmp(arg, "flat"))
+                return cli_usage_error(cmd, usage, status, "--pool expects flat or mean; got '%s'", arg);
+            o->pool_mean = !strcmp(arg, "mean");
+            break;
+        case OPT_RANDOM_INIT: o->random_init = true; break;
+        case OPT_COMPARE_RANDOM: o->compare_random = true; break;
         case OPT_SCHEDULE: {
             static const char *const names[] = {"simultaneous", "sequential", "async"};
             int found = -1;
@@ -202,6 +221,7 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg) {
     if (o->given & GIM_CLI_SEED) cfg->seed = o->seed;
     if (o->given & GIM_CLI_OUT) cfg->out_dir = o->out_dir;
     if (o->given & GIM_CLI_RESUME) cfg->resume = o->resume;
+    if (o->given & GIM_CLI_SAVE_EVERY) cfg->save_every = o->save_every;
 }
 
 /* ---- the pipeline ---------------------------------------------------------------- */

@@ -15,11 +15,11 @@ typedef struct gimc_command {
 } gimc_command;
 
 static const gimc_command gimc_commands[] = {
-    {"train", NULL, "compile and train a model (also: gimc FILE.gim)"},
+    {"train", cmd_train, "compile and train a model (also: gimc FILE.gim)"},
     {"check", cmd_check, "parse and check a model; print its modules, parameters and FLOPs"},
     {"graph", cmd_graph, "print the model's graph as Graphviz DOT"},
     {"ir", cmd_ir, "print the generated LLVM IR, assembly, or an object file"},
-    {"eval", NULL, "linear-probe evaluation of each module's features"},
+    {"eval", cmd_eval, "linear-probe evaluation of each module's features"},
     {"bench", NULL, "time training steps and compilation"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))

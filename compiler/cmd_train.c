@@ -1,0 +1,300 @@
+/* gimc train and gimc eval: compile, load data, train or probe.
+ *
+ *   train: source -> modules -> native code -> data -> gim_train -> checkpoint
+ *   eval:  source -> modules -> native code -> weights -> features -> probe */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "commands.h"
+#include "gim_data.h"
+#include "gim_probe.h"
+#include "gim_train.h"
+
+/* Data: the configured name or directory, the train block's `dataset`. */
+static int load_data(const char *cmd, const gim_train_config *cfg, gim_dataset *ds) {
+    char err[1024];
+    const char *name = cfg->dataset ? cfg->dataset : "fashion-mnist";
+    if (gim_dataset_load(name, ds, err, sizeof err)) {
+        fprintf(stderr, "gimc %s: error: %s\n", cmd, err);
+        return GIMC_BAD_INPUT;
+    }
+    return GIMC_OK;
+}
+
+static gim_exec_model *compile_model(gim_session *s, int opt_level) {
+    gim_cg_options cg = {.opt_level = opt_level, .cfg = &s->cfg};
+    return gim_jit(&s->diag, s->graph, &cg);
+}
+
+/* OpenBLAS threads: all cores unless asked, one per module thread under the
+ * async schedule (the modules themselves then share the cores). */
+static void set_blas_threads(const gim_train_config *cfg) {
+    int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg->schedule == GIM_SCHED_ASYNC) n = 1;
+    if (n < 1) n = 1;
+    openblas_set_num_threads(n);
+}
+
+/* ---- gimc train ---------------------------------------------------------------- */
+
+static const char train_usage[] =
+    "usage: gimc train FILE.gim [options]\n"
+    "       gimc FILE.gim [options]\n"
+    "\n"
+    "Compiles the model and trains it: every module from its own loss, no\n"
+    "gradient crossing a gradient_block. Options override the train block.\n"
+    "\n"
+    "  --data PATH        data set: fashion-mnist, mnist, or a directory of IDX files\n"
+    "  --epochs N         epochs to train (default 1)\n"
+    "  --steps N          stop after N batches (0: whole epochs)\n"
+    "  --batch B          batch size, bound at compile time (default 32)\n"
+    "  --lr X             learning rate\n"
+    "  --schedule S       simultaneous (default), sequential or async\n"
+    "  --threads T        threads for matrix products (default: all cores)\n"
+    "  --seed S           fixes initialisation, negatives and data order (default 0)\n"
+    "  --e2e              train end to end from the last module's loss instead\n"
+    "  --out DIR          metrics.csv and checkpoints (default runs/<model>)\n"
+    "  --save-every N     checkpoint every N steps (default: once a minute)\n"
+    "  --resume           continue from DIR's checkpoint\n"
+    "  --stdlib DIR       where imports not found next to the file are looked up\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "Progress goes to standard output: a bar on a terminal, plain lines otherwise.\n"
+    "Ctrl-C or SIGTERM writes a checkpoint and stops (exit status 130).\n"
+    "Exit status: 0 trained, 1 bad model or data, or a diverged loss, 2 bad usage.\n";
+
+int cmd_train(int argc, char **argv) {
+    gim_cli o;
+    int status;
+    if (gim_cli_parse(argc, argv, GIM_CLI_TRAIN_OPTS, train_usage, &o, &status)) return status;
+    gim_session s;
+    gim_session_init(&s);
+    gim_exec_model *m = NULL;
+    gim_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    gim_train_state st;
+    memset(&st, 0, sizeof st);
+    float *storage = NULL;
+    char err[2048];
+
+    /* the pipeline, source to native code */
+    double t0 = 0;
+    status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
+    if (status != GIMC_OK) goto done;
+    if (s.graph->losses.len == 0) {
+        fprintf(stderr, "gimc train: error: %s has no loss: nothing would be trained\n", o.file);
+        status = GIMC_BAD_INPUT;
+        goto done;
+    }
+    if ((status = load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
+    if (!(m = compile_model(&s, 2))) {
+        status = GIMC_BAD_INPUT;
+        goto done;
+    }
+    (void)t0;
+    gim_examples ex;
+    if (gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err) ||
+        gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
+        fprintf(stderr, "gimc train: error: %s\n", err);
+        status = GIMC_BAD_INPUT;
+        goto done;
+    }
+    if (s.cfg.resume) {
+        if (gim_checkpoint_load(m, &st, s.cfg.out_dir, true, err, sizeof err)) {
+            fprintf(stderr, "gimc train: error: cannot resume: %s\n", err);
+            status = GIMC_BAD_INPUT;
+            goto done;
+        }
+        printf("resuming from %s/weights.safetensors (epoch %" PRId64 ", batch %" PRId64 ")\n", s.cfg.out_dir,
+               st.epoch + 1, st.batch_in_epoch);
+    }
+    set_blas_threads(&s.cfg);
+    static const char *const sched_names[] = {"simultaneous", "sequential", "async"};
+    printf("training %s: %d module%s, %s, batch %" PRId64 ", %" PRId64 " epoch%s, %s data in %s\n",
+           m->name, m->n_modules, m->n_modules == 1 ? "" : "s", s.cfg.e2e ? "end to end" : sched_names[s.cfg.schedule],
+           m->batch, s.cfg.epochs, s.cfg.epochs == 1 ? "" : "s", s.cfg.dataset ? s.cfg.dataset : "fashion-mnist",
+           ds.dir);
+    fflush(stdout);
+    gim_train_report rep;
+    int rc = gim_train(m, &s.cfg, &st, &ex, stdout, &rep, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "gimc train: error: %s\n", err);
+        status = GIMC_BAD_INPUT;
+    } else {
+        printf("%s after %" PRId64 " steps in %.1f s (%.0f examples/s); final loss", rep.interrupted ? "interrupted" : "done",
+               rep.steps, rep.seconds, rep.examples_per_s);
+        for (int i = 0; i < m->n_modules; i++) printf(" m%d %.4f", i + 1, rep.last_loss[i]);
+        printf("\ncheckpoint: %s/weights.safetensors\n", s.cfg.out_dir);
+        if (s.cfg.schedule == GIM_SCHED_ASYNC)
+            printf("async: the most stale input a module trained on was %d steps behind its producer\n",
+                   rep.async_max_staleness);
+        if (rep.interrupted) status = 130;
+    }
+    gim_free(rep.last_loss);
+done:
+    if (m) gim_train_state_free(&st, m);
+    gim_free(storage);
+    gim_dataset_free(&ds);
+    gim_exec_model_free(m);
+    gim_session_release(&s);
+    return status;
+}
+
+/* ---- gimc eval ------------------------------------------------------------------ */
+
+static const char eval_usage[] =
+    "usage: gimc eval FILE.gim --weights FILE [options]\n"
+    "\n"
+    "The linear probe: for each module, a linear softmax classifier trained on\n"
+    "that module's frozen features of the training set (Adam, lr 1e-3, 10 epochs,\n"
+    "batch 256, features standardised), reported as train and test accuracy.\n"
+    "\n"
+    "  --weights FILE     trained weights (weights.safetensors)\n"
+    "  --random-init      probe the encoder at its random initialisation instead\n"
+    "  --compare-random   probe both, side by side\n"
+    "  --pool mean        average each module's features over the grid/sequence\n"
+    "                     (default: flatten them)\n"
+    "  --data PATH        data set (default: the train block's)\n"
+    "  --batch B          batch size for feature extraction\n"
+    "  --seed S           seed of the random initialisation and of the probe\n"
+    "  --stdlib DIR       where imports not found next to the file are looked up\n"
+    "  -h, --help         show this help\n";
+
+typedef struct probe_row {
+    gim_probe_result r;
+    int64_t dim;
+} probe_row;
+
+/* Features of every module for both splits, then one probe per module. */
+static int probe_all(const gim_exec_model *m, const gim_train_state *st, const gim_dataset *ds, bool pool_mean,
+                     uint64_t seed, probe_row *rows, char *err, size_t errlen) {
+    gim_examples tr, te;
+    float *str = NULL, *ste = NULL;
+    int n = m->n_modules, rc = -1;
+    float **ftr = gim_calloc((size_t)n, sizeof(float *)), **fte = gim_calloc((size_t)n, sizeof(float *));
+    int64_t *dtr = gim_calloc((size_t)n, sizeof(int64_t)), *dte = gim_calloc((size_t)n, sizeof(int64_t));
+    if (!ftr || !fte || !dtr || !dte) goto done;
+    if (gim_dataset_examples(ds, &ds->train, &tr, &str, err, errlen) ||
+        gim_dataset_examples(ds, &ds->test, &te, &ste, err, errlen))
+        goto done;
+    if (gim_extract_features(m, st, &tr, ftr, dtr, err, errlen) ||
+        gim_extract_features(m, st, &te, fte, dte, err, errlen))
+        goto done;
+    gim_free(str);
+    gim_free(ste);
+    str = ste = NULL;
+    gim_probe_options po;
+    gim_probe_defaults(&po);
+    po.seed = seed;
+    for (int i = 0; i < n; i++) {
+        rows[i].dim = 0;
+        if (!ftr[i]) continue;
+        int64_t dim = dtr[i];
+        int fs = m->modules[i].feature_slot;
+        if (pool_mean) {
+            /* [..., C] per example: average over everything before the channels */
+            const gim_slot_info *sl = &m->slots[fs];
+            int64_t c = sl->shape[sl->rank - 1];
+            gim_probe_pool_mean(ftr[i], tr.n, dim / c, c);
+            gim_probe_pool_mean(fte[i], te.n, dim / c, c);
+            dim = c;
+        }
+        rows[i].dim = dim;
+        if (gim_probe_run(ftr[i], tr.labels, tr.n, fte[i], te.labels, te.n, dim, ds->n_classes, &po, &rows[i].r)) {
+            snprintf(err, errlen, "out of memory in the probe of module %d", i + 1);
+            goto done;
+        }
+        gim_free(ftr[i]);
+        gim_free(fte[i]);
+        ftr[i] = fte[i] = NULL;
+    }
+    rc = 0;
+done:
+    for (int i = 0; ftr && fte && i < n; i++) {
+        gim_free(ftr[i]);
+        gim_free(fte[i]);
+    }
+    gim_free(ftr);
+    gim_free(fte);
+    gim_free(dtr);
+    gim_free(dte);
+    gim_free(str);
+    gim_free(ste);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv) {
+    gim_cli o;
+    int status;
+    if (gim_cli_parse(argc, argv,
+                      GIM_CLI_WEIGHTS | GIM_CLI_DATA | GIM_CLI_BATCH | GIM_CLI_SEED | GIM_CLI_STDLIB | GIM_CLI_POOL |
+                          GIM_CLI_RANDOM_INIT | GIM_CLI_COMPARE_RANDOM,
+                      eval_usage, &o, &status))
+        return status;
+    bool random_only = o.random_init, compare = o.compare_random;
+    if (!o.weights && !random_only) {
+        fprintf(stderr, "gimc eval: --weights FILE is required (or --random-init)\n\n%s", eval_usage);
+        return GIMC_USAGE;
+    }
+    gim_session s;
+    gim_session_init(&s);
+    gim_exec_model *m = NULL;
+    gim_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    gim_train_state st;
+    memset(&st, 0, sizeof st);
+    probe_row *trained = NULL, *random = NULL;
+    char err[2048];
+    status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
+    if (status != GIMC_OK) goto done;
+    if ((status = load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
+    if (!(m = compile_model(&s, 2))) {
+        status = GIMC_BAD_INPUT;
+        goto done;
+    }
+    set_blas_threads(&s.cfg);
+    trained = gim_calloc((size_t)m->n_modules, sizeof *trained);
+    random = gim_calloc((size_t)m->n_modules, sizeof *random);
+    if (gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) goto fail;
+    if (random_only || compare) {
+        if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err)) goto fail;
+    }
+    if (!random_only) {
+        if (gim_weights_load(m, &st, o.weights, err, sizeof err)) goto fail;
+        if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
+    }
+    printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");
+    if (compare)
+        printf("%-8s %9s %10s %10s %13s %13s\n", "module", "features", "train acc", "test acc", "random train",
+               "random test");
+    else
+        printf("%-8s %9s %10s %10s\n", "module", "features", "train acc", "test acc");
+    for (int i = 0; i < m->n_modules; i++) {
+        const probe_row *r = random_only ? &random[i] : &trained[i];
+        if (!r->dim) {
+            printf("%-8d %9s\n", i + 1, "-");
+            continue;
+        }
+        printf("%-8d %9" PRId64 " %9.2f%% %9.2f%%", i + 1, r->dim, 100 * r->r.train_acc, 100 * r->r.test_acc);
+        if (compare) printf(" %12.2f%% %12.2f%%", 100 * random[i].r.train_acc, 100 * random[i].r.test_acc);
+        printf("\n");
+    }
+    goto done;
+fail:
+    fprintf(stderr, "gimc eval: error: %s\n", err);
+    status = GIMC_BAD_INPUT;
+done:
+    if (m) gim_train_state_free(&st, m);
+    gim_free(trained);
+    gim_free(random);
+    gim_dataset_free(&ds);
+    gim_exec_model_free(m);
+    gim_session_release(&s);
+    return status;
+}

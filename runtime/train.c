@@ -1,0 +1,970 @@
+/* Training: the three schedules over "batches in flight".
+ *
+ * A batch in flight (rt_item) holds one buffer per slot of the model: the
+ * model's inputs and labels, and every module's exports. A module's call
+ * reads its input slots from the item and writes its export slots into it,
+ * so the item carries a batch downstream. Simultaneous training moves one
+ * item through every module in turn; async training gives each module a
+ * thread and puts bounded queues of items between them. */
+#define _GNU_SOURCE
+#include "gim_train.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gim_util.h"
+#include "rt_internal.h"
+
+static void set_err(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && n) vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- interruption ---------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void install_signals(struct sigaction *old_int, struct sigaction *old_term) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, old_int);
+    sigaction(SIGTERM, &sa, old_term);
+    stop_requested = 0;
+}
+
+static void restore_signals(const struct sigaction *old_int, const struct sigaction *old_term) {
+    sigaction(SIGINT, old_int, NULL);
+    sigaction(SIGTERM, old_term, NULL);
+}
+
+/* ---- state ------------------------------------------------------------------- */
+
+static float *alloc_floats(int64_t n) {
+    if (n < 0 || (uint64_t)n > SIZE_MAX / sizeof(float)) return NULL;
+    return gim_malloc_aligned((size_t)n * sizeof(float));
+}
+
+int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t seed,
+                         char *err, size_t errlen) {
+    memset(s, 0, sizeof *s);
+    int n = m->n_modules;
+    s->params = gim_calloc((size_t)n, sizeof(float *));
+    s->grads = gim_calloc((size_t)n, sizeof(float *));
+    s->opt = gim_calloc((size_t)n, sizeof(float *));
+    s->work = gim_calloc((size_t)n, sizeof(float *));
+    s->module_step = gim_calloc((size_t)n, sizeof(uint64_t));
+    s->owns = true;
+    if (!s->params || !s->grads || !s->opt || !s->work || !s->module_step) goto oom;
+    for (int i = 0; i < n; i++) {
+        const gim_exec_module *mod = &m->modules[i];
+        s->params[i] = alloc_floats(mod->n_param_floats);
+        s->grads[i] = alloc_floats(mod->n_param_floats);
+        s->opt[i] = alloc_floats(mod->n_opt_floats);
+        s->work[i] = alloc_floats(mod->n_work_floats);
+        if (!s->params[i] || !s->grads[i] || !s->opt[i] || !s->work[i]) goto oom;
+        gim_rt_init_params(mod, s->params[i], seed);
+    }
+    return 0;
+oom:;
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += 4.0 * (double)(2 * m->modules[i].n_param_floats + m->modules[i].n_opt_floats +
+                                m->modules[i].n_work_floats);
+    set_err(err, errlen, "out of memory: the model's buffers need %.2f GiB", total / (1 << 30));
+    gim_train_state_free(s, m);
+    return -1;
+}
+
+void gim_train_state_free(gim_train_state *s, const gim_exec_model *m) {
+    if (!s->owns) return;
+    for (int i = 0; i < m->n_modules; i++) {
+        if (s->params) gim_free(s->params[i]);
+        if (s->grads) gim_free(s->grads[i]);
+        if (s->opt) gim_free(s->opt[i]);
+        if (s->work) gim_free(s->work[i]);
+    }
+    gim_free(s->params);
+    gim_free(s->grads);
+    gim_free(s->opt);
+    gim_free(s->work);
+    gim_free(s->module_step);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- batches in flight ------------------------------------------------------- */
+
+typedef struct rt_item {
+    float **slot;            /* one buffer per model slot (labels stored as int32) */
+    int64_t batch_no;        /* global batch counter of the data order */
+    uint64_t *made_at;       /* per module: its step count when it wrote its exports */
+    struct rt_item *next;
+} rt_item;
+
+static rt_item *item_new(const gim_exec_model *m) {
+    rt_item *it = gim_calloc(1, sizeof *it);
+    if (!it) return NULL;
+    it->slot = gim_calloc((size_t)m->n_slots, sizeof(float *));
+    it->made_at = gim_calloc((size_t)m->n_modules, sizeof(uint64_t));
+    if (!it->slot || !it->made_at) goto fail;
+    for (int i = 0; i < m->n_slots; i++)
+        if (!(it->slot[i] = alloc_floats(m->slots[i].numel))) goto fail;
+    return it;
+fail:
+    if (it->slot)
+        for (int i = 0; i < m->n_slots; i++) gim_free(it->slot[i]);
+    gim_free(it->slot);
+    gim_free(it->made_at);
+    gim_free(it);
+    return NULL;
+}
+
+static void item_free(const gim_exec_model *m, rt_item *it) {
+    if (!it) return;
+    for (int i = 0; i < m->n_slots; i++) gim_free(it->slot[i]);
+    gim_free(it->slot);
+    gim_free(it->made_at);
+    gim_free(it);
+}
+
+/* The model's data slots: one float input and optional labels. */
+typedef struct rt_binding {
+    int x_slot, y_slot;
+} rt_binding;
+
+static int bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding *b,
+                     char *err, size_t errlen) {
+    b->x_slot = b->y_slot = -1;
+    for (int i = 0; i < m->n_slots; i++) {
+        const gim_slot_info *s = &m->slots[i];
+        if (s->producer >= 0) continue;
+        if (s->is_labels) {
+            b->y_slot = i;
+            continue;
+        }
+        if (b->x_slot >= 0) {
+            set_err(err, errlen, "the model has more than one input ('%s', '%s'); the data set provides one",
+                    m->slots[b->x_slot].name, s->name);
+            return -1;
+        }
+        b->x_slot = i;
+    }
+    if (b->x_slot < 0) {
+        set_err(err, errlen, "the model has no input to feed the data to");
+        return -1;
+    }
+    const gim_slot_info *x = &m->slots[b->x_slot];
+    bool same = x->rank == d->x_rank + 1 && x->shape[0] == m->batch;
+    for (int i = 0; same && i < d->x_rank; i++) same = x->shape[i + 1] == d->x_shape[i];
+    if (!same) {
+        char ms[128] = "", ds[128] = "";
+        size_t at = 0;
+        for (int i = 0; i < x->rank; i++)
+            at += (size_t)snprintf(ms + at, sizeof ms - at, i ? ", %lld" : "[%lld", (long long)x->shape[i]);
+        snprintf(ms + at, sizeof ms - at, "]");
+        at = (size_t)snprintf(ds, sizeof ds, "[%lld", (long long)m->batch);
+        for (int i = 0; i < d->x_rank; i++)
+            at += (size_t)snprintf(ds + at, sizeof ds - at, ", %lld", (long long)d->x_shape[i]);
+        snprintf(ds + at, sizeof ds - at, "]");
+        set_err(err, errlen, "the model's input '%s' is %s but the data gives batches of %s", x->name, ms, ds);
+        return -1;
+    }
+    if (b->y_slot >= 0 && !d->labels) {
+        set_err(err, errlen, "the model reads labels ('%s') but the data set has none", m->slots[b->y_slot].name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fills the item's data slots with the examples idx[0..batch). */
+static void fill_data(const gim_exec_model *m, const rt_binding *b, const gim_examples *d,
+                      const int64_t *idx, rt_item *it) {
+    float *x = it->slot[b->x_slot];
+    for (int64_t i = 0; i < m->batch; i++)
+        memcpy(x + i * d->x_numel, d->x + idx[i] * d->x_numel, (size_t)d->x_numel * sizeof(float));
+    if (b->y_slot >= 0) {
+        int32_t *y = (int32_t *)it->slot[b->y_slot];
+        for (int64_t i = 0; i < m->batch; i++) y[i] = d->labels[idx[i]];
+    }
+}
+
+static gim_call make_call(const gim_exec_model *m, const gim_train_state *s, int mi, rt_item *it,
+                          const float **in, float **out, const gim_train_config *cfg) {
+    const gim_exec_module *mod = &m->modules[mi];
+    const int32_t *labels = NULL;
+    for (int i = 0; i < mod->n_inputs; i++) {
+        in[i] = it->slot[mod->inputs[i]];
+        if (m->slots[mod->inputs[i]].is_labels) labels = (const int32_t *)in[i];
+    }
+    for (int i = 0; i < mod->n_exports; i++) out[i] = it->slot[mod->exports[i]];
+    gim_call c = {
+        .inputs = in,
+        .labels = labels,
+        .params = s->params[mi],
+        .grads = s->grads[mi],
+        .opt = s->opt[mi],
+        .work = s->work[mi],
+        .outputs = out,
+        .step = s->module_step[mi] + 1,
+        .seed = cfg ? cfg->seed : 0,
+        .lr = cfg ? (float)cfg->lr : 0.0f,
+        .flags = 0,
+    };
+    return c;
+}
+
+#define RT_MAX_IO 64
+
+static float module_step(const gim_exec_model *m, gim_train_state *s, int mi, rt_item *it,
+                         const gim_train_config *cfg) {
+    const float *in[RT_MAX_IO];
+    float *out[RT_MAX_IO];
+    gim_call c = make_call(m, s, mi, it, in, out, cfg);
+    float loss = m->modules[mi].step(&c);
+    s->module_step[mi]++;
+    it->made_at[mi] = s->module_step[mi];
+    return loss;
+}
+
+static void module_forward(const gim_exec_model *m, const gim_train_state *s, int mi, rt_item *it) {
+    const float *in[RT_MAX_IO];
+    float *out[RT_MAX_IO];
+    gim_call c = make_call(m, s, mi, it, in, out, NULL);
+    m->modules[mi].forward(&c);
+}
+
+/* ---- progress and metrics -------------------------------------------------- */
+
+typedef struct rt_progress {
+    FILE *out;
+    bool tty;
+    FILE *csv;
+    int n_modules;
+    double *sum;          /* loss sums since the last line, per module */
+    int64_t *count;
+    double *last;         /* last window's mean, per module */
+    double t_start, t_window, t_last_draw, t_last_save;
+    int64_t window_examples;
+    double rate;          /* examples/s over the last window */
+} rt_progress;
+
+static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir) {
+    memset(p, 0, sizeof *p);
+    p->out = out;
+    p->tty = out && isatty(fileno(out));
+    p->n_modules = m->n_modules;
+    p->sum = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
+    p->count = gim_xmalloc(sizeof(int64_t) * (size_t)m->n_modules);
+    p->last = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
+    for (int i = 0; i < m->n_modules; i++) p->sum[i] = 0, p->count[i] = 0, p->last[i] = NAN;
+    p->t_start = p->t_window = p->t_last_draw = p->t_last_save = now_s();
+    if (dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/metrics.csv", dir);
+        struct stat st;
+        bool fresh = stat(path, &st) != 0 || st.st_size == 0;
+        p->csv = fopen(path, "a");
+        if (p->csv && fresh) fprintf(p->csv, "step,epoch,module,loss,examples_per_s\n");
+    }
+}
+
+static void progress_free(rt_progress *p) {
+    if (p->csv) fclose(p->csv);
+    gim_free(p->sum);
+    gim_free(p->count);
+    gim_free(p->last);
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 360000) { snprintf(buf, n, "--:--"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+/* One line (or a redrawn bar) with each module's mean loss since the last. */
+static void progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t done, int64_t total,
+                          bool final) {
+    for (int i = 0; i < p->n_modules; i++)
+        if (p->count[i]) {
+            p->last[i] = p->sum[i] / (double)p->count[i];
+            p->sum[i] = 0;
+            p->count[i] = 0;
+        }
+    if (!p->out) return;
+    double t = now_s();
+    double rate = p->rate;
+    char eta[32];
+    double per_batch = done > 0 ? (t - p->t_start) / (double)done : 0;
+    fmt_eta(eta, sizeof eta, per_batch * (double)(total - done));
+    char losses[512];
+    size_t at = 0;
+    for (int i = 0; i < p->n_modules && at < sizeof losses; i++)
+        at += (size_t)snprintf(losses + at, sizeof losses - at, "  m%d %.4f", i + 1, p->last[i]);
+    if (p->tty) {
+        int width = 24, fill = total ? (int)(width * done / total) : width;
+        char bar[64];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        fprintf(p->out, "\r\033[Kepoch %lld/%lld [%s] %lld/%lld%s  %.0f ex/s  ETA %s",
+                (long long)epoch + 1, (long long)epochs, bar, (long long)done, (long long)total, losses, rate, eta);
+        if (final) fputc('\n', p->out);
+    } else {
+        fprintf(p->out, "epoch %lld/%lld step %lld/%lld%s  %.0f ex/s  ETA %s\n", (long long)epoch + 1,
+                (long long)epochs, (long long)done, (long long)total, losses, rate, eta);
+    }
+    fflush(p->out);
+}
+
+static void progress_record(rt_progress *p, int mi, double loss, int64_t step, int64_t epoch) {
+    p->sum[mi] += loss;
+    p->count[mi]++;
+    if (p->csv) fprintf(p->csv, "%lld,%lld,%d,%.6g,%.1f\n", (long long)step, (long long)epoch, mi + 1, loss, p->rate);
+}
+
+static void progress_examples(rt_progress *p, int64_t n) {
+    p->window_examples += n;
+    double t = now_s();
+    if (t - p->t_window >= 1.0 || p->rate == 0) {
+        if (t > p->t_window) p->rate = (double)p->window_examples / (t - p->t_window);
+        p->window_examples = 0;
+        p->t_window = t;
+    }
+}
+
+/* Whether to draw now: a terminal gets ~5 redraws a second, a log a line
+ * every 5% of the epoch. */
+static bool progress_due(rt_progress *p, int64_t done, int64_t total) {
+    if (done == total) return true;
+    if (p->tty) {
+        double t = now_s();
+        if (t - p->t_last_draw < 0.2) return false;
+        p->t_last_draw = t;
+        return true;
+    }
+    int64_t every = total / 20 > 0 ? total / 20 : 1;
+    return done % every == 0;
+}
+
+/* ---- checkpoints on schedule ------------------------------------------------ */
+
+static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const gim_train_config *cfg,
+                      rt_progress *p, int64_t step, bool force, char *err, size_t errlen) {
+    if (!cfg->out_dir) return 0;
+    bool due = force;
+    if (cfg->save_every > 0) due = due || step % cfg->save_every == 0;
+    else due = due || now_s() - p->t_last_save >= 60.0;
+    if (!due) return 0;
+    p->t_last_save = now_s();
+    if (p->csv) fflush(p->csv);
+    return gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
+}
+
+static int diverged(const gim_exec_model *m, int mi, float loss, uint64_t step, char *err, size_t errlen) {
+    if (isfinite(loss)) return 0;
+    set_err(err, errlen,
+            "module %d's loss became %s at its step %llu; stopped, the last checkpoint is kept",
+            mi + 1, isnan(loss) ? "NaN" : "infinite", (unsigned long long)step);
+    (void)m;
+    return -1;
+}
+
+/* ---- the data order ------------------------------------------------------------ */
+
+typedef struct rt_order {
+    int64_t *perm;
+    int64_t epoch;       /* epoch perm was made for; -1 none */
+    int64_t n;
+} rt_order;
+
+static const int64_t *order_for(rt_order *o, uint64_t seed, int64_t epoch) {
+    if (o->epoch != epoch) {
+        for (int64_t i = 0; i < o->n; i++) o->perm[i] = i;
+        gim_rt_shuffle_i64(o->perm, o->n, seed, GIM_RT_STREAM_DATA | (uint64_t)epoch);
+        o->epoch = epoch;
+    }
+    return o->perm;
+}
+
+/* ---- simultaneous ---------------------------------------------------------------- */
+
+static int train_simultaneous(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+                              const gim_examples *d, const rt_binding *b, rt_progress *p,
+                              gim_train_report *rep, char *err, size_t errlen) {
+    int64_t nb = d->n / m->batch;
+    rt_item *it = item_new(m);
+    rt_order order = {.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n), .epoch = -1, .n = d->n};
+    if (!it || !order.perm) {
+        item_free(m, it);
+        gim_free(order.perm);
+        set_err(err, errlen, "out of memory for a batch");
+        return -1;
+    }
+    int rc = 0;
+    int64_t limit = cfg->steps > 0 ? cfg->steps : INT64_MAX;
+    for (; s->epoch < cfg->epochs && rc == 0; s->epoch++, s->batch_in_epoch = 0) {
+        const int64_t *perm = order_for(&order, cfg->seed, s->epoch);
+        for (; s->batch_in_epoch < nb; ) {
+            int64_t step = s->epoch * nb + s->batch_in_epoch;
+            if (step >= limit || stop_requested) break;
+            fill_data(m, b, d, perm + s->batch_in_epoch * m->batch, it);
+            for (int mi = 0; mi < m->n_modules; mi++) {
+                float loss = module_step(m, s, mi, it, cfg);
+                if ((rc = diverged(m, mi, loss, s->module_step[mi], err, errlen))) {
+                    rep->diverged = true;
+                    break;
+                }
+                progress_record(p, mi, loss, step + 1, s->epoch + 1);
+            }
+            if (rc) break;
+            s->batch_in_epoch++;
+            rep->steps++;
+            progress_examples(p, m->batch);
+            if (progress_due(p, s->batch_in_epoch, nb))
+                progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
+            if (s->batch_in_epoch < nb && (rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen))) break;
+        }
+        if (rc || stop_requested || s->epoch * nb + s->batch_in_epoch >= limit) {
+            if (!rc && s->batch_in_epoch < nb && p->tty) progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, true);
+            if (!rc && s->batch_in_epoch == nb) { s->epoch++; s->batch_in_epoch = 0; }
+            break;
+        }
+        /* end of epoch: always a checkpoint */
+        if ((rc = maybe_save(m, s, cfg, p, s->epoch * nb + s->batch_in_epoch, true, err, errlen))) break;
+    }
+    item_free(m, it);
+    gim_free(order.perm);
+    return rc;
+}
+
+/* ---- sequential ----------------------------------------------------------------- */
+
+/* Per-example storage of one slot for the whole training set: memory-mapped
+ * from an unlinked file in the output directory, so a cache larger than
+ * memory pages to disk instead of failing. */
+typedef struct rt_cache {
+    float *data;
+    size_t bytes;
+    int64_t per_example;
+} rt_cache;
+
+static int cache_open(rt_cache *c, const char *dir, int64_t n, int64_t per_example, char *err, size_t errlen) {
+    c->per_example = per_example;
+    c->bytes = (size_t)n * (size_t)per_example * sizeof(float);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.cache.XXXXXX", dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot create a cache file in %s: %s", dir ? dir : "/tmp", strerror(errno));
+        return -1;
+    }
+    unlink(path);
+    int e = posix_fallocate(fd, 0, (off_t)c->bytes);
+    if (e) {
+        close(fd);
+        set_err(err, errlen, "cannot reserve %.2f GiB for the sequential schedule's cache in %s: %s",
+                (double)c->bytes / (1 << 30), dir ? dir : "/tmp", strerror(e));
+        return -1;
+    }
+    c->data = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (c->data == MAP_FAILED) {
+        c->data = NULL;
+        set_err(err, errlen, "cannot map the cache: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void cache_close(rt_cache *c) {
+    if (c->data) munmap(c->data, c->bytes);
+    c->data = NULL;
+}
+
+/* Sources of each slot while module `mi` trains sequentially: data slots
+ * come from the data set, earlier modules' exports from caches. */
+static void fill_sequential(const gim_exec_model *m, const rt_binding *b, const gim_examples *d,
+                            rt_cache *caches, int mi, const int64_t *idx, rt_item *it) {
+    fill_data(m, b, d, idx, it);
+    const gim_exec_module *mod = &m->modules[mi];
+    for (int i = 0; i < mod->n_inputs; i++) {
+        int sl = mod->inputs[i];
+        if (m->slots[sl].producer < 0) continue;
+        rt_cache *c = &caches[sl];
+        for (int64_t e = 0; e < m->batch; e++)
+            memcpy(it->slot[sl] + e * c->per_example, c->data + idx[e] * c->per_example,
+                   (size_t)c->per_example * sizeof(float));
+    }
+}
+
+static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+                            const gim_examples *d, const rt_binding *b, rt_progress *p,
+                            gim_train_report *rep, char *err, size_t errlen) {
+    int64_t nb = d->n / m->batch;
+    int64_t n_used = nb * m->batch;
+    for (int i = 0; i < m->n_slots; i++)
+        if (m->slots[i].producer >= 0 && (m->slots[i].rank < 1 || m->slots[i].shape[0] != m->batch)) {
+            set_err(err, errlen, "the sequential schedule caches module outputs per example, but '%s' "
+                    "does not have the batch as its first dimension", m->slots[i].name);
+            return -1;
+        }
+    rt_cache *caches = gim_calloc((size_t)m->n_slots, sizeof(rt_cache));
+    rt_item *it = item_new(m);
+    rt_order order = {.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n), .epoch = -1, .n = d->n};
+    int64_t *seq = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
+    int rc = 0;
+    if (!caches || !it || !order.perm || !seq) {
+        set_err(err, errlen, "out of memory for the sequential schedule");
+        rc = -1;
+        goto done;
+    }
+    int64_t limit = cfg->steps > 0 ? cfg->steps : INT64_MAX;
+    for (int mi = 0; mi < m->n_modules && rc == 0; mi++) {
+        /* Caches of the slots this module reads from earlier modules: built
+         * by running those modules' forward passes over the data once. On
+         * resume they are rebuilt from the loaded parameters. */
+        if (mi >= s->sequential_module) {
+            s->sequential_module = mi;
+            for (int pm = 0; pm < mi && rc == 0; pm++) {
+                const gim_exec_module *prev = &m->modules[pm];
+                bool needed = false;
+                for (int e = 0; e < prev->n_exports; e++) {
+                    int sl = prev->exports[e];
+                    if (!caches[sl].data) {
+                        if ((rc = cache_open(&caches[sl], cfg->out_dir, n_used, m->slots[sl].numel / m->batch, err, errlen))) break;
+                        needed = true;
+                    }
+                }
+                if (rc || !needed) continue;
+                if (p->out) fprintf(p->out, "module %d: caching its outputs over %lld examples\n", pm + 1, (long long)n_used);
+                for (int64_t bi = 0; bi < nb; bi++) {
+                    for (int64_t e = 0; e < m->batch; e++) seq[e] = bi * m->batch + e;
+                    fill_sequential(m, b, d, caches, pm, seq, it);
+                    module_forward(m, s, pm, it);
+                    for (int e = 0; e < prev->n_exports; e++) {
+                        int sl = prev->exports[e];
+                        memcpy(caches[sl].data + bi * m->batch * caches[sl].per_example, it->slot[sl],
+                               (size_t)m->slots[sl].numel * sizeof(float));
+                    }
+                }
+            }
+        }
+        if (rc || mi < s->sequential_module) continue;
+        if (p->out) fprintf(p->out, "module %d: training\n", mi + 1);
+        for (; s->epoch < cfg->epochs && rc == 0; s->epoch++, s->batch_in_epoch = 0) {
+            const int64_t *perm = order_for(&order, cfg->seed, s->epoch);
+            for (; s->batch_in_epoch < nb && rc == 0;) {
+                int64_t step = s->epoch * nb + s->batch_in_epoch;
+                if (step >= limit || stop_requested) break;
+                fill_sequential(m, b, d, caches, mi, perm + s->batch_in_epoch * m->batch, it);
+                float loss = module_step(m, s, mi, it, cfg);
+                if ((rc = diverged(m, mi, loss, s->module_step[mi], err, errlen))) {
+                    rep->diverged = true;
+                    break;
+                }
+                progress_record(p, mi, loss, step + 1, s->epoch + 1);
+                s->batch_in_epoch++;
+                rep->steps++;
+                progress_examples(p, m->batch);
+                if (progress_due(p, s->batch_in_epoch, nb))
+                    progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
+                if (s->batch_in_epoch < nb) rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen);
+            }
+            if (rc || stop_requested || s->epoch * nb + s->batch_in_epoch >= limit) break;
+            rc = maybe_save(m, s, cfg, p, s->epoch * nb + nb, true, err, errlen);
+        }
+        if (rc || stop_requested) break;
+        /* next module starts from epoch 0 */
+        s->epoch = 0;
+        s->batch_in_epoch = 0;
+        if (mi + 1 < m->n_modules) s->sequential_module = mi + 1;
+        else s->epoch = cfg->epochs;
+    }
+done:
+    if (caches)
+        for (int i = 0; i < m->n_slots; i++) cache_close(&caches[i]);
+    gim_free(caches);
+    item_free(m, it);
+    gim_free(order.perm);
+    gim_free(seq);
+    return rc;
+}
+
+/* ---- async ----------------------------------------------------------------------- */
+
+/* A bounded FIFO of items between two modules (or the free list). */
+typedef struct rt_queue {
+    rt_item *head, *tail;
+    int len, cap;
+    bool closed;
+    pthread_mutex_t mu;
+    pthread_cond_t not_empty, not_full;
+} rt_queue;
+
+static void queue_init(rt_queue *q, int cap) {
+    memset(q, 0, sizeof *q);
+    q->cap = cap;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->not_empty, NULL);
+    pthread_cond_init(&q->not_full, NULL);
+}
+
+static void queue_destroy(rt_queue *q) {
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->not_empty);
+    pthread_cond_destroy(&q->not_full);
+}
+
+static void queue_push(rt_queue *q, rt_item *it) {
+    pthread_mutex_lock(&q->mu);
+    while (q->len >= q->cap && !q->closed) pthread_cond_wait(&q->not_full, &q->mu);
+    it->next = NULL;
+    if (q->tail) q->tail->next = it;
+    else q->head = it;
+    q->tail = it;
+    q->len++;
+    pthread_cond_signal(&q->not_empty);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* NULL once the queue is closed and empty. */
+static rt_item *queue_pop(rt_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->closed) pthread_cond_wait(&q->not_empty, &q->mu);
+    rt_item *it = q->head;
+    if (it) {
+        q->head = it->next;
+        if (!q->head) q->tail = NULL;
+        q->len--;
+        pthread_cond_signal(&q->not_full);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return it;
+}
+
+static void queue_close(rt_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    q->closed = true;
+    pthread_cond_broadcast(&q->not_empty);
+    pthread_cond_broadcast(&q->not_full);
+    pthread_mutex_unlock(&q->mu);
+}
+
+typedef struct rt_async {
+    const gim_exec_model *m;
+    const gim_train_config *cfg;
+    gim_train_state *s;
+    const gim_examples *d;
+    const rt_binding *b;
+    rt_queue *queues;          /* queues[i]: into module i; queues[n]: free items */
+    int64_t first_batch, last_batch;   /* global batch numbers [first, last) */
+    int64_t nb;
+    rt_order order;
+    /* shared progress, under mu */
+    pthread_mutex_t mu;
+    double *loss_sum;
+    int64_t *loss_count;
+    int64_t *done;             /* batches finished per module */
+    int max_stale;
+    int failed_module;         /* -1: none */
+    float failed_loss;
+    rt_progress *p;
+} rt_async;
+
+typedef struct rt_worker {
+    rt_async *a;
+    int mi;
+} rt_worker;
+
+static void *async_worker(void *arg) {
+    rt_worker *w = arg;
+    rt_async *a = w->a;
+    const gim_exec_model *m = a->m;
+    int mi = w->mi, n = m->n_modules;
+    for (int64_t k = a->first_batch; k < a->last_batch; k++) {
+        rt_item *it;
+        if (mi == 0) {
+            if (stop_requested || a->failed_module >= 0) break;
+            it = queue_pop(&a->queues[n]);
+            if (!it) break;
+            int64_t epoch = k / a->nb, in_epoch = k % a->nb;
+            const int64_t *perm = order_for(&a->order, a->cfg->seed, epoch);
+            fill_data(m, a->b, a->d, perm + in_epoch * m->batch, it);
+            it->batch_no = k;
+        } else {
+            it = queue_pop(&a->queues[mi]);
+            if (!it) break;
+        }
+        /* staleness: how many steps the producer has taken since it made this input */
+        int stale = 0;
+        if (mi > 0) stale = (int)(a->s->module_step[mi - 1] - it->made_at[mi - 1]);
+        float loss = module_step(m, a->s, mi, it, a->cfg);
+        pthread_mutex_lock(&a->mu);
+        if (stale > a->max_stale) a->max_stale = stale;
+        if (!isfinite(loss) && a->failed_module < 0) {
+            a->failed_module = mi;
+            a->failed_loss = loss;
+        }
+        a->loss_sum[mi] += loss;
+        a->loss_count[mi]++;
+        a->done[mi]++;
+        if (a->p->csv) fprintf(a->p->csv, "%lld,%lld,%d,%.6g,%.1f\n", (long long)it->batch_no + 1,
+                               (long long)(it->batch_no / a->nb) + 1, mi + 1, loss, a->p->rate);
+        pthread_mutex_unlock(&a->mu);
+        queue_push(mi + 1 < n ? &a->queues[mi + 1] : &a->queues[n], it);
+        if (a->failed_module >= 0) break;
+    }
+    if (mi + 1 < n) queue_close(&a->queues[mi + 1]);
+    if (mi == n - 1) queue_close(&a->queues[n]);
+    return NULL;
+}
+
+/* Each module on its own thread; a module's input may be up to `depth`
+ * batches behind its producer's current parameters (the queue depth plus
+ * the batch being worked on). */
+static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+                       const gim_examples *d, const rt_binding *b, rt_progress *p,
+                       gim_train_report *rep, char *err, size_t errlen) {
+    int n = m->n_modules;
+    const int depth = 2;
+    int n_items = n * (depth + 1);
+    rt_async a;
+    memset(&a, 0, sizeof a);
+    a.m = m;
+    a.cfg = cfg;
+    a.s = s;
+    a.d = d;
+    a.b = b;
+    a.p = p;
+    a.nb = d->n / m->batch;
+    a.failed_module = -1;
+    a.first_batch = s->epoch * a.nb + s->batch_in_epoch;
+    a.last_batch = cfg->epochs * a.nb;
+    if (cfg->steps > 0 && cfg->steps < a.last_batch) a.last_batch = cfg->steps;
+    a.order.n = d->n;
+    a.order.epoch = -1;
+    a.order.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n);
+    a.queues = gim_calloc((size_t)n + 1, sizeof(rt_queue));
+    a.loss_sum = gim_calloc((size_t)n, sizeof(double));
+    a.loss_count = gim_calloc((size_t)n, sizeof(int64_t));
+    a.done = gim_calloc((size_t)n, sizeof(int64_t));
+    rt_item **items = gim_calloc((size_t)n_items, sizeof(rt_item *));
+    pthread_t *threads = gim_calloc((size_t)n, sizeof(pthread_t));
+    rt_worker *workers = gim_calloc((size_t)n, sizeof(rt_worker));
+    int rc = 0;
+    if (!a.order.perm || !a.queues || !a.loss_sum || !a.loss_count || !a.done || !items || !threads || !workers) {
+        set_err(err, errlen, "out of memory for the async schedule");
+        rc = -1;
+        goto done;
+    }
+    pthread_mutex_init(&a.mu, NULL);
+    for (int i = 0; i < n; i++) queue_init(&a.queues[i], depth);
+    queue_init(&a.queues[n], n_items);
+    for (int i = 0; i < n_items; i++) {
+        if (!(items[i] = item_new(m))) {
+            set_err(err, errlen, "out of memory for the async schedule's batches");
+            rc = -1;
+            goto joined;
+        }
+        queue_push(&a.queues[n], items[i]);
+    }
+    int started = 0;
+    for (int i = 0; i < n; i++) {
+        workers[i].a = &a;
+        workers[i].mi = i;
+        if (pthread_create(&threads[i], NULL, async_worker, &workers[i])) break;
+        started++;
+    }
+    if (started < n) {
+        stop_requested = 1;
+        for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
+        set_err(err, errlen, "cannot start a thread per module");
+        rc = -1;
+    }
+    /* The main thread reports progress and saves checkpoints while the
+     * modules run. A checkpoint taken mid-run is of parameters being
+     * updated by other threads; so checkpoints are written only at the end
+     * (and on interruption), when every module has stopped. */
+    int64_t total = a.last_batch - a.first_batch;
+    while (rc == 0) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&a.mu);
+        int64_t last_done = a.done[n - 1];
+        for (int i = 0; i < n; i++) {
+            p->sum[i] += a.loss_sum[i];
+            p->count[i] += a.loss_count[i];
+            a.loss_sum[i] = 0;
+            a.loss_count[i] = 0;
+        }
+        bool finished = last_done >= total || a.failed_module >= 0;
+        int64_t delta = last_done - rep->steps;
+        rep->steps = last_done;
+        pthread_mutex_unlock(&a.mu);
+        progress_examples(p, delta * m->batch);
+        int64_t g = a.first_batch + last_done;
+        int64_t epoch = g / a.nb, in_epoch = g % a.nb;
+        if (in_epoch == 0 && g > a.first_batch) { epoch--; in_epoch = a.nb; }
+        if (progress_due(p, in_epoch, a.nb) || finished)
+            progress_line(p, epoch, cfg->epochs, in_epoch, a.nb, finished);
+        if (finished) break;
+        if (stop_requested) {
+            for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+joined:
+    rep->async_max_staleness = a.max_stale;
+    if (rc == 0 && a.failed_module >= 0) {
+        rep->diverged = true;
+        rc = diverged(m, a.failed_module, a.failed_loss, s->module_step[a.failed_module], err, errlen);
+    }
+    /* The position in the data is the last module's: batches it never saw
+     * are trained again on resume. */
+    {
+        int64_t g = a.first_batch + a.done[n - 1];
+        s->epoch = g / a.nb;
+        s->batch_in_epoch = g % a.nb;
+    }
+    for (int i = 0; i < n_items; i++) item_free(m, items[i]);
+    for (int i = 0; i <= n; i++) queue_destroy(&a.queues[i]);
+    pthread_mutex_destroy(&a.mu);
+done:
+    gim_free(a.order.perm);
+    gim_free(a.queues);
+    gim_free(a.loss_sum);
+    gim_free(a.loss_count);
+    gim_free(a.done);
+    gim_free(items);
+    gim_free(threads);
+    gim_free(workers);
+    return rc;
+}
+
+/* ---- entry -------------------------------------------------------------------------- */
+
+int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+              const gim_examples *d, FILE *progress, gim_train_report *rep,
+              char *err, size_t errlen) {
+    memset(rep, 0, sizeof *rep);
+    rt_binding b;
+    if (bind_data(m, d, &b, err, errlen)) return -1;
+    if (d->n < m->batch) {
+        set_err(err, errlen, "the data set has %lld examples, fewer than one batch of %lld",
+                (long long)d->n, (long long)m->batch);
+        return -1;
+    }
+    for (int i = 0; i < m->n_modules; i++)
+        if (m->modules[i].n_inputs > RT_MAX_IO || m->modules[i].n_exports > RT_MAX_IO) {
+            set_err(err, errlen, "module %d has more than %d inputs or outputs", i + 1, RT_MAX_IO);
+            return -1;
+        }
+    if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST) {
+        set_err(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
+        return -1;
+    }
+    rt_progress p;
+    progress_init(&p, progress, m, cfg->out_dir);
+    if (cfg->out_dir && !p.csv) {
+        set_err(err, errlen, "cannot write %s/metrics.csv: %s", cfg->out_dir, strerror(errno));
+        progress_free(&p);
+        return -1;
+    }
+    struct sigaction old_int, old_term;
+    install_signals(&old_int, &old_term);
+    double t0 = now_s();
+    int rc;
+    switch (cfg->schedule) {
+    case GIM_SCHED_SEQUENTIAL: rc = train_sequential(m, cfg, s, d, &b, &p, rep, err, errlen); break;
+    case GIM_SCHED_ASYNC: rc = train_async(m, cfg, s, d, &b, &p, rep, err, errlen); break;
+    default: rc = train_simultaneous(m, cfg, s, d, &b, &p, rep, err, errlen); break;
+    }
+    rep->seconds = now_s() - t0;
+    rep->examples_per_s = rep->seconds > 0 ? (double)rep->steps * (double)m->batch / rep->seconds : 0;
+    rep->interrupted = stop_requested != 0;
+    rep->last_loss = gim_calloc((size_t)m->n_modules, sizeof(double));
+    for (int i = 0; rep->last_loss && i < m->n_modules; i++)
+        rep->last_loss[i] = p.count[i] ? p.sum[i] / (double)p.count[i] : p.last[i];
+    /* The final checkpoint: at the end, and on interruption. Never after a
+     * divergence (the last good one stays). */
+    if (rc == 0 && cfg->out_dir) {
+        if (p.csv) fflush(p.csv);
+        rc = gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
+    }
+    restore_signals(&old_int, &old_term);
+    progress_free(&p);
+    return rc;
+}
+
+int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
+                         const gim_examples *d, float **feats, int64_t *feat_numel,
+                         char *err, size_t errlen) {
+    rt_binding b;
+    if (bind_data(m, d, &b, err, errlen)) return -1;
+    for (int i = 0; i < m->n_modules; i++) feats[i] = NULL;
+    rt_item *it = item_new(m);
+    int64_t *idx = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
+    int rc = 0;
+    if (!it || !idx) {
+        set_err(err, errlen, "out of memory");
+        rc = -1;
+        goto done;
+    }
+    for (int i = 0; i < m->n_modules; i++) {
+        int sl = m->modules[i].feature_slot;
+        feat_numel[i] = sl >= 0 ? m->slots[sl].numel / m->batch : 0;
+        if (sl < 0) continue;
+        feats[i] = alloc_floats(d->n * feat_numel[i]);
+        if (!feats[i]) {
+            set_err(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
+                    4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
+            rc = -1;
+            goto done;
+        }
+    }
+    /* The last partial batch is padded by repeating its final example; the
+     * padding's features are dropped. */
+    for (int64_t start = 0; start < d->n; start += m->batch) {
+        int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
+        for (int64_t e = 0; e < m->batch; e++) idx[e] = start + (e < count ? e : count - 1);
+        fill_data(m, &b, d, idx, it);
+        for (int i = 0; i < m->n_modules; i++) module_forward(m, s, i, it);
+        for (int i = 0; i < m->n_modules; i++) {
+            int sl = m->modules[i].feature_slot;
+            if (sl < 0) continue;
+            memcpy(feats[i] + start * feat_numel[i], it->slot[sl], (size_t)(count * feat_numel[i]) * sizeof(float));
+        }
+    }
+done:
+    if (rc)
+        for (int i = 0; i < m->n_modules; i++) { gim_free(feats[i]); feats[i] = NULL; }
+    item_free(m, it);
+    gim_free(idx);
+    return rc;
+}
