@@ -324,6 +324,44 @@ static void test_iterator(void) {
     gim_free(d);
 }
 
+/* Random byte mutations of the images file's header: loading never crashes
+ * and, when it succeeds, the data matches the header exactly. */
+static void test_mutations(void) {
+    char *d = good_dir("fuzz", 0);
+    bytes a = images_file(NTRAIN, R, C);
+    uint8_t *buf = gim_xmalloc(a.n);
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/train-images-idx3-ubyte", d);
+    unsigned s = 777;
+    int accepted = 0, consistent = 0;
+    for (int iter = 0; iter < 1500; iter++) {
+        memcpy(buf, a.p, a.n);
+        size_t len = a.n;
+        for (int j = 0; j < 1 + iter % 2; j++) {
+            s = s * 1103515245u + 12345u;
+            size_t pos = (s >> 8) % 16;
+            s = s * 1103515245u + 12345u;
+            buf[pos] = (s >> 16) % 3 ? (uint8_t)(s >> 20) : (uint8_t)((s >> 20) % 16);
+        }
+        s = s * 1103515245u + 12345u;
+        if ((s >> 16) % 4 == 0) len -= (s >> 20) % len;
+        FILE *f = fopen(path, "wb");
+        fwrite(buf, 1, len, f);
+        fclose(f);
+        gim_idx idx;
+        if (gim_idx_read(path, 3, &idx, err, sizeof err) != 0) continue;
+        accepted++;
+        consistent += idx.dims[0] * idx.dims[1] * idx.dims[2] == idx.n_bytes &&
+                      idx.n_bytes == (int64_t)len - 16;
+        gim_free(idx.data);
+    }
+    CU_ASSERT_EQUAL(consistent, accepted);
+    CU_ASSERT(accepted < 1500);
+    gim_free(buf);
+    gim_free(a.p);
+    gim_free(d);
+}
+
 /* The installed Fashion-MNIST: 60000/10000 examples of 28 x 28; normalised
  * with the default statistics, the training pixels have mean ~0 and std ~1. */
 static void test_fashion_mnist(void) {
@@ -364,6 +402,7 @@ int main(void) {
         {"bad magic, sizes, counts, labels", test_bad_magic_and_sizes},
         {"missing files", test_missing},
         {"batch iterator", test_iterator},
+        {"random header mutations", test_mutations},
         {"installed fashion-mnist", test_fashion_mnist},
         {NULL, NULL},
     };
