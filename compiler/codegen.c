@@ -211,7 +211,18 @@ static void emit_node_call(emitter *e, const gim_node *n) {
     for (int i = 0; i < n->n_in; i++) args[k++] = node_ptr(e, n->in[i]);
     int64_t s = e->plan->scratch[n->id];
     args[k++] = s >= 0 ? gep_floats(e, e->base[F_WORK], s, "scratch") : LLVMConstPointerNull(c->ptr);
+    LLVMValueRef t0 = NULL;
+    if (cg_profile_enabled()) t0 = cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL);
     LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)k, "");
+    if (t0) {
+        LLVMValueRef t1 = cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL);
+        const char *fname = LLVMGetValueName(c->fn);
+        int id = cg_profile_register(gim_arena_printf(e->arena, "m%d %s%s", e->mi, node_label(e, n),
+                                                      strstr(fname, "forward") ? " (forward fn)" : ""));
+        LLVMTypeRef t[2] = {c->i32, c->i64};
+        LLVMValueRef a[2] = {cg_i32(c, id), LLVMBuildSub(c->b, t1, t0, "")};
+        cg_call(c, "gim_cg_prof_add", c->void_t, a, 2, t);
+    }
 }
 
 /* Exports that were not computed in place are copied into their slots. */

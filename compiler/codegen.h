@@ -69,6 +69,12 @@ typedef struct cg_module_fns {
 int cg_emit_module(gim_diag *d, const gim_graph *g, const gim_module *m, const gim_cg_options *o,
                    LLVMModuleRef mod, gim_arena *arena, int which, cg_module_fns *out);
 
+/* Node profiling (cg_profile.c): on when GIM_PROFILE is set at compile time. */
+bool cg_profile_enabled(void);
+int cg_profile_register(const char *label);
+uint64_t gim_cg_prof_now(void);
+void gim_cg_prof_add(int32_t id, uint64_t ns);
+
 /* Ops whose generators are claimed by two families (printed to out);
  * returns their count. */
 int cg_ops_check(FILE *out);

@@ -124,7 +124,7 @@ static int define_runtime_symbols(gim_diag *d, LLVMOrcLLJITRef jit) {
     const char *const *names;
     void *const *addrs;
     int n = gim_rt_symbols(&names, &addrs);
-    LLVMOrcCSymbolMapPair *pairs = gim_xmalloc((size_t)(n + 2) * sizeof *pairs);
+    LLVMOrcCSymbolMapPair *pairs = gim_xmalloc((size_t)(n + 4) * sizeof *pairs);
     int k = 0;
     bool have_pow = false;
     for (int i = 0; i < n; i++) {
@@ -142,6 +142,14 @@ static int define_runtime_symbols(gim_diag *d, LLVMOrcLLJITRef jit) {
         pairs[k].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
         pairs[k].Sym.Flags.TargetFlags = 0;
         k++;
+    }
+    const char *prof_names[2] = {"gim_cg_prof_now", "gim_cg_prof_add"};
+    void *prof_addrs[2] = {(void *)gim_cg_prof_now, (void *)gim_cg_prof_add};
+    for (int i = 0; i < 2; i++, k++) {
+        pairs[k].Name = LLVMOrcLLJITMangleAndIntern(jit, prof_names[i]);
+        pairs[k].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)prof_addrs[i];
+        pairs[k].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+        pairs[k].Sym.Flags.TargetFlags = 0;
     }
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
     LLVMErrorRef err = LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(pairs, (size_t)k));
