@@ -28,8 +28,13 @@
 
 #include "cg.h"
 
-/* Floats of scratch a chunk may use; bounds the batched GEMM's width. */
-#define CONV_SCRATCH_CAP ((int64_t)2 << 20)
+/* Floats of scratch a chunk may use; bounds the batched GEMM's width.
+ * Variables (not in any header) so a benchmark can compare policies: a cap
+ * of 1 forces one image per GEMM; cg_conv_wide_all batches every conv op
+ * rather than only the weight gradient (see conv_geometry). */
+int64_t cg_conv_chunk_cap = (int64_t)1 << 18;
+int cg_conv_wide_all = 0;
+#define CONV_SCRATCH_CAP cg_conv_chunk_cap
 
 /* ---- geometry -------------------------------------------------------------- */
 
@@ -96,7 +101,14 @@ static bool conv_geometry(const gim_node *n, conv_geo *g) {
     int64_t per_img = (g->K + g->O) * g->HoWo;
     g->direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 &&
                 g->HoWo >= 256;
-    if (g->direct || per_img >= CONV_SCRATCH_CAP) g->chunk = 1;
+    /* Measured on the canonical model's layers (3x3 on 8x8 patches, B = 1152,
+     * see test_op_conv --bench): one GEMM per image is as fast or faster for
+     * the forward and data gradient (no transposes; cols stay in cache), while
+     * the weight gradient, whose per-image GEMMs have an inner dimension of
+     * only Ho·Wo, gains from chunks of about 1 MB; tiny K loses to the dy copy. */
+    bool wide = cg_conv_wide_all ||
+                ((n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT) && g->K >= 32);
+    if (g->direct || !wide || per_img >= CONV_SCRATCH_CAP) g->chunk = 1;
     else g->chunk = CONV_SCRATCH_CAP / per_img;
     if (g->chunk > g->B) g->chunk = g->B;
     if (g->chunk < 1) g->chunk = 1;

@@ -9,7 +9,9 @@
  * test the whole gradient with two reference evaluations each. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
@@ -28,10 +30,18 @@
 
 /* ---- a minimal JIT: one function computing the given nodes --------------------- */
 
-/* Compiles `void f(float **bufs)` that binds node i's buffer to bufs[i] and
- * runs the generators of targets[0..nt) in order, then calls it. Returns 0,
- * or -1 (reported) if generation or compilation failed. */
-static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs) {
+/* A compiled `void f(float **bufs)` that binds node i's buffer to bufs[i]
+ * and runs the generators of the chosen nodes in order. */
+typedef struct conv_jit {
+    LLVMOrcLLJITRef jit;
+    void (*fn)(float **bufs);
+} conv_jit;
+
+/* The pass pipeline: O1 keeps the many small test compilations quick; the
+ * lowering-path tests and the benchmark use O2, as gimc does. */
+static const char *jit_passes = "default<O1>";
+
+static int jit_build(const gim_graph *g, gim_node *const *targets, int nt, conv_jit *out) {
     static bool inited;
     if (!inited) {
         LLVMInitializeNativeTarget();
@@ -41,6 +51,8 @@ static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float *
     const char *const *names;
     void *const *addrs;
     int nsym = gim_rt_symbols(&names, &addrs);
+    out->jit = NULL;
+    out->fn = NULL;
 
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     cg_ctx c;
@@ -80,7 +92,6 @@ static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float *
     if (rc == 0 && LLVMVerifyModule(c.mod, LLVMPrintMessageAction, &err)) rc = -1;
     LLVMDisposeMessage(err);
 
-    LLVMOrcLLJITRef jit = NULL;
     if (rc == 0) {
         char *triple = LLVMGetDefaultTargetTriple();
         LLVMTargetRef target;
@@ -92,21 +103,29 @@ static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float *
         LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
         LLVMSetModuleDataLayout(c.mod, td);
         LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-        LLVMErrorRef e = LLVMRunPasses(c.mod, "default<O2>", tm, po);
-        if (e) { char *m = LLVMGetErrorMessage(e); fprintf(stderr, "passes: %s\n", m); LLVMDisposeErrorMessage(m); rc = -1; }
+        LLVMErrorRef e = LLVMRunPasses(c.mod, jit_passes, tm, po);
+        if (e) {
+            char *m = LLVMGetErrorMessage(e);
+            fprintf(stderr, "passes: %s\n", m);
+            LLVMDisposeErrorMessage(m);
+            rc = -1;
+        }
         LLVMDisposePassBuilderOptions(po);
         LLVMDisposeTargetData(td);
         LLVMDisposeTargetMachine(tm);
         LLVMDisposeMessage(triple);
         LLVMDisposeMessage(cpu);
         LLVMDisposeMessage(feat);
-        if (rc == 0 && (e = LLVMOrcCreateLLJIT(&jit, NULL))) rc = -1;
+        if (rc == 0 && (e = LLVMOrcCreateLLJIT(&out->jit, NULL))) {
+            LLVMConsumeError(e);
+            rc = -1;
+        }
     }
     if (rc == 0) {
-        LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
+        LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(out->jit);
         LLVMOrcCSymbolMapPair *syms = gim_xmalloc(sizeof *syms * nsym);
         for (int i = 0; i < nsym; i++) {
-            syms[i].Name = LLVMOrcLLJITMangleAndIntern(jit, names[i]);
+            syms[i].Name = LLVMOrcLLJITMangleAndIntern(out->jit, names[i]);
             syms[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)addrs[i];
             syms[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported;
             syms[i].Sym.Flags.TargetFlags = 0;
@@ -114,23 +133,42 @@ static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float *
         LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(syms, nsym));
         gim_free(syms);
         LLVMOrcDefinitionGeneratorRef gen = NULL;
-        if (!LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL))
+        if (!LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(out->jit),
+                                                                  NULL, NULL))
             LLVMOrcJITDylibAddGenerator(jd, gen);
         LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(c.mod, tsc);
         c.mod = NULL;
         LLVMOrcExecutorAddress addr = 0;
-        if (LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm) || LLVMOrcLLJITLookup(jit, &addr, "conv_test") || !addr) {
+        if (LLVMOrcLLJITAddLLVMIRModule(out->jit, jd, tsm) || LLVMOrcLLJITLookup(out->jit, &addr, "conv_test") ||
+            !addr) {
             fprintf(stderr, "jit: failed to compile\n");
             rc = -1;
         } else {
-            ((void (*)(float **))(uintptr_t)addr)(bufs);
+            out->fn = (void (*)(float **))(uintptr_t)addr;
         }
     }
     if (c.mod) LLVMDisposeModule(c.mod);
-    if (jit) LLVMOrcDisposeLLJIT(jit);
     LLVMOrcDisposeThreadSafeContext(tsc);
     gim_diag_release(&diag);
+    if (rc != 0 && out->jit) {
+        LLVMOrcDisposeLLJIT(out->jit);
+        out->jit = NULL;
+    }
     return rc;
+}
+
+static void jit_free(conv_jit *j) {
+    if (j->jit) LLVMOrcDisposeLLJIT(j->jit);
+    j->jit = NULL;
+}
+
+/* Compiles and runs once. Returns 0, or -1 (reported). */
+static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs) {
+    conv_jit j;
+    if (jit_build(g, targets, nt, &j) != 0) return -1;
+    j.fn(bufs);
+    jit_free(&j);
+    return 0;
 }
 
 /* ---- graphs, data, comparisons ----------------------------------------------------- */
@@ -227,6 +265,10 @@ static double dot_d(const double *a, const double *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
+
+/* cg_conv.c's lowering policy knobs (not in any header). */
+extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
+extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 
 /* ---- convolutions ---------------------------------------------------------------- */
 
@@ -347,13 +389,28 @@ static void test_conv1d_small(void) {
  * partial one (the canonical model's 3x3 on 8x8 patches), one image per
  * chunk, and the 1x1 direct GEMM. */
 static void test_conv2d_paths(void) {
+    jit_passes = "default<O2>";
     static const conv_case cases[] = {
-        {1, {233}, 32, 8, 8, 8, 3, 1, 1, true, false},      /* 2 chunks of 110 + 13 */
-        {1, {2}, 16, 71, 71, 8, 5, 1, 2, true, false},       /* one image per chunk */
+        {1, {30}, 32, 8, 8, 8, 3, 1, 1, true, false},       /* 1 MB chunks: 2 of 13 images + 4 */
+        {1, {2}, 8, 37, 37, 8, 5, 1, 2, true, false},        /* an image exceeds a chunk */
         {1, {3}, 5, 17, 19, 7, 1, 1, 0, true, false},        /* 1x1 direct */
         {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
+    jit_passes = "default<O1>";
+}
+
+/* The same and the small shapes with every op batched over images (the
+ * forward's and data gradient's transposes), in the default 1 MB chunks. */
+static void test_conv_all_wide(void) {
+    int64_t cap = cg_conv_chunk_cap;
+    cg_conv_wide_all = 1;
+    cg_conv_chunk_cap = (int64_t)1 << 18;
+    test_conv2d_paths();
+    test_conv2d_small();
+    test_conv1d_small();
+    cg_conv_wide_all = 0;
+    cg_conv_chunk_cap = cap;
 }
 
 /* ---- linear -------------------------------------------------------------------------- */
@@ -544,11 +601,116 @@ static void test_maxpool_ties(void) {
     gim_graph_free(g);
 }
 
-int main(void) {
+/* ---- micro-benchmark (`test_op_conv --bench`): the canonical model's convolutions ---- */
+
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static double best_ms(conv_jit *j, float **bufs, int runs) {
+    double t[32];
+    j->fn(bufs);   /* warm-up */
+    for (int r = 0; r < runs; r++) {
+        double t0 = now_ms();
+        j->fn(bufs);
+        t[r] = now_ms() - t0;
+    }
+    for (int a = 0; a < runs; a++)
+        for (int b = a + 1; b < runs; b++)
+            if (t[b] < t[a]) { double x = t[a]; t[a] = t[b]; t[b] = x; }
+    return t[0];   /* the best: the machine is shared, and others' load only adds */
+}
+
+static void bench(void) {
+    jit_passes = "default<O2>";
+    static const struct { int64_t C, O, s, H; } layers[] = {
+        {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
+    };
+    static const struct { int64_t cap; int wide_all; const char *name; } caps[] = {
+        {1, 0, "per image"}, {(int64_t)1 << 18, 0, "default"}, {(int64_t)1 << 18, 1, "all wide 1MB"},
+        {(int64_t)1 << 20, 1, "all wide 4MB"}, {(int64_t)4 << 20, 1, "all wide 16MB"},
+    };
+    const int64_t B = 1152, k = 3, p = 1;
+    printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
+           (long long)B);
+    double total[5] = {0};
+    for (size_t l = 0; l < sizeof layers / sizeof *layers; l++) {
+        int64_t C = layers[l].C, O = layers[l].O, s = layers[l].s, H = layers[l].H, Ho = (H + 2 * p - k) / s + 1;
+        double flops = 2.0 * B * O * Ho * Ho * C * k * k;
+        int64_t xd[4] = {B, C, H, H}, yd[4] = {B, O, Ho, Ho}, wd[4] = {O, C, k, k};
+        /* the GEMM alone, at full width */
+        float *A = rand_f(O * C * k * k, 1), *Bm = rand_f(C * k * k * B * Ho * Ho, 2), *Cm = rand_f(O * B * Ho * Ho, 3);
+        double t0 = now_ms();
+        for (int r = 0; r < 5; r++)
+            gim_rt_sgemm(0, 0, O, B * Ho * Ho, C * k * k, 1.0f, A, C * k * k, Bm, B * Ho * Ho, 0.0f, Cm, B * Ho * Ho);
+        double gemm_ms = (now_ms() - t0) / 5;
+        gim_free(A); gim_free(Bm); gim_free(Cm);
+        printf("layer %zu: %lld->%lld s%lld %lldx%lld, %.2f GFLOP per op; one wide GEMM alone %.2f ms (%.1f GFLOP/s)\n",
+               l + 1, (long long)C, (long long)O, (long long)s, (long long)H, (long long)H, flops / 1e9, gemm_ms,
+               flops / gemm_ms / 1e6);
+        /* Build every variant first, then time them round-robin so that the
+         * shared machine's changing load falls on all of them alike. */
+        enum { NCAP = sizeof caps / sizeof *caps };
+        gim_graph *g = gim_graph_new();
+        gim_node *x = input(g, 4, xd), *w = input(g, 4, wd), *b = input(g, 1, &O), *dy = input(g, 4, yd);
+        gim_node *in[3] = {x, w, b}, *bin[2] = {dy, w}, *win[2] = {dy, x};
+        gim_node *y = node(g, GIM_OP_CONV2D, 3, in, 4, yd);
+        gim_node *dx = node(g, GIM_OP_CONV2D_BWD_DATA, 2, bin, 4, xd);
+        gim_node *dw = node(g, GIM_OP_CONV2D_BWD_WEIGHT, 2, win, 4, wd);
+        double at[4] = {(double)O, (double)k, (double)s, (double)p};
+        for (int i = 0; i < 4; i++) y->attr[i] = dx->attr[i] = dw->attr[i] = at[i];
+        y->attr[4] = 1;
+        float *bufs[7];
+        int64_t sizes[7] = {B * C * H * H, O * C * k * k, O, B * O * Ho * Ho, B * O * Ho * Ho, B * C * H * H,
+                            O * C * k * k};
+        for (int i = 0; i < 7; i++) bufs[i] = rand_f(sizes[i], 10 + i);
+        gim_node *ops[3] = {y, dx, dw};
+        conv_jit jits[NCAP][3];
+        double best[NCAP][3];
+        for (int ci = 0; ci < NCAP; ci++) {
+            cg_conv_chunk_cap = caps[ci].cap;
+            cg_conv_wide_all = caps[ci].wide_all;
+            for (int o = 0; o < 3; o++) {
+                if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
+                best[ci][o] = 1e30;
+            }
+        }
+        for (int rep = 0; rep < 5; rep++)
+            for (int ci = 0; ci < NCAP; ci++)
+                for (int o = 0; o < 3; o++) {
+                    double ms = best_ms(&jits[ci][o], bufs, 2);
+                    if (ms < best[ci][o]) best[ci][o] = ms;
+                }
+        const char *names[3] = {"fwd", "bwd_data", "bwd_weight"};
+        for (int ci = 0; ci < NCAP; ci++) {
+            printf("  %-14s", caps[ci].name);
+            for (int o = 0; o < 3; o++) {
+                total[ci] += best[ci][o];
+                printf("  %s %7.2f ms (%5.1f)", names[o], best[ci][o], flops / best[ci][o] / 1e6);
+                jit_free(&jits[ci][o]);
+            }
+            printf("\n");
+        }
+        for (int i = 0; i < 7; i++) gim_free(bufs[i]);
+        gim_graph_free(g);
+    }
+    for (size_t ci = 0; ci < sizeof caps / sizeof *caps; ci++)
+        printf("total over the six layers, fwd + both bwd, %s: %.1f ms\n", caps[ci].name, total[ci]);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        bench();
+        return 0;
+    }
     static const gim_test tests[] = {
         {"conv2d forward and gradients, small odd shapes", test_conv2d_small},
         {"conv1d forward and gradients", test_conv1d_small},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
+        {"conv with every op batched over images", test_conv_all_wide},
         {"linear forward and gradients", test_linear},
         {"patches forward and gradient", test_patches},
         {"avg and max pools forward and gradients", test_pools},
