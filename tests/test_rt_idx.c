@@ -63,6 +63,7 @@ static char *mkdir_tmp(const char *name) {
 static void write_file(const char *dir, const char *name, const uint8_t *p, size_t n, int gz) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s%s", dir, name, gz ? ".gz" : "");
+    unlink(path);   /* a fresh file: truncating one in place makes ext4 flush it on close */
     if (gz) {
         gzFile f = gzopen(path, "wb");
         CU_ASSERT_FATAL(f != NULL);
@@ -168,6 +169,7 @@ static void test_truncated_gzip_stream(void) {
     char *whole = gim_read_file(path, &n);
     CU_ASSERT_FATAL(whole != NULL);
     for (size_t cut = 0; cut + 1 < n; cut += 3) {
+        unlink(path);
         FILE *f = fopen(path, "wb");
         fwrite(whole, 1, cut, f);
         fclose(f);
@@ -345,6 +347,7 @@ static void test_mutations(void) {
         }
         s = s * 1103515245u + 12345u;
         if ((s >> 16) % 4 == 0) len -= (s >> 20) % len;
+        unlink(path);
         FILE *f = fopen(path, "wb");
         fwrite(buf, 1, len, f);
         fclose(f);

@@ -229,7 +229,9 @@ static void test_truncated_everywhere(void) {
     CU_ASSERT_FATAL(f != NULL);
     int refused = 0;
     for (size_t cut = 0; cut < n; cut++) {
-        const char *p = gim_tmpfile("cut.safetensors", f, cut);
+        char cutname[64];
+        snprintf(cutname, sizeof cutname, "cut%zu.safetensors", cut);
+        const char *p = gim_tmpfile(cutname, f, cut);
         gim_ckpt *c = gim_safetensors_read(p, err, sizeof err);
         refused += c == NULL;
         gim_ckpt_free(c);
@@ -342,6 +344,7 @@ static void test_mutations(void) {
             static const char pick[] = "{}[]\":,0123456789-.e \\u";
             buf[pos] = (s >> 16) % 2 ? (char)(s >> 20) : pick[(s >> 20) % (sizeof pick - 1)];
         }
+        unlink(path);   /* a fresh file: truncating one in place makes ext4 flush it on close */
         FILE *f = fopen(path, "wb");
         fwrite(buf, 1, n, f);
         fclose(f);
