@@ -7,9 +7,11 @@
  * absolute symbols (gim_rt_symbols), so resolution depends neither on the
  * executable exporting them nor on the linker keeping OpenBLAS; a process
  * search generator finds anything else. */
+#include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
+#include <unistd.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
@@ -30,14 +32,16 @@ static void init_llvm(void) {
     done = 1;
 }
 
-LLVMTargetMachineRef cg_host_target(gim_diag *d, int opt_level) {
-    init_llvm();
+/* The host machine at opt_level; NULL with *err (heap) on failure. Safe to
+ * call from several threads at once. */
+static LLVMTargetMachineRef host_target(int opt_level, char **err) {
     char *triple = LLVMGetDefaultTargetTriple();
     LLVMTargetRef target;
-    char *err = NULL;
-    if (LLVMGetTargetFromTriple(triple, &target, &err)) {
-        gim_error(d, (gim_loc){0}, "no LLVM target for %s: %s", triple, err ? err : "");
-        LLVMDisposeMessage(err);
+    *err = NULL;
+    char *msg = NULL;
+    if (LLVMGetTargetFromTriple(triple, &target, &msg)) {
+        *err = gim_xstrdup(msg ? msg : "no target");
+        LLVMDisposeMessage(msg);
         LLVMDisposeMessage(triple);
         return NULL;
     }
@@ -50,7 +54,18 @@ LLVMTargetMachineRef cg_host_target(gim_diag *d, int opt_level) {
     LLVMDisposeMessage(cpu);
     LLVMDisposeMessage(feat);
     LLVMDisposeMessage(triple);
-    if (!tm) gim_error(d, (gim_loc){0}, "cannot create an LLVM target machine for the host");
+    if (!tm) *err = gim_xstrdup("cannot create a target machine for the host");
+    return tm;
+}
+
+LLVMTargetMachineRef cg_host_target(gim_diag *d, int opt_level) {
+    init_llvm();
+    char *err;
+    LLVMTargetMachineRef tm = host_target(opt_level, &err);
+    if (!tm) {
+        gim_error(d, (gim_loc){0}, "LLVM: %s", err);
+        gim_free(err);
+    }
     return tm;
 }
 
@@ -75,8 +90,9 @@ void cg_set_target(LLVMModuleRef mod, LLVMTargetMachineRef tm) {
     LLVMDisposeMessage(feat);
 }
 
-int cg_optimize(gim_diag *d, LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level) {
-    if (opt_level <= 0) return 0;
+/* The default<On> pipeline; NULL or an error message (heap). */
+static char *optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level) {
+    if (opt_level <= 0) return NULL;
     if (opt_level > 3) opt_level = 3;
     char pipeline[32];
     snprintf(pipeline, sizeof pipeline, "default<O%d>", opt_level);
@@ -86,13 +102,19 @@ int cg_optimize(gim_diag *d, LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt
     LLVMPassBuilderOptionsSetLoopUnrolling(po, 1);
     LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, po);
     LLVMDisposePassBuilderOptions(po);
-    if (err) {
-        char *msg = LLVMGetErrorMessage(err);
-        gim_error(d, (gim_loc){0}, "internal: LLVM optimisation failed: %s", msg);
-        LLVMDisposeErrorMessage(msg);
-        return -1;
-    }
-    return 0;
+    if (!err) return NULL;
+    char *msg = LLVMGetErrorMessage(err);
+    char *r = gim_xstrdup(msg);
+    LLVMDisposeErrorMessage(msg);
+    return r;
+}
+
+int cg_optimize(gim_diag *d, LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level) {
+    char *err = optimize(mod, tm, opt_level);
+    if (!err) return 0;
+    gim_error(d, (gim_loc){0}, "internal: LLVM optimisation failed: %s", err);
+    gim_free(err);
+    return -1;
 }
 
 /* ---- gim_jit ---- */
@@ -265,29 +287,100 @@ static gim_exec_model *describe(gim_diag *d, const gim_graph *g, const gim_cg_op
     return em;
 }
 
+/* One graph module's compilation to an object file, run on a worker thread:
+ * its own LLVM context and target machine, nothing shared. */
+typedef struct cg_job {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    int opt_level;
+    LLVMMemoryBufferRef obj;   /* the result */
+    char *err;                 /* or an error (heap) */
+} cg_job;
+
+typedef struct cg_queue {
+    cg_job *jobs;
+    int n, next;
+} cg_queue;
+
+static void run_job(cg_job *j) {
+    LLVMTargetMachineRef tm = host_target(j->opt_level, &j->err);
+    if (!tm) return;
+    cg_set_target(j->mod, tm);
+    if (!(j->err = optimize(j->mod, tm, j->opt_level))) {
+        char *msg = NULL;
+        if (LLVMTargetMachineEmitToMemoryBuffer(tm, j->mod, LLVMObjectFile, &msg, &j->obj)) {
+            j->err = gim_xstrdup(msg ? msg : "cannot emit object code");
+            j->obj = NULL;
+        }
+        LLVMDisposeMessage(msg);
+    }
+    LLVMDisposeTargetMachine(tm);
+}
+
+static void *worker(void *arg) {
+    cg_queue *q = arg;
+    for (;;) {
+        int i = __atomic_fetch_add(&q->next, 1, __ATOMIC_RELAXED);
+        if (i >= q->n) return NULL;
+        run_job(&q->jobs[i]);
+    }
+}
+
+/* Runs the jobs on up to one thread per core (the caller's thread included). */
+static void run_jobs(cg_job *jobs, int n) {
+    cg_queue q = {jobs, n, 0};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = (int)(cores < 1 ? 1 : cores > 16 ? 16 : cores);
+    if (nt > n) nt = n;
+    pthread_t th[16];
+    int started = 0;
+    for (int i = 1; i < nt; i++)
+        if (pthread_create(&th[started], NULL, worker, &q) == 0) started++;
+    worker(&q);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+}
+
+/* gim_jit: generate every module's IR (one LLVM module each), optimise and
+ * compile them to object code in parallel, link the objects in an LLJIT
+ * with the runtime's symbols, and describe the result for the runtime. */
 gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o) {
     int opt = o ? o->opt_level : 2;
+    init_llvm();
     gim_arena *a = gim_arena_new();
-    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
-    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "model", ctx);
-    cg_module_fns *fns = gim_arena_alloc(a, (size_t)(g->n_modules + 1) * sizeof *fns);
-    LLVMTargetMachineRef tm = NULL;
+    int nm = g->n_modules;
+    cg_module_fns *fns = gim_arena_alloc(a, (size_t)(nm + 1) * sizeof *fns);
+    cg_job *jobs = gim_arena_alloc(a, (size_t)(nm + 1) * sizeof *jobs);
     LLVMOrcLLJITRef jit = NULL;
     gim_exec_model *em = NULL;
+    int failed = 0;
 
-    for (int m = 0; m < g->n_modules; m++)
-        if (cg_emit_module(d, g, &g->modules[m], o, mod, a, 3, &fns[m]) != 0) goto fail;
-    if (!(tm = cg_host_target(d, opt))) goto fail;
-    cg_set_target(mod, tm);
-    if (cg_optimize(d, mod, tm, opt) != 0) goto fail;
-    LLVMDisposeTargetMachine(tm);
-    tm = NULL;
+    for (int m = 0; m < nm && !failed; m++) {
+        jobs[m].ctx = LLVMContextCreate();
+        char name[64];
+        snprintf(name, sizeof name, "%s.m%d", g->model_name ? g->model_name : "model", m + 1);
+        jobs[m].mod = LLVMModuleCreateWithNameInContext(name, jobs[m].ctx);
+        jobs[m].opt_level = opt;
+        if (cg_emit_module(d, g, &g->modules[m], o, jobs[m].mod, a, 3, &fns[m]) != 0) failed = 1;
+    }
+    if (!failed) run_jobs(jobs, nm);
+    for (int m = 0; m < nm; m++) {
+        if (jobs[m].err) {
+            if (!failed) gim_error(d, (gim_loc){0}, "LLVM: module %d: %s", m + 1, jobs[m].err);
+            failed = 1;
+            gim_free(jobs[m].err);
+        }
+        if (jobs[m].mod) LLVMDisposeModule(jobs[m].mod);
+        if (jobs[m].ctx) LLVMContextDispose(jobs[m].ctx);
+    }
+    if (failed) goto fail;
 
-    /* The JIT compiles with its own copy of the host machine. */
-    LLVMTargetMachineRef jtm = cg_host_target(d, opt);
-    if (!jtm) goto fail;
+    /* The JIT links the objects; it compiles nothing itself. */
     LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
+    LLVMTargetMachineRef jtm = cg_host_target(d, opt);
+    if (!jtm) {
+        LLVMOrcDisposeLLJITBuilder(jb);
+        goto fail;
+    }
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(jtm));
     LLVMErrorRef err = LLVMOrcCreateLLJIT(&jit, jb);
     if (err) {
@@ -296,17 +389,17 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
         goto fail;
     }
     if (define_runtime_symbols(d, jit) != 0) goto fail;
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-    mod = NULL;   /* owned by the JIT now */
-    err = LLVMOrcLLJITAddLLVMIRModule(jit, LLVMOrcLLJITGetMainJITDylib(jit), tsm);
-    if (err) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        report_error(d, err, "adding the module");
-        goto fail;
+    for (int m = 0; m < nm; m++) {
+        err = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), jobs[m].obj);
+        jobs[m].obj = NULL;   /* owned by the JIT now */
+        if (err) {
+            report_error(d, err, "adding module code");
+            goto fail;
+        }
     }
 
     if (!(em = describe(d, g, o, a, fns))) goto fail;
-    for (int m = 0; m < g->n_modules; m++) {
+    for (int m = 0; m < nm; m++) {
         LLVMOrcExecutorAddress addr;
         if ((err = LLVMOrcLLJITLookup(jit, &addr, fns[m].step_name))) {
             report_error(d, err, "looking up the step function");
@@ -319,7 +412,6 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
         }
         em->modules[m].forward = (gim_forward_fn)(uintptr_t)addr;
     }
-    LLVMOrcDisposeThreadSafeContext(tsc);
     jit_owner *ow = gim_xmalloc(sizeof *ow);
     ow->jit = jit;
     ow->arena = a;
@@ -328,10 +420,9 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
     return em;
 
 fail:
-    if (tm) LLVMDisposeTargetMachine(tm);
-    if (mod) LLVMDisposeModule(mod);
+    for (int m = 0; m < nm; m++)
+        if (jobs[m].obj) LLVMDisposeMemoryBuffer(jobs[m].obj);
     if (jit) LLVMOrcDisposeLLJIT(jit);
-    LLVMOrcDisposeThreadSafeContext(tsc);
     gim_arena_free(a);
     return NULL;
 }
