@@ -85,7 +85,9 @@ static int cli_usage_error(const char *cmd, const char *usage, int *status, cons
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n\n%s", usage);
+    /* the usage line, then a pointer to the rest */
+    const char *nl = strchr(usage, '\n');
+    fprintf(stderr, "\n%.*s\nsee 'gimc %s --help'\n", nl ? (int)(nl - usage) : (int)strlen(usage), usage, cmd);
     *status = GIMC_USAGE;
     return -1;
 }

@@ -142,6 +142,12 @@ static void test_check_table_of_models(void) {
     CU_ASSERT_EQUAL(table_rows(out), 1);
     gim_free(out);
     gim_free(err);
+    /* options may follow the file; --opt=value works too */
+    snprintf(args, sizeof args, "check '%s/models/fashion_gim.gim' --batch=2", GIM_SOURCE_DIR);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 0);
+    CU_ASSERT(strstr(out, "3 modules, batch 2\n") != NULL);
+    gim_free(out);
+    gim_free(err);
 }
 
 static void test_graph_dot(void) {
