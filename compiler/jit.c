@@ -446,14 +446,23 @@ int gim_emit_ir(gim_diag *d, const gim_graph *g, const gim_cg_options *o, int mo
     LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(g->model_name ? g->model_name : "model", ctx);
     LLVMTargetMachineRef tm = NULL;
     int rc = -1;
-    cg_module_fns fns;
+    cg_module_fns *fns = gim_arena_alloc(a, (size_t)(g->n_modules + 1) * sizeof *fns);
     for (int m = 0; m < g->n_modules; m++)
-        if ((module < 0 || m == module) && cg_emit_module(d, g, &g->modules[m], o, mod, a, which, &fns) != 0)
+        if ((module < 0 || m == module) && cg_emit_module(d, g, &g->modules[m], o, mod, a, which, &fns[m]) != 0)
             goto done;
     if (!(tm = cg_host_target(d, opt))) goto done;
     cg_set_target(mod, tm);
     if (cg_optimize(d, mod, tm, opt) != 0) goto done;
     if (what == GIM_IR_LLVM) {
+        /* The memory plan, as comments llvm-as skips. */
+        for (int m = 0; m < g->n_modules; m++) {
+            if (module >= 0 && m != module) continue;
+            const cg_plan *p = &fns[m].plan;
+            fprintf(out, "; module %d: work arena %lld floats (%.1f MB), of which activations kept for backward "
+                         "%lld floats (%.1f MB); parameters %lld floats\n",
+                    m + 1, (long long)p->work_floats, (double)p->work_floats * 4e-6, (long long)p->act_floats,
+                    (double)p->act_floats * 4e-6, (long long)p->n_param_floats);
+        }
         char *s = LLVMPrintModuleToString(mod);
         fputs(s, out);
         LLVMDisposeMessage(s);
