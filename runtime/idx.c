@@ -29,8 +29,30 @@ static int fail(char *err, size_t errlen, const char *fmt, ...) {
     return -1;
 }
 
-/* The whole (decompressed) content of a file; *n receives its size. */
-static uint8_t *read_all(const char *path, int64_t *n, char *err, size_t errlen) {
+/* Reads up to n bytes; returns the count (short only at end of file), or -1
+ * on a read or decompression error (message in err). */
+static int64_t gz_read_full(gzFile f, const char *path, uint8_t *buf, int64_t n, char *err,
+                            size_t errlen) {
+    int64_t got = 0;
+    while (got < n) {
+        int64_t want = n - got > IDX_CHUNK ? IDX_CHUNK : n - got;
+        int r = gzread(f, buf + got, (unsigned)want);
+        int code = Z_OK;
+        const char *msg = gzerror(f, &code);
+        if (r < 0 || (code != Z_OK && code != Z_STREAM_END)) {
+            /* zlib reports a gzip stream cut short as Z_BUF_ERROR */
+            fail(err, errlen, "%s: corrupt or truncated gzip data: %s", path,
+                 code == Z_ERRNO ? strerror(errno) : msg);
+            return -1;
+        }
+        if (r == 0) break;
+        got += r;
+    }
+    return got;
+}
+
+/* Opens `path` (gzip or plain) after checking it is a regular file. */
+static gzFile idx_open(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) != 0) {
         fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -40,117 +62,110 @@ static uint8_t *read_all(const char *path, int64_t *n, char *err, size_t errlen)
         fail(err, errlen, "%s: not a regular file", path);
         return NULL;
     }
+    errno = 0;
     gzFile f = gzopen(path, "rb");
     if (!f) {
         fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         return NULL;
     }
     gzbuffer(f, 1 << 17);
-    size_t cap = 1 << 20, len = 0;
-    uint8_t *buf = gim_malloc(cap);
-    if (!buf) goto oom;
-    for (;;) {
-        while (cap - len < IDX_CHUNK) {
-            if ((int64_t)cap > IDX_MAX_BYTES) {
-                fail(err, errlen, "%s: larger than %lld bytes uncompressed; not an IDX data set",
-                     path, (long long)IDX_MAX_BYTES);
-                goto fail;
-            }
-            uint8_t *nb = gim_realloc(buf, cap * 2);
-            if (!nb) goto oom;
-            buf = nb;
-            cap *= 2;
-        }
-        int got = gzread(f, buf + len, IDX_CHUNK);
-        if (got < 0) {
-            int code;
-            const char *msg = gzerror(f, &code);
-            fail(err, errlen, "%s: corrupt or truncated gzip data: %s", path,
-                 code == Z_ERRNO ? strerror(errno) : msg);
-            goto fail;
-        }
-        if (got == 0) {
-            /* zlib reports a gzip stream cut short only as end of input */
-            int code;
-            const char *msg = gzerror(f, &code);
-            if (code != Z_OK && code != Z_STREAM_END) {
-                fail(err, errlen, "%s: corrupt or truncated gzip data: %s", path, msg);
-                goto fail;
-            }
-            break;
-        }
-        len += (size_t)got;
-    }
-    gzclose(f);
-    *n = (int64_t)len;
-    return buf;
-oom:
-    fail(err, errlen, "%s: out of memory", path);
-fail:
-    gim_free(buf);
-    gzclose(f);
-    return NULL;
+    return f;
 }
 
 static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The header is read and checked first; the data buffer then grows by
+ * doubling as bytes actually arrive, up to the size the header declares, so
+ * neither a lying header nor a gzip bomb makes us allocate more than twice
+ * what the file really holds (and never over IDX_MAX_BYTES). */
 int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (ndims < 1 || ndims > 3) return fail(err, errlen, "%s: bad dimension count %d", path, ndims);
-    int64_t n;
-    uint8_t *buf = read_all(path, &n, err, errlen);
-    if (!buf) return -1;
+    gzFile f = idx_open(path, err, errlen);
+    if (!f) return -1;
+    uint8_t hdr[16], *buf = NULL;
     const uint32_t want = 0x0800u | (uint32_t)ndims;
-    const int64_t hdr = 4 + 4 * (int64_t)ndims;
+    const int64_t hsize = 4 + 4 * (int64_t)ndims;
+    int64_t n = gz_read_full(f, path, hdr, hsize, err, errlen);
+    if (n < 0) goto bad;
     if (n < 4) {
         fail(err, errlen, "%s: truncated: %lld bytes, an IDX header needs %lld", path, (long long)n,
-             (long long)hdr);
+             (long long)hsize);
         goto bad;
     }
-    uint32_t magic = be32(buf);
+    uint32_t magic = be32(hdr);
     if (magic != want) {
         fail(err, errlen, "%s: bad magic 0x%08x: expected 0x%08x (idx%d-ubyte: unsigned bytes, %d "
              "dimension%s)", path, magic, want, ndims, ndims, ndims > 1 ? "s" : "");
         goto bad;
     }
-    if (n < hdr) {
+    if (n < hsize) {
         fail(err, errlen, "%s: truncated header: %lld bytes, the header needs %lld", path,
-             (long long)n, (long long)hdr);
+             (long long)n, (long long)hsize);
         goto bad;
     }
     int64_t total = 1;
+    char shape[96];
+    int k = 0;
     for (int i = 0; i < ndims; i++) {
-        out->dims[i] = be32(buf + 4 + 4 * i);
+        out->dims[i] = be32(hdr + 4 + 4 * i);
+        k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%lld", i ? " x " : "",
+                      (long long)out->dims[i]);
         if (out->dims[i] == 0) {
             fail(err, errlen, "%s: dimension %d is 0", path, i);
             goto bad;
         }
         if (gim_mul_overflows(total, out->dims[i], &total)) total = INT64_MAX;
     }
-    int64_t have = n - hdr;
-    if (total != have) {
-        char shape[96];
-        int k = 0;
-        for (int i = 0; i < ndims; i++)
-            k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%lld", i ? " x " : "",
-                          (long long)out->dims[i]);
-        if (total > have)
-            fail(err, errlen, "%s: truncated: the header says %s = %lld bytes of data, the file "
-                 "has %lld", path, shape, (long long)total, (long long)have);
-        else
-            fail(err, errlen, "%s: size mismatch: the header says %s = %lld bytes of data, the "
-                 "file has %lld (%lld extra)", path, shape, (long long)total, (long long)have,
-                 (long long)(have - total));
+    size_t cap = 0;
+    int64_t have = 0;
+    for (;;) {
+        int64_t step = total - have < IDX_CHUNK ? total - have : IDX_CHUNK;
+        if (step <= 0) break;
+        if ((size_t)(have + step) > cap) {
+            if (have + step > IDX_MAX_BYTES) {
+                fail(err, errlen, "%s: over %lld bytes of data; not an IDX data set this reader "
+                     "takes", path, (long long)IDX_MAX_BYTES);
+                goto bad;
+            }
+            size_t nc = cap ? cap * 2 : (size_t)1 << 20;
+            while (nc < (size_t)(have + step)) nc *= 2;
+            if ((int64_t)nc > total) nc = (size_t)total;
+            uint8_t *nb = gim_realloc(buf, nc);
+            if (!nb) {
+                fail(err, errlen, "%s: out of memory", path);
+                goto bad;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        int64_t got = gz_read_full(f, path, buf + have, step, err, errlen);
+        if (got < 0) goto bad;
+        have += got;
+        if (got < step) break;
+    }
+    if (have < total) {
+        fail(err, errlen, "%s: truncated: the header says %s = %lld bytes of data, the file has "
+             "%lld", path, shape, (long long)total, (long long)have);
         goto bad;
     }
-    memmove(buf, buf + hdr, (size_t)have);
+    uint8_t extra[1];
+    int64_t more = gz_read_full(f, path, extra, 1, err, errlen);
+    if (more < 0) goto bad;
+    if (more > 0) {
+        fail(err, errlen, "%s: size mismatch: the header says %s = %lld bytes of data, the file "
+             "has more", path, shape, (long long)total);
+        goto bad;
+    }
+    gzclose(f);
     out->ndims = ndims;
     out->data = buf;
-    out->n_bytes = have;
+    out->n_bytes = total;
     return 0;
 bad:
+    gzclose(f);
     gim_free(buf);
     memset(out, 0, sizeof *out);
     return -1;
