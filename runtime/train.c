@@ -526,7 +526,6 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                             const gim_examples *d, const rt_binding *b, rt_progress *p,
                             gim_train_report *rep, char *err, size_t errlen) {
     int64_t nb = d->n / m->batch;
-    int64_t n_used = nb * m->batch;
     for (int i = 0; i < m->n_slots; i++)
         if (m->slots[i].producer >= 0 && (m->slots[i].rank < 1 || m->slots[i].shape[0] != m->batch)) {
             set_err(err, errlen, "the sequential schedule caches module outputs per example, but '%s' "
@@ -556,20 +555,24 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                 for (int e = 0; e < prev->n_exports; e++) {
                     int sl = prev->exports[e];
                     if (!caches[sl].data) {
-                        if ((rc = cache_open(&caches[sl], cfg->out_dir, n_used, m->slots[sl].numel / m->batch, err, errlen))) break;
+                        if ((rc = cache_open(&caches[sl], cfg->out_dir, d->n, m->slots[sl].numel / m->batch, err, errlen))) break;
                         needed = true;
                     }
                 }
                 if (rc || !needed) continue;
-                if (p->out) fprintf(p->out, "module %d: caching its outputs over %lld examples\n", pm + 1, (long long)n_used);
-                for (int64_t bi = 0; bi < nb; bi++) {
-                    for (int64_t e = 0; e < m->batch; e++) seq[e] = bi * m->batch + e;
+                if (p->out) fprintf(p->out, "module %d: caching its outputs over %lld examples\n", pm + 1, (long long)d->n);
+                /* Every example, not only the first nb * batch: the shuffled
+                 * order draws its batches from all n. The final partial batch
+                 * is padded by repeating its last example. */
+                for (int64_t start = 0; start < d->n; start += m->batch) {
+                    int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
+                    for (int64_t e = 0; e < m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
                     fill_sequential(m, b, d, caches, pm, seq, it);
                     module_forward(m, s, pm, it);
                     for (int e = 0; e < prev->n_exports; e++) {
                         int sl = prev->exports[e];
-                        memcpy(caches[sl].data + bi * m->batch * caches[sl].per_example, it->slot[sl],
-                               (size_t)m->slots[sl].numel * sizeof(float));
+                        memcpy(caches[sl].data + start * caches[sl].per_example, it->slot[sl],
+                               (size_t)(count * caches[sl].per_example) * sizeof(float));
                     }
                 }
             }
@@ -869,6 +872,33 @@ done:
 
 /* ---- entry -------------------------------------------------------------------------- */
 
+/* mkdir -p: the default output directory runs/<model> usually needs its
+ * parent made too. Returns 0 when `dir` exists as a directory, else -1 with
+ * errno set. */
+static int make_dirs(const char *dir) {
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) {
+        errno = n ? ENAMETOOLONG : ENOENT;
+        return -1;
+    }
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != 0) continue;
+        char c = path[i];
+        path[i] = 0;
+        if (mkdir(path, 0777) && errno != EEXIST) return -1;
+        path[i] = c;
+    }
+    struct stat st;
+    if (stat(dir, &st)) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
 int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
               const gim_examples *d, FILE *progress, gim_train_report *rep,
               char *err, size_t errlen) {
@@ -885,7 +915,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
             set_err(err, errlen, "module %d has more than %d inputs or outputs", i + 1, RT_MAX_IO);
             return -1;
         }
-    if (cfg->out_dir && mkdir(cfg->out_dir, 0777) && errno != EEXIST) {
+    if (cfg->out_dir && make_dirs(cfg->out_dir)) {
         set_err(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
         return -1;
     }
