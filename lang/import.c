@@ -132,7 +132,9 @@ static void import_resolve(import_ctx *c, import_file *from, gim_import *im) {
 }
 
 /* Which statements each body may hold, and where `return` may stand. */
-static void import_check_def(import_ctx *c, gim_def *d) {
+/* syntax_ok: the file parsed without errors (a statement lost to a syntax
+ * error could have been the return). */
+static void import_check_def(import_ctx *c, gim_def *d, bool syntax_ok) {
     for (int i = 0; i < d->n_params; i++) {
         for (int j = 0; j < i; j++)
             if (!strcmp(d->params[i].name, d->params[j].name)) {
@@ -155,7 +157,7 @@ static void import_check_def(import_ctx *c, gim_def *d) {
         }
         if (s->kind == GIM_STMT_RETURN) returned = true;
     }
-    if (!returned) gim_error(c->diag, d->loc, "def '%s' has no 'return' (a def ends with 'return expr')", d->name);
+    if (!returned && syntax_ok) gim_error(c->diag, d->loc, "def '%s' has no 'return' (a def ends with 'return expr')", d->name);
 }
 
 static void import_check_model(import_ctx *c, gim_model *m) {
@@ -193,12 +195,14 @@ static void import_file_parse(import_ctx *c, import_file *f) {
     p.diag = c->diag;
     p.arena = c->arena;
     p.src = f->src;
+    int errors_before = c->diag->n_errors;
     lang_parse_source(&p);
+    bool syntax_ok = c->diag->n_errors == errors_before;
     for (int i = 0; i < p.imports.len; i++) import_resolve(c, f, p.imports.items[i]);
     c->stack.len--;
 
     for (int i = 0; i < p.defs.len; i++) {
-        import_check_def(c, p.defs.items[i]);
+        import_check_def(c, p.defs.items[i], syntax_ok);
         gim_ptrvec_push(c->arena, &c->defs, p.defs.items[i]);
     }
     for (int i = 0; i < p.models.len; i++) {

@@ -100,7 +100,7 @@ import:
     IMPORT STRING {
         gim_import *im = gim_arena_alloc(p->arena, sizeof *im);
         im->path = $2;
-        im->loc = @1;
+        im->loc = @2;
         gim_ptrvec_push(p->arena, &p->imports, im);
     }
   ;
@@ -151,12 +151,17 @@ block:
 stmts_opt:
     %empty              { $$ = NULL; }
   | stmt_seq
-  | stmt_seq SEP
+  | stmt_seq sep
   ;
 
 stmt_seq:
     stmt                { $$ = stmts_push(p, NULL, $1); }
-  | stmt_seq SEP stmt   { $$ = stmts_push(p, $1, $3); }
+  | stmt_seq sep stmt   { $$ = stmts_push(p, $1, $3); }
+  ;
+
+/* A statement's end; after an error, the point where reporting resumes. */
+sep:
+    SEP                 { yyerrok; }
   ;
 
 /* stmt = "input" name ":" input_type
@@ -175,7 +180,7 @@ stmt:
         gim_error(p->diag, @1, "'import' is only allowed at the top level of a file");
         $$ = NULL;
     }
-  | error                       { $$ = NULL; yyerrok; }
+  | error                       { $$ = NULL; }
   ;
 
 /* input_type = "[" dims "]" | "labels" "[" dims "]" */
@@ -202,18 +207,18 @@ train:
 train_body:
     %empty                      { $$ = NULL; }
   | train_seq
-  | train_seq SEP
+  | train_seq sep
   ;
 
 train_seq:
     train_entry                 { $$ = $1 ? entries_push(p, NULL, $1->name, $1->loc, $1->value) : NULL; }
-  | train_seq SEP train_entry   { $$ = $3 ? entries_push(p, $1, $3->name, $3->loc, $3->value) : $1; }
+  | train_seq sep train_entry   { $$ = $3 ? entries_push(p, $1, $3->name, $3->loc, $3->value) : $1; }
   ;
 
 train_entry:
     IDENT expr                  { $$ = ast_stmt(p, GIM_STMT_ASSIGN, @1, $1, @1, $2); }
   | IDENT '=' expr              { $$ = ast_stmt(p, GIM_STMT_ASSIGN, @1, $1, @1, $3); }
-  | error                       { $$ = NULL; yyerrok; }
+  | error                       { $$ = NULL; }
   ;
 
 /* expr = expr ("+" | "-" | "*" | "/") expr | "-" expr | primary
@@ -430,6 +435,11 @@ static bool parse_starts_expr(yysymbol_kind_t k) {
     }
 }
 
+static bool parse_is_operator(yysymbol_kind_t k) {
+    const char *name = yysymbol_name(k);
+    return !strcmp(name, "'+'") || !strcmp(name, "'-'") || !strcmp(name, "'*'") || !strcmp(name, "'/'");
+}
+
 /* "expected ')' before newline" when a bracket was left open; else "expected
  * A, B or C before X" when few tokens could follow (the tokens that start an
  * expression counted as one, "expression"), else "unexpected X". */
@@ -448,11 +458,15 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     int n = yypcontext_expected_tokens(ctx, exp, YYNTOKENS);
     const char *names[YYNTOKENS + 1];
     int n_names = 0;
-    bool has_expr = false, expr_named = false;
-    for (int i = 0; i < n; i++)
+    bool has_expr = false, expr_named = false, has_other = false;
+    for (int i = 0; i < n; i++) {
         if (exp[i] == YYSYMBOL_IDENT) has_expr = true;
+        if (!parse_is_operator(exp[i])) has_other = true;
+    }
     for (int i = 0; i < n; i++) {
         if (exp[i] == YYSYMBOL_YYerror || exp[i] == YYSYMBOL_LEX_ERROR) continue;
+        /* After a complete operand, "or an operator" goes without saying. */
+        if (has_other && parse_is_operator(exp[i]) && !(has_expr && parse_starts_expr(exp[i]))) continue;
         if (has_expr && parse_starts_expr(exp[i])) {
             if (!expr_named) names[n_names++] = "expression";
             expr_named = true;
