@@ -27,7 +27,7 @@
 #define LOWER_MAX_DEPTH 64
 /* Nodes after inlining past which a model is refused (calls doubling at each
  * of many levels would otherwise exhaust memory). */
-#define LOWER_MAX_NODES 1000000
+#define LOWER_MAX_NODES 100000
 /* Integer arguments are bounded so that shape arithmetic cannot overflow. */
 #define LOWER_MAX_INT ((int64_t)1 << 40)
 
@@ -463,6 +463,14 @@ static bool lower_op_arg(lower_ctx *L, const gim_expr *call, const gim_opparam *
     switch (p->type) {
     case GIM_PT_TENSOR:
     case GIM_PT_OPT_TENSOR:
+        if (v->k == LV_TENSOR && v->t->is_int != (tmp->op == GIM_OP_CROSS_ENTROPY && p->slot == 1)) {
+            if (v->t->is_int)
+                gim_error(L->d, at, "labels (int32) can only be the labels of cross_entropy; argument '%s' of %s expects float data",
+                          p->name, call->name);
+            else
+                gim_error(L->d, at, "argument 'labels' of cross_entropy expects labels (an `input y: labels[batch]`); got float data");
+            return false;
+        }
         if (v->k == LV_TENSOR) {
             tmp->in[p->slot] = v->t;
             return true;
@@ -607,6 +615,7 @@ static lower_val lower_def_call(lower_ctx *L, lower_scope *S, const gim_expr *e,
 }
 
 static lower_val lower_call(lower_ctx *L, lower_scope *S, const gim_expr *e, bool statement) {
+    if (L->too_big) return lv_poison;   /* reported once; stop expanding calls */
     gim_op op = gim_op_lookup(e->name);
     if (op != GIM_OP_COUNT) return lower_op_call(L, S, e, op, statement);
     const gim_def *def = lower_find_def(L, e->name);

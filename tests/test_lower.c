@@ -288,6 +288,24 @@ static void test_errors(void) {
               strstr(m, "argument 'out' of linear expects an integer; got a float"));
     CU_ASSERT(strstr(m, "add") == NULL);
     gim_free(m);
+    m = fails("model m {\n    input y: labels[batch]\n    output relu(y)\n}\n");
+    CU_ASSERT(strstr(m, "labels (int32) can only be the labels of cross_entropy") != NULL);
+    gim_free(m);
+    /* calls expanding past the node budget stop with one error, quickly */
+    m = fails("def f0(x) {\n    return relu(x)\n}\n"
+              "def f1(x) {\n    return f0(f0(f0(f0(f0(f0(f0(f0(x))))))))\n}\n"
+              "def f2(x) {\n    return f1(f1(f1(f1(f1(f1(f1(f1(x))))))))\n}\n"
+              "def f3(x) {\n    return f2(f2(f2(f2(f2(f2(f2(f2(x))))))))\n}\n"
+              "def f4(x) {\n    return f3(f3(f3(f3(f3(f3(f3(f3(x))))))))\n}\n"
+              "def f5(x) {\n    return f4(f4(f4(f4(f4(f4(f4(f4(x))))))))\n}\n"
+              "def f6(x) {\n    return f5(f5(f5(f5(f5(f5(f5(f5(x))))))))\n}\n"
+              "def f7(x) {\n    return f6(f6(f6(f6(f6(f6(f6(f6(x))))))))\n}\n"
+              "model m {\n    input x: [batch, 3]\n    output f7(f7(f7(x)))\n}\n");
+    CU_ASSERT(strstr(m, "ops after inlining calls") != NULL);
+    int n_errors = 0;
+    for (const char *q = m; (q = strstr(q, "error:")); q++) n_errors++;
+    CU_ASSERT_EQUAL(n_errors, 1);
+    gim_free(m);
     m = fails("model m {\n    input x: [0, 3]\n    output x\n}\n");
     CU_ASSERT(strstr(m, "a dimension must be a positive integer") != NULL);
     gim_free(m);
