@@ -231,7 +231,7 @@ static void emit_export_copies(emitter *e) {
     const cg_plan *p = e->plan;
     for (int i = 0; i < p->exports.len; i++) {
         const gim_node *x = p->exports.items[i];
-        if (p->where[x->id] == CG_AT_OUTPUT) continue;
+        if (p->where[x->id] == CG_AT_OUTPUT && p->index[x->id] == i) continue;
         const char *name = gim_arena_printf(e->arena, "out.%s", node_label(e, x));
         LLVMValueRef dst = slot_ptr(e, F_OUTPUTS, i, name);
         cg_copy(c, dst, node_ptr(e, x), cg_i64(c, gim_shape_numel(&x->shape)));

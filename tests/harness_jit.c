@@ -3,6 +3,7 @@
 #include "harness_jit.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,8 +99,7 @@ int hj_compile(hj_graph *h, int n_out, gim_node *const *out) {
     return 0;
 }
 
-int hj_run_ex(hj_graph *h, const void *const *in, float *const *out, uint64_t step, uint64_t seed) {
-    if (!h->model) return -1;
+static float run(hj_graph *h, const void *const *in, float *const *out, uint64_t step, uint64_t seed, bool use_step) {
     const gim_exec_module *xm = &h->model->modules[0];
     size_t nw = (size_t)xm->n_work_floats + 16;
     float *work = gim_xmalloc(nw * sizeof(float));
@@ -120,9 +120,22 @@ int hj_run_ex(hj_graph *h, const void *const *in, float *const *out, uint64_t st
         .lr = 0,
         .flags = GIM_CALL_NO_UPDATE,
     };
-    xm->forward(&call);
+    float loss = 0;
+    if (use_step) loss = xm->step(&call);
+    else xm->forward(&call);
     gim_free(work);
+    return loss;
+}
+
+int hj_run_ex(hj_graph *h, const void *const *in, float *const *out, uint64_t step, uint64_t seed) {
+    if (!h->model) return -1;
+    run(h, in, out, step, seed, false);
     return 0;
+}
+
+float hj_run_step(hj_graph *h, const void *const *in, float *const *out) {
+    if (!h->model) return NAN;
+    return run(h, in, out, 1, 0, true);
 }
 
 int hj_run(hj_graph *h, const void *const *in, float *const *out) { return hj_run_ex(h, in, out, 1, 0); }

@@ -64,6 +64,9 @@ int hj_compile(hj_graph *h, int n_out, gim_node *const *out);
  * output j. Returns 0 (or -1 if not compiled). */
 int hj_run(hj_graph *h, const void *const *in, float *const *out);
 int hj_run_ex(hj_graph *h, const void *const *in, float *const *out, uint64_t step, uint64_t seed);
+/* Runs the step function instead (every node, not only those the outputs
+ * need; no parameters, so no update); returns its loss value (0: no loss). */
+float hj_run_step(hj_graph *h, const void *const *in, float *const *out);
 
 /* Floats of the work arena the plan needs (after hj_compile). */
 int64_t hj_work_floats(hj_graph *h);

@@ -338,6 +338,119 @@ static void test_opt_levels(void) {
     }
 }
 
+/* ---- the planner under pressure: random graphs against an interpreter ----
+ * Random DAGs of elementwise ops and views (reshape, slice) over two sizes,
+ * with several outputs; the work arena is reused as values die, so a
+ * liveness mistake (a view's reader not keeping its source alive, an output
+ * overlapping an input) changes some output. Both the forward and the step
+ * function are checked, against the same ops evaluated one by one in C. */
+enum { BIG = 48, SMALL = 20, MAXN = 40 };
+
+typedef struct rnode { int op, a, b, size; float attr; int off; } rnode;
+
+static unsigned rng_next(unsigned *s) {
+    *s ^= *s << 13, *s ^= *s >> 17, *s ^= *s << 5;
+    return *s;
+}
+
+static void interp(const rnode *r, int n, float vals[][BIG]) {
+    for (int i = 1; i < n; i++) {
+        const rnode *q = &r[i];
+        for (int k = 0; k < q->size; k++) {
+            float a = vals[q->a][k], b = q->b >= 0 ? vals[q->b][k] : 0;
+            float v;
+            switch (q->op) {
+            case GIM_OP_RELU: v = a > 0 ? a : 0; break;
+            case GIM_OP_TANH: v = tanhf(a); break;
+            case GIM_OP_SCALE: v = a * q->attr; break;
+            case GIM_OP_ADD: v = a + b; break;
+            case GIM_OP_MUL: v = a * b; break;
+            case GIM_OP_RESHAPE: v = a; break;
+            case GIM_OP_SLICE: v = vals[q->a][q->off + k]; break;
+            case GIM_OP_TRANSPOSE: {
+                /* the value as [R, C] (R = 6 or 4), out [C, R]: out[j, i] = a[i, j] */
+                int R = q->size == BIG ? 6 : 4, C = q->size / R, j = k / R, i = k % R;
+                v = vals[q->a][i * C + j];
+                break;
+            }
+            default: v = NAN;
+            }
+            vals[i][k] = v;
+        }
+    }
+}
+
+static void test_random_graphs(void) {
+    unsigned seed = 12345;
+    for (int trial = 0; trial < 20; trial++) {
+        rnode r[MAXN];
+        int n = 8 + (int)(rng_next(&seed) % (MAXN - 8));
+        r[0] = (rnode){GIM_OP_INPUT, -1, -1, BIG, 0, 0};
+        hj_graph *h = hj_new(1);
+        gim_node *nodes[MAXN];
+        nodes[0] = hj_input(h, HJ_SHAPE(BIG));
+        for (int i = 1; i < n; i++) {
+            rnode q = {0, -1, -1, BIG, 0, 0};
+            int pick = (int)(rng_next(&seed) % 8);
+            /* mostly recent operands, so values flow through long chains */
+            q.a = i - 1 - (int)(rng_next(&seed) % (unsigned)(i < 4 ? i : 4));
+            q.size = r[q.a].size;
+            static const int ops[8] = {GIM_OP_RELU, GIM_OP_TANH, GIM_OP_SCALE, GIM_OP_ADD, GIM_OP_MUL,
+                                       GIM_OP_RESHAPE, GIM_OP_SLICE, GIM_OP_TRANSPOSE};
+            q.op = ops[pick];
+            if (q.op == GIM_OP_ADD || q.op == GIM_OP_MUL) {
+                q.b = (int)(rng_next(&seed) % (unsigned)i);
+                if (r[q.b].size != q.size) q.b = q.a;
+            }
+            if (q.op == GIM_OP_SCALE) q.attr = 0.5f + (float)(rng_next(&seed) % 5) * 0.1f;
+            if (q.op == GIM_OP_SLICE) {
+                if (q.size != BIG) q.op = GIM_OP_RELU;
+                else {
+                    q.size = SMALL;
+                    q.off = (int)(rng_next(&seed) % (BIG - SMALL + 1));
+                }
+            }
+            r[i] = q;
+            gim_shape sh = q.op == GIM_OP_RESHAPE ? HJ_SHAPE(2, q.size / 2) : HJ_SHAPE(q.size);
+            if (q.op == GIM_OP_TRANSPOSE) {
+                int R = q.size == BIG ? 6 : 4;
+                gim_node *v = hj_op(h, GIM_OP_RESHAPE, HJ_SHAPE(R, q.size / R), HJ_IN(nodes[q.a]), HJ_NOATTR);
+                nodes[i] = hj_op(h, q.op, HJ_SHAPE(q.size / R, R), HJ_IN(v), HJ_ATTR(0, 1));
+            } else if (q.op == GIM_OP_SLICE)
+                nodes[i] = hj_op(h, q.op, sh, HJ_IN(nodes[q.a]), HJ_ATTR(q.off));
+            else if (q.b >= 0)
+                nodes[i] = hj_op(h, q.op, sh, HJ_IN(nodes[q.a], nodes[q.b]), HJ_NOATTR);
+            else
+                nodes[i] = hj_op(h, q.op, sh, HJ_IN(nodes[q.a]), HJ_ATTR(q.attr));
+        }
+        int outs[3] = {n - 1, (int)(rng_next(&seed) % (unsigned)n), 1 + (int)(rng_next(&seed) % (unsigned)(n - 1))};
+        CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(nodes[outs[0]], nodes[outs[1]], nodes[outs[2]])) == 0);
+        static float vals[MAXN][BIG];
+        gim_test_fill(vals[0], BIG, 100 + (unsigned)trial, -1.5f, 1.5f);
+        interp(r, n, vals);
+        for (int fn = 0; fn < 2; fn++) {
+            float o[3][BIG];
+            for (int j = 0; j < 3; j++)
+                for (int k = 0; k < BIG; k++) o[j][k] = -999;
+            if (fn == 0) hj_run(h, (const void *[]){vals[0]}, (float *[]){o[0], o[1], o[2]});
+            else hj_run_step(h, (const void *[]){vals[0]}, (float *[]){o[0], o[1], o[2]});
+            int bad = 0;
+            for (int j = 0; j < 3; j++)
+                for (int k = 0; k < r[outs[j]].size; k++)
+                    if (!(fabsf(o[j][k] - vals[outs[j]][k]) <= 1e-5f + 1e-5f * fabsf(vals[outs[j]][k]))) bad++;
+            if (bad) fprintf(stderr, "\ntrial %d (%s): %d wrong output values\n", trial, fn ? "step" : "forward", bad);
+            if (bad && getenv("HJ_DEBUG")) {
+                gim_graph_print(stderr, hj_graph_of(h));
+                fprintf(stderr, "outputs %d %d %d -> node ids %d %d %d\n", outs[0], outs[1], outs[2], nodes[outs[0]]->id, nodes[outs[1]]->id, nodes[outs[2]]->id);
+                for (int j = 0; j < 3; j++) fprintf(stderr, "out %d: got %g want %g\n", j, o[j][1], vals[outs[j]][1]);
+                hj_print_ir(h, 0, stderr);
+            }
+            CU_ASSERT_EQUAL(bad, 0);
+        }
+        hj_free(h);
+    }
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"relu runs", test_relu_runs},
@@ -348,6 +461,7 @@ int main(void) {
         {"the planner reuses dead buffers", test_plan_reuses},
         {"IR, assembly and object output", test_emit_ir},
         {"optimisation levels", test_opt_levels},
+        {"random graphs of ops and views vs an interpreter", test_random_graphs},
         {NULL, NULL},
     };
     return gim_run_suite("jit", tests);
