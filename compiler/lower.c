@@ -611,6 +611,7 @@ static lower_val lower_def_call(lower_ctx *L, lower_scope *S, const gim_expr *e,
     }
     lower_body(L, &inner, def->body, def->n_body);
     L->depth--;
+    if (L->too_big) return lv_poison;
     return inner.has_return ? inner.ret : lv_none;
 }
 
