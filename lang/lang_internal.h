@@ -69,7 +69,7 @@ typedef struct lang_train {
  * p->diag. p->diag, p->arena and p->src must be set, the rest zeroed. */
 void lang_parse_source(lang_parse *p);
 
-/* A human spelling of a token for messages: "')'", "newline", "name 'x'". */
-const char *lang_token_spelling(int token);
+/* The tokens of src as one line of words (see lexer.l); for tests. */
+const char *lang_lex_dump(gim_diag *d, gim_arena *arena, const gim_source *src, bool with_loc);
 
 #endif
