@@ -193,6 +193,57 @@ void cg_for_end(cg_ctx *c, cg_loop *l) {
     LLVMPositionBuilderAtEnd(c->b, l->exit);
 }
 
+/* ---- vectorised reductions ---- */
+
+enum { LANES = 16 };
+
+static LLVMValueRef load_vec(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMTypeRef vt) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, cg_gep(c, base, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+/* Σ_k a[abase + k] (· b[bbase + k] when b is given). */
+static LLVMValueRef reduce(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef b, LLVMValueRef bbase,
+                           int64_t n) {
+    LLVMValueRef total = cg_f32(c, 0.0f);
+    int64_t nv = n / LANES;
+    if (nv > 0) {
+        LLVMTypeRef vt = LLVMVectorType(c->f32, LANES);
+        LLVMValueRef acc = cg_var(c, "vacc", LLVMConstNull(vt));
+        cg_loop v = cg_for(c, nv, "v");
+        LLVMValueRef off = cg_mulk(c, v.iv, LANES);
+        LLVMValueRef x = load_vec(c, a, cg_add(c, abase, off), vt);
+        if (b) x = LLVMBuildFMul(c->b, x, load_vec(c, b, cg_add(c, bbase, off), vt), "");
+        cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), x, ""));
+        cg_for_end(c, &v);
+        unsigned id = LLVMLookupIntrinsicID("llvm.vector.reduce.fadd", 23);
+        LLVMTypeRef ty = vt;
+        LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, &ty, 1);
+        LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, &ty, 1);
+        LLVMValueRef args[2] = {cg_f32(c, -0.0f), cg_var_get(c, acc)};
+        total = LLVMBuildCall2(c->b, fty, f, args, 2, "lanes");
+    }
+    if (n % LANES) {
+        LLVMValueRef acc = cg_var(c, "tail", total);
+        cg_loop k = cg_for_begin(c, cg_i64(c, nv * LANES), cg_i64(c, n), "t");
+        LLVMValueRef x = cg_loadf(c, a, cg_add(c, abase, k.iv));
+        if (b) x = LLVMBuildFMul(c->b, x, cg_loadf(c, b, cg_add(c, bbase, k.iv)), "");
+        cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), x, ""));
+        cg_for_end(c, &k);
+        total = cg_var_get(c, acc);
+    }
+    return total;
+}
+
+LLVMValueRef cg_sum(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t n) {
+    return reduce(c, x, base, NULL, NULL, n);
+}
+
+LLVMValueRef cg_dot(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef b, LLVMValueRef bbase, int64_t n) {
+    return reduce(c, a, abase, b, bbase, n);
+}
+
 /* ---- accumulators ---- */
 
 LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init) {

@@ -93,6 +93,14 @@ LLVMValueRef cg_tanh(cg_ctx *c, LLVMValueRef x);
 LLVMValueRef cg_sqrt(cg_ctx *c, LLVMValueRef x);
 LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRef b);
 
+/* ---- vectorised reductions ----
+ * Σ_{k<n} x[base + k] and Σ_{k<n} a[abase + k]·b[bbase + k] (n a constant,
+ * buffers contiguous). Accumulated in 16 lanes (one AVX-512 register), then
+ * the lanes and a scalar tail are added: the loop vectoriser cannot reorder
+ * a float sum itself (LLVM 16's C API sets no fast-math flags). */
+LLVMValueRef cg_sum(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t n);
+LLVMValueRef cg_dot(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef b, LLVMValueRef bbase, int64_t n);
+
 /* ---- loops ---- */
 typedef struct cg_loop {
     LLVMValueRef iv;                 /* the induction variable (i64) */

@@ -109,15 +109,9 @@ static void split_axis(const gim_shape *s, int axis, int64_t *outer, int64_t *le
     for (int i = axis + 1; i < s->rank; i++) *inner *= s->d[i];
 }
 
-/* Sum of x[base + k·stride] for k < len, in an accumulator. */
-static LLVMValueRef sum_strided(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t len, int64_t stride,
-                                const char *name) {
-    LLVMValueRef acc = cg_var(c, "acc", cg_f32(c, 0.0f));
-    cg_loop k = cg_for(c, len, name);
-    LLVMValueRef v = cg_loadf(c, x, cg_mad(c, k.iv, stride, base));
-    cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), v, ""));
-    cg_for_end(c, &k);
-    return cg_var_get(c, acc);
+/* Sum of x[base + k] for k < len (vectorised, see cg_sum). */
+static LLVMValueRef sum_row(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t len) {
+    return cg_sum(c, x, base, len);
 }
 
 /* spatial_mean: x [..., C, H, W] -> y [..., C], y[o] = (1/HW) Σ_k x[o·HW + k] */
@@ -125,7 +119,7 @@ static int g_spatial_mean(cg_ctx *c, const gim_node *n) {
     int64_t no = numel(n), hw = numel(n->in[0]) / (no ? no : 1);
     LLVMValueRef x = cg_buf(c, n->in[0]), y = cg_buf(c, n);
     cg_loop o = cg_for(c, no, "o");
-    LLVMValueRef s = sum_strided(c, x, cg_mulk(c, o.iv, hw), hw, 1, "k");
+    LLVMValueRef s = sum_row(c, x, cg_mulk(c, o.iv, hw), hw);
     cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, cg_f32(c, (float)(1.0 / (double)hw)), "mean"));
     cg_for_end(c, &o);
     return 0;
@@ -158,7 +152,7 @@ static int g_mean(cg_ctx *c, const gim_node *n) {
     LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
     cg_loop o = cg_for(c, outer, "o");
     if (inner == 1) {
-        LLVMValueRef s = sum_strided(c, x, cg_mulk(c, o.iv, len), len, 1, "k");
+        LLVMValueRef s = sum_row(c, x, cg_mulk(c, o.iv, len), len);
         cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, scale, "mean"));
     } else {
         LLVMValueRef ybase = cg_mulk(c, o.iv, inner);
@@ -224,7 +218,7 @@ static int g_bias_bwd(cg_ctx *c, const gim_node *n) {
     }
     cg_loop o = cg_for(c, outer, "o");
     cg_loop k = cg_for(c, len, "k");
-    LLVMValueRef s = sum_strided(c, dy, cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner), inner, 1, "i");
+    LLVMValueRef s = sum_row(c, dy, cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner), inner);
     cg_storef(c, db, k.iv, LLVMBuildFAdd(c->b, cg_loadf(c, db, k.iv), s, ""));
     cg_for_end(c, &k);
     cg_for_end(c, &o);
