@@ -88,7 +88,9 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg);
 
 typedef enum gim_stage {
     GIM_STAGE_PARTITION,       /* parse, config, lower, partition: check, graph */
-    GIM_STAGE_AUTODIFF,        /* + backward nodes: graph --backward, ir, train */
+    GIM_STAGE_AUTODIFF,        /* + backward nodes: graph --backward, ir */
+    GIM_STAGE_NATIVE,          /* + native code (gim_jit at the command line's -O,
+                                  default 2) in session.model: train, eval, bench */
 } gim_stage;
 
 typedef struct gim_session {
@@ -97,6 +99,7 @@ typedef struct gim_session {
     gim_program *program;
     gim_train_config cfg;
     gim_graph *graph;
+    gim_exec_model *model;     /* GIM_STAGE_NATIVE only; freed with the session */
 } gim_session;
 
 void gim_session_init(gim_session *s);

@@ -235,14 +235,15 @@ void gim_session_init(gim_session *s) {
 }
 
 void gim_session_release(gim_session *s) {
+    if (s->model) gim_exec_model_free(s->model);
     gim_graph_free(s->graph);
     gim_arena_free(s->arena);
     gim_diag_release(&s->diag);
     memset(s, 0, sizeof *s);
 }
 
-/* Every stage from source text to a differentiated graph, in order. Each
- * stage reports its own errors; we stop at the first stage that had any. */
+/* Every stage from source text to native code, in order. Each stage reports
+ * its own errors; we stop at the first stage that had any. */
 int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto) {
     gim_diag *d = &s->diag;
     /* source -> AST */
@@ -261,7 +262,11 @@ int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto) {
     if (upto == GIM_STAGE_PARTITION) return GIMC_OK;
     /* modules + backward */
     if (gim_autodiff(d, s->graph)) return GIMC_BAD_INPUT;
-    return GIMC_OK;
+    if (upto == GIM_STAGE_AUTODIFF) return GIMC_OK;
+    /* LLVM IR -> native code */
+    gim_cg_options cg = {.opt_level = o->opt_level, .cfg = &s->cfg};
+    s->model = gim_jit(d, s->graph, &cg);
+    return s->model ? GIMC_OK : GIMC_BAD_INPUT;
 }
 
 /* ---- gimc check -------------------------------------------------------------------- */
