@@ -14,6 +14,10 @@ void gim_suggest_init(gim_suggest *s, const char *wrong) {
 void gim_suggest_add(gim_suggest *s, const char *candidate) {
     if (!candidate || !strcmp(candidate, s->wrong)) return;
     int d = gim_edit_distance(s->wrong, candidate);
+    /* One name extending the other (batchsize / batch, lin / linear) is as
+     * plausible as a one-letter typo. */
+    size_t lw = strlen(s->wrong), lc = strlen(candidate), shorter = lw < lc ? lw : lc;
+    if (shorter >= 3 && !strncmp(s->wrong, candidate, shorter) && d > 1) d = 1;
     if (d < s->best_dist) {
         s->best_dist = d;
         s->best = candidate;

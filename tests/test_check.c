@@ -214,6 +214,66 @@ static void test_driver_usage(void) {
     gim_free(out), gim_free(err);
 }
 
+/* The train block (compiler/config.c) over the defaults. */
+static int config_of(const char *train, gim_train_config *cfg, char **messages) {
+    char src[2048];
+    snprintf(src, sizeof src, "model m {\n    input x: [batch, 3]\n    output relu(x)\n}\ntrain {\n%s}\n", train);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    gim_diag d;
+    gim_diag_init(&d, out);
+    gim_arena *a = gim_arena_new();
+    gim_program *p = gim_parse_program_text(&d, a, "cfg.gim", src, strlen(src), NULL);
+    gim_train_config_defaults(cfg);
+    int r = p && d.n_errors == 0 ? gim_config_from_program(&d, p, cfg) : -2;
+    fclose(out);
+    *messages = gim_xstrdup(buf ? buf : "");
+    free(buf);
+    /* cfg's strings point into the AST: keep it for the caller's checks */
+    (void)a;
+    return r;
+}
+
+static void test_train_block(void) {
+    gim_train_config c;
+    char *m;
+    gim_train_config_defaults(&c);
+    CU_ASSERT(c.batch == 32 && c.epochs == 1 && c.optimizer == GIM_OPT_ADAM && c.lr == 1e-3 && c.beta1 == 0.9 &&
+              c.beta2 == 0.999 && c.eps == 1e-8 && c.schedule == GIM_SCHED_SIMULTANEOUS && c.seed == 0);
+    CU_ASSERT_EQUAL(config_of("    dataset \"fashion-mnist\"\n    batch 8\n    epochs 3\n    steps 100\n"
+                              "    optimizer adam(lr=2e-4, beta2=0.99, weight_decay=0.01)\n    schedule async\n"
+                              "    seed 7\n    threads 2\n    save_every 50\n    out \"runs/x\"\n",
+                              &c, &m),
+                    0);
+    CU_ASSERT_STRING_EQUAL(m, "");
+    CU_ASSERT_STRING_EQUAL(c.dataset, "fashion-mnist");
+    CU_ASSERT(c.batch == 8 && c.epochs == 3 && c.steps == 100 && c.seed == 7 && c.threads == 2 && c.save_every == 50);
+    CU_ASSERT(c.optimizer == GIM_OPT_ADAM && c.lr == 2e-4 && c.beta1 == 0.9 && c.beta2 == 0.99 &&
+              c.weight_decay == 0.01);
+    CU_ASSERT_EQUAL(c.schedule, GIM_SCHED_ASYNC);
+    CU_ASSERT_STRING_EQUAL(c.out_dir, "runs/x");
+    gim_free(m);
+    CU_ASSERT_EQUAL(config_of("    optimizer sgd(0.1, momentum=0.9)\n    schedule sequential\n", &c, &m), 0);
+    CU_ASSERT(c.optimizer == GIM_OPT_SGD && c.lr == 0.1 && c.momentum == 0.9 && c.schedule == GIM_SCHED_SEQUENTIAL);
+    gim_free(m);
+    /* errors: located, with the nearest name, all of them */
+    CU_ASSERT_EQUAL(config_of("    batchsize 8\n    optimizer adamw(lr=1)\n    schedule greedy\n    batch -1\n"
+                              "    seed 1.5\n",
+                              &c, &m),
+                    -1);
+    CU_ASSERT(strstr(m, "cfg.gim:6:5: error: unknown train key 'batchsize'; did you mean 'batch'?") != NULL);
+    CU_ASSERT(strstr(m, "unknown optimizer 'adamw'; did you mean 'adam'?") != NULL);
+    CU_ASSERT(strstr(m, "unknown schedule 'greedy' (expected one of: simultaneous, sequential, async)") != NULL);
+    CU_ASSERT(strstr(m, "'batch' must be between 1 and 1048576; got -1") != NULL);
+    CU_ASSERT(strstr(m, "'seed' expects an integer") != NULL);
+    gim_free(m);
+    CU_ASSERT_EQUAL(config_of("    optimizer sgd(lr=-1, beta1=0.9)\n", &c, &m), -1);
+    CU_ASSERT(strstr(m, "sgd's 'lr' must be > 0; got -1") != NULL);
+    CU_ASSERT(strstr(m, "unknown sgd argument 'beta1'") != NULL);
+    gim_free(m);
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"fashion param counts", test_fashion_param_counts},
@@ -222,6 +282,7 @@ int main(void) {
         {"check table of models", test_check_table_of_models},
         {"graph as DOT", test_graph_dot},
         {"driver usage", test_driver_usage},
+        {"train block", test_train_block},
         {NULL, NULL},
     };
     return gim_run_suite("check", tests);
