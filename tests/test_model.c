@@ -19,6 +19,7 @@
 
 #include "gim_compiler.h"
 #include "gim_runtime.h"
+#include "harness_model.h"
 #include "testutil.h"
 
 #define BATCH 4
@@ -46,29 +47,10 @@ typedef struct variant {
 
 static const variant base = {4, 2, 4, 2};
 
-/* ---- compiling ------------------------------------------------------------------- */
-
 static gim_exec_model *compile(variant v, bool e2e) {
     char src[2048];
     snprintf(src, sizeof src, tiny_fmt, v.width2, v.steps2, v.neg2, v.steps3);
-    gim_diag d;
-    gim_diag_init(&d, stderr);
-    gim_arena *arena = gim_arena_new();
-    gim_exec_model *em = NULL;
-    gim_program *p = gim_parse_program_text(&d, arena, "tiny.gim", src, strlen(src), NULL);
-    gim_graph *g = NULL;
-    if (p && d.n_errors == 0) g = gim_lower(&d, p, BATCH);
-    if (g && gim_partition(&d, g, e2e) == 0 && gim_autodiff(&d, g) == 0) {
-        gim_train_config cfg;
-        gim_train_config_defaults(&cfg);
-        cfg.batch = BATCH;
-        gim_cg_options o = {.opt_level = 2, .cfg = &cfg};
-        em = gim_jit(&d, g, &o);
-    }
-    gim_graph_free(g);
-    gim_arena_free(arena);
-    gim_diag_release(&d);
-    return em;
+    return gim_hm_compile("tiny", src, BATCH, e2e);
 }
 
 /* The base greedy model, compiled once and shared by the tests that only run it. */
@@ -78,74 +60,14 @@ static gim_exec_model *base_model(void) {
     return base_model_cache;
 }
 
-/* ---- running: every buffer of a run ------------------------------------------------ */
+typedef gim_hm_run run;
+#define run_new gim_hm_run_new
+#define run_free gim_hm_run_free
+#define run_step gim_hm_step
+#define run_all gim_hm_step_all
+#define norm2 gim_hm_norm2
 
-typedef struct run {
-    gim_exec_model *em;
-    void **slots;                 /* one buffer per slot */
-    float **params, **grads, **opt, **work;
-    const float ***ins;           /* per module: its input slot buffers */
-    float ***outs;                /* per module: its export slot buffers */
-} run;
-
-static void *zalloc(int64_t floats) {
-    return gim_malloc_aligned((size_t)(floats > 0 ? floats : 1) * sizeof(float));
-}
-
-static run *run_new(gim_exec_model *em, uint64_t seed) {
-    run *r = calloc(1, sizeof *r);
-    r->em = em;
-    r->slots = calloc((size_t)em->n_slots, sizeof *r->slots);
-    for (int s = 0; s < em->n_slots; s++) r->slots[s] = zalloc(em->slots[s].numel);
-    int nm = em->n_modules;
-    r->params = calloc((size_t)nm, sizeof(float *));
-    r->grads = calloc((size_t)nm, sizeof(float *));
-    r->opt = calloc((size_t)nm, sizeof(float *));
-    r->work = calloc((size_t)nm, sizeof(float *));
-    r->ins = calloc((size_t)nm, sizeof *r->ins);
-    r->outs = calloc((size_t)nm, sizeof *r->outs);
-    for (int m = 0; m < nm; m++) {
-        const gim_exec_module *mod = &em->modules[m];
-        r->params[m] = zalloc(mod->n_param_floats);
-        r->grads[m] = zalloc(mod->n_param_floats);
-        r->opt[m] = zalloc(mod->n_opt_floats);
-        r->work[m] = zalloc(mod->n_work_floats);
-        gim_rt_init_params(mod, r->params[m], seed);
-        r->ins[m] = calloc((size_t)mod->n_inputs + 1, sizeof(float *));
-        for (int i = 0; i < mod->n_inputs; i++) r->ins[m][i] = r->slots[mod->inputs[i]];
-        r->outs[m] = calloc((size_t)mod->n_exports + 1, sizeof(float *));
-        for (int i = 0; i < mod->n_exports; i++) r->outs[m][i] = r->slots[mod->exports[i]];
-    }
-    return r;
-}
-
-static void run_free(run *r) {
-    if (!r) return;
-    for (int m = 0; m < r->em->n_modules; m++) {
-        gim_free(r->params[m]);
-        gim_free(r->grads[m]);
-        gim_free(r->opt[m]);
-        gim_free(r->work[m]);
-        free(r->ins[m]);
-        free(r->outs[m]);
-    }
-    for (int s = 0; s < r->em->n_slots; s++) gim_free(r->slots[s]);
-    free(r->slots);
-    free(r->params);
-    free(r->grads);
-    free(r->opt);
-    free(r->work);
-    free(r->ins);
-    free(r->outs);
-    free(r);
-}
-
-/* The model input slot "x". */
-static float *input_x(run *r) {
-    for (int s = 0; s < r->em->n_slots; s++)
-        if (r->em->slots[s].producer < 0 && !r->em->slots[s].is_labels) return r->slots[s];
-    return NULL;
-}
+static float *input_x(run *r) { return gim_hm_input(r, "x"); }
 
 /* A batch of smooth images: each a sum of two random plane waves plus a
  * little noise, so that neighbouring patches are related (something InfoNCE
@@ -163,64 +85,6 @@ static void make_batch(float *x, unsigned seed) {
                                           cosf(0.2f + 0.8f * q[2] * (float)w + 6.28f * q[3]) * q[4] +
                                           noise[n * 144 + h * 12 + w];
     }
-}
-
-static float run_step(run *r, int m, uint64_t step, uint64_t seed, float lr, int flags) {
-    gim_call c = {
-        .inputs = r->ins[m],
-        .labels = NULL,
-        .params = r->params[m],
-        .grads = r->grads[m],
-        .opt = r->opt[m],
-        .work = r->work[m],
-        .outputs = r->outs[m],
-        .step = step,
-        .seed = seed,
-        .lr = lr,
-        .flags = flags,
-    };
-    return r->em->modules[m].step(&c);
-}
-
-/* One simultaneous step: every module in order on the batch in x. */
-static void run_all(run *r, uint64_t step, uint64_t seed, float lr, int flags, float *losses) {
-    for (int m = 0; m < r->em->n_modules; m++) {
-        float l = run_step(r, m, step, seed, lr, flags);
-        if (losses) losses[m] = l;
-    }
-}
-
-/* The parameter named `name` of module m, or NULL. */
-static const gim_param_info *param(const run *r, int m, const char *name) {
-    const gim_exec_module *mod = &r->em->modules[m];
-    for (int i = 0; i < mod->n_params; i++)
-        if (!strcmp(mod->params[i].name, name)) return &mod->params[i];
-    return NULL;
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcmp(s + a - b, suffix);
-}
-
-/* The module (or -1) holding a parameter whose name ends in `suffix`, and its info. */
-static const gim_param_info *find_param(const run *r, const char *suffix, int *module) {
-    for (int m = 0; m < r->em->n_modules; m++) {
-        const gim_exec_module *mod = &r->em->modules[m];
-        for (int i = 0; i < mod->n_params; i++)
-            if (has_suffix(mod->params[i].name, suffix)) {
-                *module = m;
-                return &mod->params[i];
-            }
-    }
-    *module = -1;
-    return NULL;
-}
-
-static double norm2(const float *x, int64_t n) {
-    double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s);
 }
 
 /* ---- tests ----------------------------------------------------------------------- */
@@ -294,112 +158,23 @@ static void test_isolation(void) {
     gim_exec_model_free(c);
 }
 
-/* Module m's loss at the current parameters (the step fixes the negatives). */
-static double loss_at(run *r, int m, uint64_t step) {
-    return run_step(r, m, step, SEED, 0.0f, GIM_CALL_NO_UPDATE);
-}
-
-/* Central differences of module m's loss against its step gradients g:
- * (L(p + εv) − L(p − εv)) / 2ε against g·v, along the gradient's own
- * direction (the largest signal), along random directions, and per coordinate.
+/* (2) Each module's step gradients are the derivatives of its own loss
+ * (gim_hm_grad_check: central differences, tolerances argued there).
  *
- * Why this is sound in float32: the loss (~log 5) is computed in float32, so
- * an evaluation is off by a few ulps of it; divided by 2ε that is the noise
- * floor `noise` = 8·FLT_EPSILON·|L| / 2ε (~8e-5 for ε = 1e-2), and the test
- * requires |g| to stand well above it (else it could not fail). The
- * truncation error is O(ε²) times third derivatives of a smooth function
- * (ReLU kinks: a step of ε crosses a few of the hundreds of pre-activations,
- * each one term of a mean). Tolerance: 2% of |g·v| + 0.5% of |g| + noise. A
- * wrong rule (a missing term, a sign, a factor, a slice at the wrong offset,
- * a bias summed over the wrong axis) is off by far more. */
-static void grad_check_module(run *r, int m, uint64_t step, const int64_t *only_offset, int64_t only_numel) {
-    const gim_exec_module *mod = &r->em->modules[m];
-    int64_t n = mod->n_param_floats;
-    int64_t lo = only_offset ? *only_offset : 0, hi = only_offset ? lo + only_numel : n;
-    float *p0 = malloc((size_t)n * 4), *g = malloc((size_t)n * 4), *v = malloc((size_t)n * 4);
-    memcpy(p0, r->params[m], (size_t)n * 4);
-    double L = loss_at(r, m, step);
-    memcpy(g, r->grads[m], (size_t)n * 4);
-    for (int64_t i = 0; i < n; i++)
-        if (i < lo || i >= hi) g[i] = 0;   /* checking part of the parameters */
-    const float eps = 1e-2f;
-    double noise = 8 * FLT_EPSILON * fmax(fabs(L), 1.0) / (2 * eps);
-    double gn = norm2(g, n);
-    if (getenv("GIM_TEST_VERBOSE"))
-        fprintf(stderr, "module %d: loss %.6f |g| %.3g noise %.3g\n", m + 1, L, gn, noise);
-    CU_ASSERT_TRUE(gn > 30 * noise);   /* else the check has no power */
-    for (int dir = 0; dir < 4 + mod->n_params; dir++) {
-        if (dir == 0) {
-            for (int64_t i = 0; i < n; i++) v[i] = g[i];
-        } else {
-            gim_test_fill(v, (size_t)n, 100u + (unsigned)dir, -1.0f, 1.0f);
-            /* after 3 directions over everything, one direction per parameter */
-            const gim_param_info *pi = dir >= 4 ? &mod->params[dir - 4] : NULL;
-            for (int64_t i = 0; i < n; i++)
-                if (i < lo || i >= hi || (pi && (i < pi->offset || i >= pi->offset + pi->numel))) v[i] = 0;
-        }
-        double vn = norm2(v, n);
-        if (vn == 0) continue;
-        for (int64_t i = 0; i < n; i++) v[i] = (float)(v[i] / vn);
-        double gv = 0;
-        for (int64_t i = 0; i < n; i++) gv += (double)g[i] * v[i];
-        for (int64_t i = 0; i < n; i++) r->params[m][i] = p0[i] + eps * v[i];
-        double lp = loss_at(r, m, step);
-        for (int64_t i = 0; i < n; i++) r->params[m][i] = p0[i] - eps * v[i];
-        double lm = loss_at(r, m, step);
-        memcpy(r->params[m], p0, (size_t)n * 4);
-        double fd = (lp - lm) / (2.0 * eps);
-        double tol = 0.02 * fabs(gv) + 0.005 * gn + noise;
-        if (getenv("GIM_TEST_VERBOSE") || fabs(fd - gv) > tol)
-            fprintf(stderr, "module %d direction %d%s%s: finite difference %.6g, gradient %.6g (tol %.3g)\n",
-                    m + 1, dir, dir >= 4 ? " along " : "", dir >= 4 ? mod->params[dir - 4].name : "", fd, gv, tol);
-        CU_ASSERT_TRUE(fabs(fd - gv) <= tol);
-    }
-    /* Per coordinate, on three elements of each parameter. */
-    for (int i = 0; i < mod->n_params; i++) {
-        const gim_param_info *pi = &mod->params[i];
-        if (pi->offset < lo || pi->offset >= hi) continue;
-        for (int64_t j = 0; j < 3 && j < pi->numel; j++) {
-            int64_t at = pi->offset + j * (pi->numel / 3 > 0 ? pi->numel / 3 : 1);
-            r->params[m][at] = p0[at] + eps;
-            double lp = loss_at(r, m, step);
-            r->params[m][at] = p0[at] - eps;
-            double lm = loss_at(r, m, step);
-            r->params[m][at] = p0[at];
-            double fd = (lp - lm) / (2.0 * eps);
-            double tol = 0.03 * fabs(g[at]) + 0.005 * gn + noise;
-            if (getenv("GIM_TEST_VERBOSE") || fabs(fd - g[at]) > tol)
-                fprintf(stderr, "module %d %s[%lld]: finite difference %.6g, gradient %.6g (tol %.3g)\n", m + 1,
-                        pi->name, (long long)(at - pi->offset), fd, (double)g[at], tol);
-            CU_ASSERT_TRUE(fabs(fd - g[at]) <= tol);
-        }
-    }
-    memcpy(r->params[m], p0, (size_t)n * 4);
-    free(p0);
-    free(g);
-    free(v);
-}
-
-/* Multiplies every parameter by s. Conv and ReLU are positively homogeneous
- * (conv(x; s·w, s·b) = s·conv(x; w, b)), so module k's activations grow by
- * s^k: at PyTorch's initial scale the later modules' scores are ~1e-3 and
- * their loss is flat (|g| near the float32 noise floor of a finite
- * difference); scaled, every module's loss has slopes a check can resolve. */
-static void scale_params(run *r, float s) {
-    for (int m = 0; m < r->em->n_modules; m++)
-        for (int64_t i = 0; i < r->em->modules[m].n_param_floats; i++) r->params[m][i] *= s;
-}
-
-/* (2) Each module's step gradients are the derivatives of its own loss. */
+ * The parameters are first scaled by 2: conv and ReLU are positively
+ * homogeneous (conv(x; s·w, s·b) = s·conv(x; w, b)), so module k's activations
+ * grow by s^k. At PyTorch's initial scale the later modules' scores are ~1e-3
+ * and their losses nearly flat (slopes near the float32 noise floor of a
+ * finite difference); scaled, every module's slopes stand well above it. */
 static void test_gradient_check(void) {
     gim_exec_model *em = base_model();
     CU_ASSERT_PTR_NOT_NULL_FATAL(em);
     run *r = run_new(em, SEED);
     make_batch(input_x(r), 2);
-    scale_params(r, 2.0f);
+    gim_hm_scale_params(r, 2.0f);
     /* Module m reads module m−1's exports: run the forward chain once. */
     run_all(r, 3, SEED, 0.0f, GIM_CALL_NO_UPDATE, NULL);
-    for (int m = 0; m < em->n_modules; m++) grad_check_module(r, m, 3, NULL, 0);
+    for (int m = 0; m < em->n_modules; m++) CU_ASSERT_EQUAL(gim_hm_grad_check(r, m, 3, SEED, 0, 0), 0);
     run_free(r);
 }
 
@@ -461,29 +236,28 @@ static void test_e2e(void) {
     CU_ASSERT_EQUAL_FATAL(em->n_modules, 1);
     run *r = run_new(em, SEED);
     make_batch(input_x(r), 2);
-    scale_params(r, 3.0f);
+    gim_hm_scale_params(r, 3.0f);   /* see test_gradient_check: slopes above the noise */
     int m = -1;
-    const gim_param_info *w1 = find_param(r, "conv2d.1/w", &m);
+    const gim_param_info *w1 = gim_hm_find_param(r, "conv2d.1/w", &m);
     CU_ASSERT_PTR_NOT_NULL_FATAL(w1);
     CU_ASSERT_EQUAL(m, 0);
     run_step(r, 0, 3, SEED, 0.0f, GIM_CALL_NO_UPDATE);
     CU_ASSERT_TRUE(norm2(r->grads[0] + w1->offset, w1->numel) > 1e-6);
-    grad_check_module(r, 0, 3, &w1->offset, w1->numel);
+    CU_ASSERT_EQUAL(gim_hm_grad_check(r, 0, 3, SEED, w1->offset, w1->numel), 0);
 
     /* The greedy module 1 sees another loss: another gradient for the same weights. */
     gim_exec_model *gm = base_model();
     CU_ASSERT_PTR_NOT_NULL_FATAL(gm);
     run *rg = run_new(gm, SEED);
     make_batch(input_x(rg), 2);
-    scale_params(rg, 3.0f);
+    gim_hm_scale_params(rg, 3.0f);
     int mg = -1;
-    const gim_param_info *w1g = find_param(rg, "conv2d.1/w", &mg);
+    const gim_param_info *w1g = gim_hm_find_param(rg, "conv2d.1/w", &mg);
     CU_ASSERT_PTR_NOT_NULL_FATAL(w1g);
     CU_ASSERT_EQUAL(mg, 0);
     CU_ASSERT_EQUAL(memcmp(rg->params[0] + w1g->offset, r->params[0] + w1->offset, (size_t)w1->numel * 4), 0);
     run_step(rg, 0, 3, SEED, 0.0f, GIM_CALL_NO_UPDATE);
     CU_ASSERT_NOT_EQUAL(memcmp(rg->grads[0] + w1g->offset, r->grads[0] + w1->offset, (size_t)w1->numel * 4), 0);
-    (void)param;
     run_free(rg);
     run_free(r);
     gim_exec_model_free(em);
