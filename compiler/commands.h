@@ -49,6 +49,7 @@ typedef enum gim_cli_opt {
     GIM_CLI_POOL = 1 << 21,      /* --pool flat|mean */
     GIM_CLI_RANDOM_INIT = 1 << 22, /* --random-init */
     GIM_CLI_COMPARE_RANDOM = 1 << 23, /* --compare-random */
+    GIM_CLI_TEXT = 1 << 24,      /* --text (graph: the text dump) */
 } gim_cli_opt;
 
 /* The options the train block can take, plus --e2e and --stdlib. */
@@ -66,7 +67,7 @@ typedef struct gim_cli {
     int threads;
     uint64_t seed;
     const char *data, *out_dir, *output, *weights, *stdlib;
-    bool e2e, resume, backward, asm_out, object;
+    bool e2e, resume, backward, asm_out, object, text;
     int module;                /* --module N (1-based as given); 0: all */
     const char *fn;            /* --fn */
     int opt_level;             /* -O: default 2 */

@@ -18,7 +18,7 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
-    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT,
 };
 
 static const struct option cli_long[] = {
@@ -33,6 +33,7 @@ static const struct option cli_long[] = {
     {"stdlib", required_argument, NULL, OPT_STDLIB},   {"help", no_argument, NULL, OPT_HELP},
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY}, {"pool", required_argument, NULL, OPT_POOL},
     {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
+    {"text", no_argument, NULL, OPT_TEXT},
     {NULL, 0, NULL, 0},
 };
 
@@ -60,6 +61,7 @@ static unsigned cli_bit(int opt) {
     case OPT_POOL: return GIM_CLI_POOL;
     case OPT_RANDOM_INIT: return GIM_CLI_RANDOM_INIT;
     case OPT_COMPARE_RANDOM: return GIM_CLI_COMPARE_RANDOM;
+    case OPT_TEXT: return GIM_CLI_TEXT;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
     case 'O': return GIM_CLI_OPT_LEVEL;
@@ -196,6 +198,7 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
         case OPT_E2E: o->e2e = true; break;
         case OPT_RESUME: o->resume = true; break;
         case OPT_BACKWARD: o->backward = true; break;
+        case OPT_TEXT: o->text = true; break;
         case OPT_ASM: o->asm_out = true; break;
         case 'c': o->object = true; break;
         case OPT_DATA: o->data = arg; break;
@@ -301,13 +304,15 @@ int cmd_check(int argc, char **argv) {
 /* ---- gimc graph -------------------------------------------------------------------- */
 
 static const char graph_usage[] =
-    "usage: gimc graph FILE.gim [--backward] [-o FILE.dot] [--batch N] [--e2e] [--stdlib DIR]\n"
+    "usage: gimc graph FILE.gim [--backward] [--text] [-o FILE] [--batch N] [--e2e] [--stdlib DIR]\n"
     "\n"
     "Prints the model's graph in Graphviz DOT: one cluster per module, gradient\n"
     "blocks as dashed red edges (no gradient crosses them). Render with\n"
     "`dot -Tsvg graph.dot -o graph.svg`.\n"
     "\n"
     "  --backward     include the generated backward graph\n"
+    "  --text         the graph as text instead, one node per line:\n"
+    "                 %id = op(inputs) attrs : shape  # name @file:line:col module\n"
     "  -o FILE        write to FILE instead of standard output\n"
     "  --batch N      bind the batch size (default: the train block's, else 32)\n"
     "  --e2e          the end-to-end variant (one module, the last loss)\n"
@@ -317,7 +322,8 @@ static const char graph_usage[] =
 int cmd_graph(int argc, char **argv) {
     gim_cli o;
     int status;
-    if (gim_cli_parse(argc, argv, GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_STDLIB | GIM_CLI_BACKWARD | GIM_CLI_OUTPUT,
+    if (gim_cli_parse(argc, argv,
+                      GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_STDLIB | GIM_CLI_BACKWARD | GIM_CLI_OUTPUT | GIM_CLI_TEXT,
                       graph_usage, &o, &status))
         return status;
     gim_session s;
@@ -329,7 +335,8 @@ int cmd_graph(int argc, char **argv) {
             fprintf(stderr, "gimc graph: cannot write '%s': %s\n", o.output, strerror(errno));
             status = GIMC_BAD_INPUT;
         } else {
-            gim_print_dot(out, s.graph, o.backward);
+            if (o.text) gim_graph_print(out, s.graph);
+            else gim_print_dot(out, s.graph, o.backward);
             if (out != stdout && fclose(out)) {
                 fprintf(stderr, "gimc graph: cannot write '%s': %s\n", o.output, strerror(errno));
                 status = GIMC_BAD_INPUT;

@@ -115,9 +115,9 @@ static int table_rows(const char *out) {
 
 static void test_check_table_of_models(void) {
     struct { const char *file; int modules; } models[] = {
-        {"fashion_gim.gim", 3}, {"gim_vision.gim", 3}, {"cpc_audio.gim", 6},
+        {"fashion_gim.gim", 3}, {"gim_vision.gim", 3}, {"cpc_audio.gim", 6}, {"fashion_supervised.gim", 1},
     };
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         char args[600], *out, *err;
         snprintf(args, sizeof args, "check '%s/models/%s'", GIM_SOURCE_DIR, models[i].file);
         int st = gim_run_gimc(args, &out, &err);
@@ -130,6 +130,11 @@ static void test_check_table_of_models(void) {
             CU_ASSERT(strstr(out, "model fashion_gim: 3 modules, batch 32") != NULL);
             CU_ASSERT(strstr(out, "12,640") && strstr(out, "67,712") && strstr(out, "270,592"));
             CU_ASSERT(strstr(out, "350,944") != NULL);   /* their sum */
+        }
+        if (i == 3) {
+            /* the fashion convs without the W maps, and a linear 36*128 -> 10:
+             * 350,944 - 3*(1024 + 4096 + 16384) + 4608*10 + 10 */
+            CU_ASSERT(strstr(out, "cross_entropy") && strstr(out, "332,522"));
         }
         gim_free(out);
         gim_free(err);
@@ -176,6 +181,13 @@ static void test_graph_dot(void) {
     CU_ASSERT(strstr(dot, "fillcolor=\"#eeeeee\"") != NULL);
     CU_ASSERT(dot[strlen(dot) - 2] == '}');
     gim_free(dot);
+    gim_free(out);
+    gim_free(err);
+    /* --text: the graph's text dump, one node per line */
+    snprintf(args, sizeof args, "graph --text '%s/models/fashion_gim.gim'", GIM_SOURCE_DIR);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 0);
+    CU_ASSERT(strncmp(out, "%0 = input() : [32, 1, 28, 28]  # x @", 37) == 0);
+    CU_ASSERT(strstr(out, "= infonce(") && strstr(out, " m3\n"));
     gim_free(out);
     gim_free(err);
 }
