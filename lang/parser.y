@@ -316,7 +316,14 @@ static gim_expr *ast_binary(lang_parse *p, char op, gim_expr *lhs, gim_expr *rhs
     return e;
 }
 
+/* -literal is folded into the literal (so `[batch, -1]` holds INT -1). */
 static gim_expr *ast_neg(lang_parse *p, gim_loc loc, gim_expr *x) {
+    if (x->kind == GIM_EXPR_INT || x->kind == GIM_EXPR_FLOAT) {
+        x->ival = -x->ival;
+        x->fval = -x->fval;
+        x->loc = loc;
+        return x;
+    }
     if (ast_too_deep(p, x->depth + 1, loc)) return x;
     gim_expr *e = ast_leaf(p, GIM_EXPR_NEG, loc);
     e->lhs = x;
@@ -328,6 +335,23 @@ static gim_expr *ast_neg(lang_parse *p, gim_loc loc, gim_expr *x) {
 static gim_expr *ast_call(lang_parse *p, gim_expr_kind kind, gim_loc loc, const char *name, lang_args *args) {
     gim_expr *e = ast_leaf(p, kind, loc);
     e->name = name;
+    if (args && kind == GIM_EXPR_CALL) {
+        /* Positional arguments first, each keyword once (as in Python). */
+        for (int i = 0; i < args->n; i++) {
+            const gim_arg *a = &args->v[i];
+            if (!a->name) {
+                if (i > 0 && args->v[i - 1].name)
+                    gim_error(p->diag, a->value->loc, "positional argument after a keyword argument in call to '%s'", name);
+                continue;
+            }
+            for (int j = 0; j < i; j++)
+                if (args->v[j].name && !strcmp(args->v[j].name, a->name)) {
+                    gim_error(p->diag, a->name_loc, "keyword argument '%s' given twice in call to '%s'", a->name, name);
+                    gim_note(p->diag, args->v[j].name_loc, "first given here");
+                    break;
+                }
+        }
+    }
     if (args) {
         e->args = args->v;
         e->n_args = args->n;
