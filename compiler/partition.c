@@ -15,7 +15,8 @@
  *   - module.loss: its one loss node, or NULL only when the model has none.
  *
  * Assignment: a GRADIENT_BLOCK node starts a new module (it belongs to the
- * new one; its input to the earlier one). Any other node belongs to the one
+ * new one; its input to the earlier one), except on a model input, where
+ * there is nothing upstream to cut from. Any other node belongs to the one
  * module its inputs come from; a node whose only inputs are model inputs or
  * parameters belongs to the first module. A node reading values of two
  * modules is an error: values cross modules only through gradient_block.
@@ -47,9 +48,8 @@ static int part_assign(gim_diag *d, gim_graph *g) {
     for (int i = 0; i < g->nodes.len; i++) {
         gim_node *n = gim_node_at(g, i);
         if (n->is_backward || n->op == GIM_OP_PARAM || is_model_input(n)) continue;
-        if (n->op == GIM_OP_GRADIENT_BLOCK && !g->e2e) {
-            /* The first block right after model inputs alone still cuts: the
-             * nodes before it form module 1 even if empty of ops. */
+        /* A block on a model input has nothing upstream to isolate: no cut. */
+        if (n->op == GIM_OP_GRADIENT_BLOCK && !g->e2e && !is_model_input(n->in[0])) {
             n->module = n_modules++;
             continue;
         }

@@ -177,6 +177,26 @@ static void test_loss_reading_two_modules(void) {
     gim_graph_free(g);
 }
 
+/* A block on a model input cuts nothing; two blocks in a row make an empty
+ * module, which has no loss. */
+static void test_blocks_on_inputs(void) {
+    char *m;
+    gim_graph *g = hg_compile("model m {\n    input x: [batch, 2, 16]\n"
+                              "    z = transpose(conv1d(gradient_block(x), 4, k=3), 1, 2)\n"
+                              "    infonce(z, steps=2)\n    output z\n}\n",
+                              2, true, false, &m);
+    gim_free(m);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_EQUAL(g->n_modules, 1);
+    gim_graph_free(g);
+    m = errors_of("model m {\n    input x: [batch, 2, 16]\n"
+                  "    z = transpose(conv1d(x, 4, k=3), 1, 2)\n    infonce(z, steps=2)\n"
+                  "    y = relu(gradient_block(gradient_block(z)))\n    infonce(y, steps=2)\n    output y\n}\n",
+                  false);
+    CU_ASSERT(strstr(m, "test.gim:5:29: error: module 2 has no loss") != NULL);
+    gim_free(m);
+}
+
 static void test_output_errors(void) {
     char *m = errors_of("model m {\n    input x: [batch, 3]\n    h = linear(x, 2)\n}\n", false);
     CU_ASSERT(strstr(m, "test.gim:1:7: error: model 'm' has no output") != NULL);
@@ -228,6 +248,7 @@ int main(void) {
         {"module without loss", test_module_without_loss},
         {"two losses in a module", test_two_losses},
         {"loss reading two modules", test_loss_reading_two_modules},
+        {"blocks on inputs", test_blocks_on_inputs},
         {"output errors", test_output_errors},
         {"hand-built graph", test_hand_built},
         {NULL, NULL},
