@@ -451,6 +451,40 @@ static void test_random_graphs(void) {
     }
 }
 
+/* `gimc ir` on the canonical model: IR by default, one module and function
+ * on request, usage errors exit 2, a module that does not exist exits 1. */
+static void test_gimc_ir(void) {
+    const char *model = GIM_SOURCE_DIR "/models/fashion_gim.gim";
+    char args[1024], *out, *err;
+    snprintf(args, sizeof args, "ir '%s' --module 2 --fn forward -O0", model);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "define void @gim_m2_forward(ptr"));
+    CU_ASSERT_PTR_NULL(strstr(out, "gim_m2_step"));
+    CU_ASSERT_PTR_NULL(strstr(out, "gim_m1_forward"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "conv_pair.2/conv2d.1/w"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "; module 2: work arena"));
+    free(out), free(err);
+    snprintf(args, sizeof args, "ir '%s' --fn backward", model);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 2);
+    free(out), free(err);
+    snprintf(args, sizeof args, "ir '%s' -c", model);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 2);
+    free(out), free(err);
+    snprintf(args, sizeof args, "ir '%s' --module 9", model);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "module 9"));
+    free(out), free(err);
+    char obj[600];
+    snprintf(obj, sizeof obj, "%s/m.o", gim_tmpdir());
+    snprintf(args, sizeof args, "ir '%s' --module 1 -O0 -c -o '%s'", model, obj);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 0);
+    free(out), free(err);
+    size_t n = 0;
+    char *o = gim_read_file(obj, &n);
+    CU_ASSERT(o && n > 4 && memcmp(o, "\x7f" "ELF", 4) == 0);
+    free(o);
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"relu runs", test_relu_runs},
@@ -462,6 +496,7 @@ int main(void) {
         {"IR, assembly and object output", test_emit_ir},
         {"optimisation levels", test_opt_levels},
         {"random graphs of ops and views vs an interpreter", test_random_graphs},
+        {"gimc ir", test_gimc_ir},
         {NULL, NULL},
     };
     return gim_run_suite("jit", tests);
