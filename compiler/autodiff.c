@@ -29,6 +29,7 @@
 
 #include "gim_compiler.h"
 #include "graph.h"
+#include "shape.h"
 
 typedef struct ad_ctx {
     gim_diag *d;
@@ -98,36 +99,6 @@ static gim_node *ad_slice(ad_ctx *c, gim_node *packed, int64_t offset, gim_node 
 
 static gim_shape ad_rank1(int64_t n) {
     return gim_shape_make(1, &n);
-}
-
-/* The sum of every element of dy, as a scalar: the gradient of a scalar
- * operand broadcast over a tensor. sum(dy) = numel · mean(reshape(dy, [numel])). */
-static gim_node *ad_sum_all(ad_ctx *c, gim_node *dy, gim_node *of, const gim_node *at) {
-    int64_t numel = gim_shape_numel(&dy->shape);
-    gim_node *flat = ad_node1(c, GIM_OP_RESHAPE, dy, ad_rank1(numel), of, at);
-    gim_node *mean = ad_node1(c, GIM_OP_MEAN, flat, of->shape, of, at);
-    mean->attr[0] = 0;
-    gim_node *sum = ad_node1(c, GIM_OP_SCALE, mean, of->shape, of, at);
-    sum->attr[0] = (double)numel;
-    return sum;
-}
-
-/* Accumulates the gradient g (shaped like the binary op's output) into
- * operand x: directly when x has the output's shape, summed when x is a
- * scalar broadcast over it. */
-static int ad_acc_operand(ad_ctx *c, gim_node *n, gim_node *x, gim_node *g) {
-    if (gim_shape_eq(&x->shape, &g->shape)) {
-        ad_acc(c, x, g, n);
-        return 0;
-    }
-    if (x->shape.rank == 0) {
-        ad_acc(c, x, ad_sum_all(c, g, x, n), n);
-        return 0;
-    }
-    char a[160], b[160];
-    gim_error(c->d, n->loc, "internal: %s operand %s does not match its output %s",
-              gim_op_name(n->op), gim_shape_str(&x->shape, a, sizeof a), gim_shape_str(&g->shape, b, sizeof b));
-    return -1;
 }
 
 /* ---- the rules, one per user op ------------------------------------------------ */
@@ -234,21 +205,21 @@ static int ad_leaky_relu(ad_ctx *c, gim_node *n, gim_node *dy) {
     return 0;
 }
 
-/* add: y = a + b;  da = dy, db = dy   (a scalar operand gets Σ dy) */
+/* add: y = a + b (same shapes: no broadcasting);  da = dy, db = dy */
 static int ad_add(ad_ctx *c, gim_node *n, gim_node *dy) {
     for (int i = 0; i < 2; i++)
-        if (ad_wants(c, n->in[i]) && ad_acc_operand(c, n, n->in[i], dy)) return -1;
+        if (ad_wants(c, n->in[i])) ad_acc(c, n->in[i], dy, n);
     return 0;
 }
 
 /* sub: y = a − b;  da = dy, db = −dy   (SCALE(dy, −1)) */
 static int ad_sub(ad_ctx *c, gim_node *n, gim_node *dy) {
     gim_node *a = n->in[0], *b = n->in[1];
-    if (ad_wants(c, a) && ad_acc_operand(c, n, a, dy)) return -1;
+    if (ad_wants(c, a)) ad_acc(c, a, dy, n);
     if (ad_wants(c, b)) {
-        gim_node *neg = ad_node1(c, GIM_OP_SCALE, dy, dy->shape, b, n);
+        gim_node *neg = ad_node1(c, GIM_OP_SCALE, dy, b->shape, b, n);
         neg->attr[0] = -1;
-        if (ad_acc_operand(c, n, b, neg)) return -1;
+        ad_acc(c, b, neg, n);
     }
     return 0;
 }
@@ -258,9 +229,7 @@ static int ad_sub(ad_ctx *c, gim_node *n, gim_node *dy) {
 static int ad_mul(ad_ctx *c, gim_node *n, gim_node *dy) {
     for (int i = 0; i < 2; i++) {
         gim_node *x = n->in[i], *other = n->in[1 - i];
-        if (!ad_wants(c, x)) continue;
-        gim_node *p = ad_node2(c, GIM_OP_MUL, dy, other, dy->shape, x, n);
-        if (ad_acc_operand(c, n, x, p)) return -1;
+        if (ad_wants(c, x)) ad_acc(c, x, ad_node2(c, GIM_OP_MUL, dy, other, x->shape, x, n), n);
     }
     return 0;
 }
@@ -523,9 +492,10 @@ static void ad_shape_error(ad_ctx *c, const gim_node *b, const char *what, const
     c->errors++;
 }
 
-/* After: each backward node's shape agrees with what it reads and with the
- * tensor it is the gradient of; nothing outside this module is read except the
- * module's inputs' forward values; every gradient belongs to this module. */
+/* After: each backward node passes its op's shape rule with the shape it was
+ * given and has the shape of the tensor it is the gradient of; nothing outside
+ * this module is read except the module's inputs' forward values; every
+ * gradient belongs to this module. */
 static int ad_verify_after(ad_ctx *c) {
     gim_module *m = c->m;
     c->errors = 0;
@@ -546,43 +516,15 @@ static int ad_verify_after(ad_ctx *c) {
                 c->errors++;
             }
         }
-        const gim_shape *s0 = b->n_in ? &b->in[0]->shape : NULL;
-        switch (b->op) {
-        case GIM_OP_ADD: case GIM_OP_MUL:
-        case GIM_OP_RELU_BWD: case GIM_OP_TANH_BWD: case GIM_OP_SIGMOID_BWD: case GIM_OP_LEAKY_RELU_BWD:
-            for (int j = 0; j < 2; j++)
-                if (!gim_shape_eq(&b->shape, &b->in[j]->shape) && b->in[j]->shape.rank != 0)
-                    ad_shape_error(c, b, "but reads", &b->in[j]->shape);
-            break;
-        case GIM_OP_SCALE:
-            if (!gim_shape_eq(&b->shape, s0)) ad_shape_error(c, b, "but scales", s0);
-            break;
-        case GIM_OP_RESHAPE:
-            if (gim_shape_numel(&b->shape) != gim_shape_numel(s0)) ad_shape_error(c, b, "but views", s0);
-            break;
-        case GIM_OP_TRANSPOSE: {
-            gim_shape t = *s0;
-            int a = (int)gim_attr_i(b, 0), e = (int)gim_attr_i(b, 1);
-            if (a >= 0 && e >= 0 && a < t.rank && e < t.rank) {
-                int64_t tmp = t.d[a];
-                t.d[a] = t.d[e];
-                t.d[e] = tmp;
-            }
-            if (!gim_shape_eq(&b->shape, &t)) ad_shape_error(c, b, "but transposes", s0);
-            break;
-        }
-        case GIM_OP_BIAS_BWD: {
-            int axis = (int)gim_attr_i(b, 0);
-            gim_shape want = {.rank = 1, .d = {axis >= 0 && axis < s0->rank ? s0->d[axis] : -1}};
-            if (!gim_shape_eq(&b->shape, &want)) ad_shape_error(c, b, "but sums dy to", &want);
-            break;
-        }
-        case GIM_OP_SLICE:
-            if (gim_attr_i(b, 0) < 0 || gim_attr_i(b, 0) + gim_shape_numel(&b->shape) > gim_shape_numel(s0))
-                ad_shape_error(c, b, "outside its packed buffer", s0);
-            break;
-        default:
-            break;
+        /* The op's shape rule (shape.c) on a copy: it recomputes what the
+         * inputs determine and validates what only the creator knows. */
+        gim_node probe = *b;
+        char msg[256];
+        if (gim_infer_shape(&probe, msg, sizeof msg)) {
+            gim_error(c->d, b->loc, "internal: backward node %%%d (%s): %s", b->id, b->name, msg);
+            c->errors++;
+        } else if (!gim_shape_eq(&probe.shape, &b->shape)) {
+            ad_shape_error(c, b, "but its inputs make it", &probe.shape);
         }
     }
     /* Every gradient is a gradient of this module's tensor, shaped like it. */
