@@ -132,8 +132,9 @@ int cmd_train(int argc, char **argv) {
         for (int i = 0; i < m->n_modules; i++) printf(" m%d %.4f", i + 1, rep.last_loss[i]);
         printf("\ncheckpoint: %s/weights.safetensors\n", s.cfg.out_dir);
         if (s.cfg.schedule == GIM_SCHED_ASYNC)
-            printf("async: the most stale input a module trained on was %d steps behind its producer\n",
-                   rep.async_max_staleness);
+            printf("async: a module's input is at most %d of its producer's steps old (queues of %d batches); "
+                   "the most stale seen was %d\n",
+                   GIM_ASYNC_DEPTH + 1, GIM_ASYNC_DEPTH, rep.async_max_staleness);
         if (rep.interrupted) status = 130;
     }
     gim_free(rep.last_loss);

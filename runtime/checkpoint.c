@@ -101,11 +101,21 @@ int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const
     gim_free(wt);
     if (rc) return -1;
 
-    /* 3. older optimizer files are no longer referenced */
+    /* 3. older optimizer files are no longer referenced; temporary files
+     * of another process (one killed mid-write) will never be renamed */
     DIR *dp = opendir(dir);
     if (dp) {
         struct dirent *e;
+        char mine[64];
+        snprintf(mine, sizeof mine, ".safetensors.tmp.%ld", (long)getpid());
         while ((e = readdir(dp))) {
+            const char *t = strstr(e->d_name, ".safetensors.tmp.");
+            if (t && strcmp(t, mine) && (!strncmp(e->d_name, "optimizer-", 10) ||
+                                         !strncmp(e->d_name, "weights.safetensors", 19))) {
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                unlink(path);
+                continue;
+            }
             if (strncmp(e->d_name, "optimizer-", 10) || strcmp(e->d_name, opt_name) == 0) continue;
             size_t len = strlen(e->d_name);
             if (len < 12 || strcmp(e->d_name + len - 12, ".safetensors")) continue;

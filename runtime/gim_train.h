@@ -57,6 +57,11 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
 int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *path,
                      char *err, size_t errlen);
 
+/* Async: batches each queue between two modules holds. A module's input is
+ * then at most GIM_ASYNC_DEPTH + 1 of its producer's steps old when the
+ * module steps on it (see train.c). */
+#define GIM_ASYNC_DEPTH 2
+
 typedef struct gim_train_report {
     double seconds;
     int64_t steps;                  /* batches seen by the last module */

@@ -246,8 +246,10 @@ static float module_step(const gim_exec_model *m, gim_train_state *s, int mi, rt
     float *out[RT_MAX_IO];
     gim_call c = make_call(m, s, mi, it, in, out, cfg);
     float loss = m->modules[mi].step(&c);
-    s->module_step[mi]++;
-    it->made_at[mi] = s->module_step[mi];
+    /* atomic: under async the next module's thread reads it (staleness) */
+    uint64_t done = s->module_step[mi] + 1;
+    __atomic_store_n(&s->module_step[mi], done, __ATOMIC_RELAXED);
+    it->made_at[mi] = done;
     return loss;
 }
 
@@ -271,6 +273,7 @@ typedef struct rt_progress {
     double t_start, t_window, t_last_draw, t_last_save;
     int64_t window_examples;
     double rate;          /* examples/s over the last window */
+    bool diverged;        /* a save found non-finite parameters */
 } rt_progress;
 
 static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir) {
@@ -291,6 +294,58 @@ static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, co
         p->csv = fopen(path, "a");
         if (p->csv && fresh) fprintf(p->csv, "step,epoch,module,loss,examples_per_s\n");
     }
+}
+
+/* On resume: metrics.csv may hold rows past the checkpoint (written before
+ * a crash, and to be written again now) and a torn last line. Keeps the
+ * complete rows at or before the resumed position: for the sequential
+ * schedule, every row of the modules already trained and the current
+ * module's up to its position; otherwise every module's up to the
+ * position. */
+static int metrics_trim(const char *dir, const gim_train_config *cfg, const gim_train_state *s, int64_t nb,
+                        char *err, size_t errlen) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/metrics.csv", dir);
+    size_t len;
+    char *text = gim_read_file(path, &len);
+    if (!text) return 0;   /* none yet: nothing to trim */
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        set_err(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        gim_free(text);
+        return -1;
+    }
+    int64_t pos = s->epoch * nb + s->batch_in_epoch;
+    bool first = true;
+    for (char *line = text; *line;) {
+        char *nl = memchr(line, '\n', len - (size_t)(line - text));
+        if (!nl) break;                      /* torn: dropped */
+        *nl = 0;
+        long long step, epoch;
+        int module, used = 0;
+        double loss, rate;
+        bool keep;
+        if (first) keep = true;              /* the header */
+        else if (sscanf(line, "%lld,%lld,%d,%lf,%lf%n", &step, &epoch, &module, &loss, &rate, &used) != 5 || line[used])
+            keep = false;
+        else if (cfg->schedule == GIM_SCHED_SEQUENTIAL && !cfg->e2e)
+            keep = module - 1 < s->sequential_module || (module - 1 == s->sequential_module && step <= pos);
+        else
+            keep = step <= pos;
+        if (keep) fprintf(f, "%s\n", line);
+        first = false;
+        line = nl + 1;
+    }
+    gim_free(text);
+    bool bad = fflush(f) != 0 || ferror(f);
+    bad = fclose(f) != 0 || bad;
+    if (bad || rename(tmp, path)) {
+        set_err(err, errlen, "cannot rewrite %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
 }
 
 static void progress_free(rt_progress *p) {
@@ -373,6 +428,39 @@ static bool progress_due(rt_progress *p, int64_t done, int64_t total) {
 
 /* ---- checkpoints on schedule ------------------------------------------------ */
 
+/* A loss can stay finite for a step while the update that follows it
+ * sends parameters to Inf or NaN; such parameters are never saved over the
+ * last good checkpoint. */
+static int params_finite(const gim_exec_model *m, const gim_train_state *s, rt_progress *p,
+                         char *err, size_t errlen) {
+    for (int i = 0; i < m->n_modules; i++) {
+        const float *x = s->params[i];
+        for (int64_t k = 0; k < m->modules[i].n_param_floats; k++)
+            if (!isfinite(x[k])) {
+                const char *name = "?";
+                for (int j = 0; j < m->modules[i].n_params; j++)
+                    if (k >= m->modules[i].params[j].offset &&
+                        k < m->modules[i].params[j].offset + m->modules[i].params[j].numel)
+                        name = m->modules[i].params[j].name;
+                set_err(err, errlen,
+                        "module %d's parameter '%s' became %s after its step %llu; stopped, the last "
+                        "checkpoint is kept",
+                        i + 1, name, isnan(x[k]) ? "NaN" : "infinite", (unsigned long long)s->module_step[i]);
+                p->diverged = true;
+                return -1;
+            }
+    }
+    return 0;
+}
+
+static int save_now(const gim_exec_model *m, const gim_train_state *s, const gim_train_config *cfg,
+                    rt_progress *p, char *err, size_t errlen) {
+    p->t_last_save = now_s();
+    if (p->csv) fflush(p->csv);
+    if (params_finite(m, s, p, err, errlen)) return -1;
+    return gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
+}
+
 static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const gim_train_config *cfg,
                       rt_progress *p, int64_t step, bool force, char *err, size_t errlen) {
     if (!cfg->out_dir) return 0;
@@ -380,9 +468,7 @@ static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const g
     if (cfg->save_every > 0) due = due || step % cfg->save_every == 0;
     else due = due || now_s() - p->t_last_save >= 60.0;
     if (!due) return 0;
-    p->t_last_save = now_s();
-    if (p->csv) fflush(p->csv);
-    return gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
+    return save_now(m, s, cfg, p, err, errlen);
 }
 
 static int diverged(const gim_exec_model *m, int mi, float loss, uint64_t step, char *err, size_t errlen) {
@@ -564,7 +650,7 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                 /* Every example, not only the first nb * batch: the shuffled
                  * order draws its batches from all n. The final partial batch
                  * is padded by repeating its last example. */
-                for (int64_t start = 0; start < d->n; start += m->batch) {
+                for (int64_t start = 0; start < d->n && !stop_requested; start += m->batch) {
                     int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
                     for (int64_t e = 0; e < m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
                     fill_sequential(m, b, d, caches, pm, seq, it);
@@ -688,6 +774,10 @@ typedef struct rt_async {
     int64_t first_batch, last_batch;   /* global batch numbers [first, last) */
     int64_t nb;
     rt_order order;
+    /* held shared by a module while it steps, exclusively by a checkpoint:
+     * a checkpoint sees every module between two of its steps */
+    pthread_rwlock_t step_lock;
+    bool abort;                /* a checkpoint failed: stop feeding batches */
     /* shared progress, under mu */
     pthread_mutex_t mu;
     double *loss_sum;
@@ -712,7 +802,7 @@ static void *async_worker(void *arg) {
     for (int64_t k = a->first_batch; k < a->last_batch; k++) {
         rt_item *it;
         if (mi == 0) {
-            if (stop_requested || a->failed_module >= 0) break;
+            if (stop_requested || a->failed_module >= 0 || __atomic_load_n(&a->abort, __ATOMIC_RELAXED)) break;
             it = queue_pop(&a->queues[n]);
             if (!it) break;
             int64_t epoch = k / a->nb, in_epoch = k % a->nb;
@@ -725,7 +815,8 @@ static void *async_worker(void *arg) {
         }
         /* staleness: how many steps the producer has taken since it made this input */
         int stale = 0;
-        if (mi > 0) stale = (int)(a->s->module_step[mi - 1] - it->made_at[mi - 1]);
+        if (mi > 0) stale = (int)(__atomic_load_n(&a->s->module_step[mi - 1], __ATOMIC_RELAXED) - it->made_at[mi - 1]);
+        pthread_rwlock_rdlock(&a->step_lock);
         float loss = module_step(m, a->s, mi, it, a->cfg);
         pthread_mutex_lock(&a->mu);
         if (stale > a->max_stale) a->max_stale = stale;
@@ -739,6 +830,7 @@ static void *async_worker(void *arg) {
         if (a->p->csv) fprintf(a->p->csv, "%lld,%lld,%d,%.6g,%.1f\n", (long long)it->batch_no + 1,
                                (long long)(it->batch_no / a->nb) + 1, mi + 1, loss, a->p->rate);
         pthread_mutex_unlock(&a->mu);
+        pthread_rwlock_unlock(&a->step_lock);
         queue_push(mi + 1 < n ? &a->queues[mi + 1] : &a->queues[n], it);
         if (a->failed_module >= 0) break;
     }
@@ -747,14 +839,21 @@ static void *async_worker(void *arg) {
     return NULL;
 }
 
-/* Each module on its own thread; a module's input may be up to `depth`
- * batches behind its producer's current parameters (the queue depth plus
- * the batch being worked on). */
+/* Each module on its own thread, fed through a queue of at most
+ * GIM_ASYNC_DEPTH batches. Staleness: when a module starts a step, its
+ * input was made by its producer at most GIM_ASYNC_DEPTH + 1 producer steps
+ * ago (the other batches in the queue, one more the producer has finished
+ * and waits to push; a producer then blocks). Checkpoints (every
+ * --save-every steps of the last module, or a minute, at each of its
+ * epoch's ends, and at the end) take the step lock exclusively, so each
+ * module's saved parameters, optimizer state and step count agree; the
+ * saved data position is the last module's, and on resume the modules
+ * before it see again the few batches they had run ahead. */
 static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
                        const gim_examples *d, const rt_binding *b, rt_progress *p,
                        gim_train_report *rep, char *err, size_t errlen) {
     int n = m->n_modules;
-    const int depth = 2;
+    const int depth = GIM_ASYNC_DEPTH;
     int n_items = n * (depth + 1);
     rt_async a;
     memset(&a, 0, sizeof a);
@@ -786,6 +885,15 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         goto done;
     }
     pthread_mutex_init(&a.mu, NULL);
+    {
+        /* writer preference: a checkpoint must not wait for the modules to
+         * stop stepping of their own accord */
+        pthread_rwlockattr_t ra;
+        pthread_rwlockattr_init(&ra);
+        pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&a.step_lock, &ra);
+        pthread_rwlockattr_destroy(&ra);
+    }
     for (int i = 0; i < n; i++) queue_init(&a.queues[i], depth);
     queue_init(&a.queues[n], n_items);
     for (int i = 0; i < n_items; i++) {
@@ -814,6 +922,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
      * updated by other threads; so checkpoints are written only at the end
      * (and on interruption), when every module has stopped. */
     int64_t total = a.last_batch - a.first_batch;
+    int64_t saved_g = a.first_batch;
     while (rc == 0) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -836,6 +945,23 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         if (progress_due(p, in_epoch, a.nb) || finished)
             progress_line(p, epoch, cfg->epochs, in_epoch, a.nb, finished);
         if (finished) break;
+        bool due = g / a.nb > saved_g / a.nb;
+        if (cfg->save_every > 0) due = due || g / cfg->save_every > saved_g / cfg->save_every;
+        else due = due || now_s() - p->t_last_save >= 60.0;
+        if (cfg->out_dir && due && !stop_requested) {
+            pthread_rwlock_wrlock(&a.step_lock);
+            int64_t gg = a.first_batch + a.done[n - 1];
+            s->epoch = gg / a.nb;
+            s->batch_in_epoch = gg % a.nb;
+            rc = save_now(m, s, cfg, p, err, errlen);
+            pthread_rwlock_unlock(&a.step_lock);
+            saved_g = gg;
+            if (rc) {
+                __atomic_store_n(&a.abort, true, __ATOMIC_RELAXED);
+                for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
+                break;
+            }
+        }
         if (stop_requested) {
             for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
             break;
@@ -858,6 +984,7 @@ joined:
     for (int i = 0; i < n_items; i++) item_free(m, items[i]);
     for (int i = 0; i <= n; i++) queue_destroy(&a.queues[i]);
     pthread_mutex_destroy(&a.mu);
+    pthread_rwlock_destroy(&a.step_lock);
 done:
     gim_free(a.order.perm);
     gim_free(a.queues);
@@ -919,6 +1046,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
         set_err(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
         return -1;
     }
+    if (cfg->resume && cfg->out_dir && metrics_trim(cfg->out_dir, cfg, s, d->n / m->batch, err, errlen)) return -1;
     rt_progress p;
     progress_init(&p, progress, m, cfg->out_dir);
     if (cfg->out_dir && !p.csv) {
@@ -943,10 +1071,8 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
         rep->last_loss[i] = p.count[i] ? p.sum[i] / (double)p.count[i] : p.last[i];
     /* The final checkpoint: at the end, and on interruption. Never after a
      * divergence (the last good one stays). */
-    if (rc == 0 && cfg->out_dir) {
-        if (p.csv) fflush(p.csv);
-        rc = gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
-    }
+    if (rc == 0 && cfg->out_dir) rc = save_now(m, s, cfg, &p, err, errlen);
+    if (p.diverged) rep->diverged = true;
     restore_signals(&old_int, &old_term);
     progress_free(&p);
     return rc;
