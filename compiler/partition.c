@@ -20,6 +20,8 @@
  * module its inputs come from; a node whose only inputs are model inputs or
  * parameters belongs to the first module. A node reading values of two
  * modules is an error: values cross modules only through gradient_block.
+ * Every module has exactly one loss (none at all when the model has none),
+ * and something with parameters for it to train.
  *
  * With e2e: one module holding every node; only the last loss is kept (the
  * others and their W parameters are left out, module -1). */
@@ -145,6 +147,19 @@ int gim_partition(gim_diag *d, gim_graph *g, bool e2e) {
     }
     push_unique(g->arena, &g->modules[g->output->module].exports, g->output);
 
+    /* A loss on a module that computes nothing learnable: only its own W. */
+    for (int m = 0; m < n_modules; m++) {
+        gim_module *mod = &g->modules[m];
+        if (!mod->loss) continue;
+        bool learns = false;
+        for (int i = 0; i < mod->nodes.len && !learns; i++) {
+            const gim_node *n = mod->nodes.items[i];
+            for (int j = 0; n != mod->loss && j < n->n_in; j++) learns |= n->in[j]->op == GIM_OP_PARAM;
+        }
+        if (!learns)
+            gim_error(d, mod->loss->loc, "this loss trains nothing: module %d computes nothing with parameters before it",
+                      m + 1);
+    }
     if (g->losses.len > 0) {
         for (int m = 0; m < n_modules; m++) {
             gim_module *mod = &g->modules[m];

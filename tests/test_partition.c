@@ -197,6 +197,16 @@ static void test_blocks_on_inputs(void) {
     gim_free(m);
 }
 
+static void test_loss_on_nothing(void) {
+    char *m = errors_of("model m {\n    input x: [batch, 2, 16]\n"
+                        "    z = transpose(conv1d(x, 4, k=3), 1, 2)\n    infonce(z, steps=2)\n"
+                        "    infonce(relu(gradient_block(z)), steps=2)\n    output z\n}\n",
+                        false);
+    CU_ASSERT(strstr(m, "test.gim:5:5: error: this loss trains nothing: module 2 computes nothing") != NULL);
+    CU_ASSERT(strstr(m, "test.gim:4:") == NULL);   /* module 1 is fine */
+    gim_free(m);
+}
+
 static void test_output_errors(void) {
     char *m = errors_of("model m {\n    input x: [batch, 3]\n    h = linear(x, 2)\n}\n", false);
     CU_ASSERT(strstr(m, "test.gim:1:7: error: model 'm' has no output") != NULL);
@@ -233,9 +243,12 @@ static void test_hand_built(void) {
     gim_diag d;
     FILE *sink = tmpfile();
     gim_diag_init(&d, sink);
-    /* module 1 (the linear) has no loss: an error */
+    /* module 1 (the linear) has no loss, and module 2's loss trains nothing */
     CU_ASSERT_EQUAL(gim_partition(&d, g, false), -1);
-    CU_ASSERT_EQUAL(d.n_errors, 1);
+    CU_ASSERT_EQUAL(d.n_errors, 2);
+    CU_ASSERT_EQUAL(g->n_modules, 2);
+    CU_ASSERT_EQUAL(lin->module, 0);
+    CU_ASSERT_EQUAL(ce->module, 1);
     gim_graph_free(g);
     gim_diag_release(&d);
     fclose(sink);
@@ -249,6 +262,7 @@ int main(void) {
         {"two losses in a module", test_two_losses},
         {"loss reading two modules", test_loss_reading_two_modules},
         {"blocks on inputs", test_blocks_on_inputs},
+        {"loss on a module that computes nothing", test_loss_on_nothing},
         {"output errors", test_output_errors},
         {"hand-built graph", test_hand_built},
         {NULL, NULL},
