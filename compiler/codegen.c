@@ -274,7 +274,9 @@ static LLVMValueRef optimizer_function(emitter *e) {
 
     if (adam) {
         /* Bias corrections in double: 1 − β^t. */
-        LLVMValueRef td = LLVMBuildUIToFP(c->b, t, c->f64, "t.f");
+        /* t counts from 1; a 0 would divide by 1 − β^0 = 0 */
+        LLVMValueRef t1 = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, t, cg_i64(c, 0), ""), cg_i64(c, 1), t, "");
+        LLVMValueRef td = LLVMBuildUIToFP(c->b, t1, c->f64, "t.f");
         LLVMTypeRef powty;
         unsigned pid = LLVMLookupIntrinsicID("llvm.pow", 8);
         LLVMValueRef powf_ = LLVMGetIntrinsicDeclaration(c->mod, pid, &c->f64, 1);
