@@ -315,6 +315,11 @@ static lower_val lower_binary(lower_ctx *L, lower_scope *S, const gim_expr *e) {
     if (a.k == LV_POISON || b.k == LV_POISON) return lv_poison;
     if (lv_is_number(&a) && lv_is_number(&b)) return lower_arith(L, e, &a, &b);
     bool ta = a.k == LV_TENSOR, tb = b.k == LV_TENSOR;
+    if ((ta && a.t->is_int) || (tb && b.t->is_int)) {
+        gim_error(L->d, (ta && a.t->is_int) ? e->lhs->loc : e->rhs->loc,
+                  "labels (int32) can only be the labels of cross_entropy; '%c' expects float data", e->op);
+        return lv_poison;
+    }
     if (ta && tb) {
         gim_op op = e->op == '+' ? GIM_OP_ADD : e->op == '-' ? GIM_OP_SUB : e->op == '*' ? GIM_OP_MUL : GIM_OP_COUNT;
         if (op == GIM_OP_COUNT) {
@@ -374,6 +379,10 @@ static lower_val lower_expr(lower_ctx *L, lower_scope *S, const gim_expr *e) {
             return v;
         }
         if (v.k == LV_FLOAT) { v.f = -v.f; return v; }
+        if (v.k == LV_TENSOR && v.t->is_int) {
+            gim_error(L->d, e->lhs->loc, "labels (int32) can only be the labels of cross_entropy; '-' expects float data");
+            return lv_poison;
+        }
         if (v.k == LV_TENSOR) return lower_unary_attr(L, S, GIM_OP_SCALE, v.t, -1.0, e->loc);
         if (v.k == LV_POISON) return v;
         gim_error(L->d, e->loc, "'-' needs a number or a tensor; got %s", lv_what(&v));
