@@ -236,7 +236,7 @@ static lower_val lower_emit(lower_ctx *L, lower_scope *S, gim_node *tmp, const c
         return lv_poison;
     }
     if (n->op == GIM_OP_INFONCE || n->op == GIM_OP_CROSS_ENTROPY) {
-        if (n->op == GIM_OP_INFONCE) n->rng_stream = ++L->next_stream;
+        n->rng_stream = ++L->next_stream;   /* losses numbered 1, 2, ... in source order */
         gim_ptrvec_push(L->g->arena, &L->g->losses, n);
     }
     return (lower_val){.k = LV_TENSOR, .t = n};

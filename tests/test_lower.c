@@ -231,6 +231,7 @@ static void test_losses_and_inputs(void) {
     SHAPE_IS(hg_find(g, "reshape.1"), 4, 96);
     gim_node *ce = hg_find(g, "cross_entropy.1");
     CU_ASSERT(ce && ce->in[1] == y && ce->shape.rank == 0);
+    CU_ASSERT(ce && ce->rng_stream == 3);
     gim_graph_free(g);
 }
 
