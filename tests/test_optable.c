@@ -2,13 +2,22 @@
  * every op it must. Each concern registers one line in optable_checks. */
 #include <string.h>
 
+#include "cg.h"
 #include "cost.h"
+#include "gim_compiler.h"
 #include "graph.h"
 #include "shape.h"
 #include "testutil.h"
 
 /* Which ops a table must cover. */
 static bool every_op(gim_op op) { return true; }
+static bool user_op(gim_op op) { return gim_op_info(op)->kind == GIM_OPK_USER; }
+/* Everything that computes: not a source, not a view (views alias their input). */
+static bool computing_op(gim_op op) {
+    return gim_op_info(op)->kind != GIM_OPK_SOURCE && op != GIM_OP_RESHAPE && op != GIM_OP_GRADIENT_BLOCK &&
+           op != GIM_OP_SLICE;
+}
+static bool has_generator(gim_op op) { return cg_op_generator(op) != NULL; }
 
 typedef struct optable_check {
     const char *table;              /* where it lives, for the failure message */
@@ -20,6 +29,8 @@ typedef struct optable_check {
 static const optable_check optable_checks[] = {
     {"shape rules (shape.c)", gim_shape_rule_exists, every_op},
     {"FLOP counts (cost.c)", gim_cost_rule_exists, every_op},
+    {"backward rules (autodiff.c)", gim_autodiff_has_rule, user_op},
+    {"code generators (cg_*.c via cg_ops.c)", has_generator, computing_op},
 };
 
 static void test_every_table_covers_its_ops(void) {
