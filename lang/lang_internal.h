@@ -43,6 +43,10 @@ typedef struct lang_parse {
     size_t peek_pos;
     int peek_char;
 
+    /* names, interned: each distinct name is stored once per file */
+    const char **names;       /* open addressing, NULL = empty; heap */
+    size_t names_cap, names_len;
+
     /* parser */
     bool expr_too_deep_reported;
 

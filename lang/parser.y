@@ -483,10 +483,13 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     const char *names[YYNTOKENS + 1];
     int n_names = 0;
     bool has_expr = false, expr_named = false, has_other = false;
+    bool has_ident = false, has_int = false;
     for (int i = 0; i < n; i++) {
-        if (exp[i] == YYSYMBOL_IDENT) has_expr = true;
+        if (exp[i] == YYSYMBOL_IDENT) has_ident = true;
+        if (exp[i] == YYSYMBOL_INT) has_int = true;
         if (!parse_is_operator(exp[i])) has_other = true;
     }
+    has_expr = has_ident && has_int;
     for (int i = 0; i < n; i++) {
         if (exp[i] == YYSYMBOL_YYerror || exp[i] == YYSYMBOL_LEX_ERROR) continue;
         /* After a complete operand, "or an operator" goes without saying. */
