@@ -177,16 +177,6 @@ static void import_check_model(import_ctx *c, gim_model *m) {
     }
 }
 
-static void import_check_train(import_ctx *c, lang_train *t) {
-    for (int i = 0; i < t->n_entries; i++)
-        for (int j = 0; j < i; j++)
-            if (!strcmp(t->entries[i].key, t->entries[j].key)) {
-                gim_error(c->diag, t->entries[i].loc, "train key '%s' given twice", t->entries[i].key);
-                gim_note(c->diag, t->entries[j].loc, "first given here");
-                break;
-            }
-}
-
 static void import_file_parse(import_ctx *c, import_file *f) {
     gim_ptrvec_push(c->arena, &c->done, f);
     gim_ptrvec_push(c->arena, &c->stack, f);
@@ -210,7 +200,6 @@ static void import_file_parse(import_ctx *c, import_file *f) {
         gim_ptrvec_push(c->arena, &c->models, p.models.items[i]);
     }
     for (int i = 0; i < p.trains.len; i++) {
-        import_check_train(c, p.trains.items[i]);
         gim_ptrvec_push(c->arena, &c->trains, p.trains.items[i]);
     }
 }
