@@ -112,7 +112,40 @@ LLVMValueRef cg_fmax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
     return LLVMBuildCall2(c->b, fty, f, args, 2, "max");
 }
 
-LLVMValueRef cg_exp(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.exp", x, "exp"); }
+/* e^x as straight-line float code, so loops calling it vectorise (llvm.exp
+ * would become one expf call per lane): x = n·ln2 + r with n = rint(x/ln2),
+ * |r| <= ln2/2 (ln2 in two parts, so n·ln2_hi is exact); e^r = 1 + r +
+ * r²·P(r) with Cephes' expf coefficients (about 1 ulp); times 2^n applied as
+ * two powers of two 2^⌊n/2⌋·2^(n−⌊n/2⌋), so results that are subnormal or
+ * overflow come out as such (x > 88.73 gives +inf, x < −103.9 gives 0). NaN
+ * gives NaN. */
+LLVMValueRef cg_exp(cg_ctx *c, LLVMValueRef x) {
+    if (LLVMTypeOf(x) != c->f32) return call_intrinsic1(c, "llvm.exp", x, "exp");
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef is_num = LLVMBuildFCmp(b, LLVMRealORD, x, x, "");
+    LLVMValueRef xc = LLVMBuildSelect(b, is_num, x, cg_f32(c, 0.0f), "");
+    xc = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, xc, cg_f32(c, 89.0f), ""), cg_f32(c, 89.0f), xc, "");
+    xc = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, xc, cg_f32(c, -104.0f), ""), cg_f32(c, -104.0f), xc, "");
+    LLVMValueRef nf = call_intrinsic1(c, "llvm.rint", LLVMBuildFMul(b, xc, cg_f32(c, 1.44269504088896341f), ""), "n");
+    LLVMValueRef r = LLVMBuildFSub(b, xc, LLVMBuildFMul(b, nf, cg_f32(c, 0.693359375f), ""), "");
+    r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, nf, cg_f32(c, -2.12194440e-4f), ""), "r");
+    static const float P[] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                              4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+    LLVMValueRef p = cg_f32(c, P[0]);
+    for (int i = 1; i < 6; i++) p = LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r, ""), cg_f32(c, P[i]), "");
+    LLVMValueRef r2 = LLVMBuildFMul(b, r, r, "");
+    LLVMValueRef er = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, p, r2, ""), r, ""), cg_f32(c, 1.0f), "");
+    /* 2^n1 · 2^n2, n1 = n >> 1, n2 = n − n1, each a normal float's exponent */
+    LLVMValueRef n = LLVMBuildFPToSI(b, nf, c->i32, "");
+    LLVMValueRef n1 = LLVMBuildAShr(b, n, cg_i32(c, 1), "");
+    LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
+    LLVMValueRef s1 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n1, cg_i32(c, 127), ""), cg_i32(c, 23), ""),
+                                       c->f32, "");
+    LLVMValueRef s2 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n2, cg_i32(c, 127), ""), cg_i32(c, 23), ""),
+                                       c->f32, "");
+    LLVMValueRef v = LLVMBuildFMul(b, LLVMBuildFMul(b, er, s1, ""), s2, "");
+    return LLVMBuildSelect(b, is_num, v, x, "exp");
+}
 LLVMValueRef cg_log(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.log", x, "log"); }
 LLVMValueRef cg_sqrt(cg_ctx *c, LLVMValueRef x) { return call_intrinsic1(c, "llvm.sqrt", x, "sqrt"); }
 

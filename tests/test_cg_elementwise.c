@@ -84,6 +84,33 @@ static void test_tanh_range(void) {
     free(y), free(xd), free(want);
 }
 
+/* cg_exp through sigmoid: for x < −17, σ(x) = 1/(1 + e^{−x}) = e^x to 4e-8,
+ * so σ checks e^{−x} over the range of normal results (x in [−87, −17]),
+ * the last finite e^88 (σ subnormal), overflow to inf (σ = 0), infinities
+ * and NaN. */
+static void test_exp_range(void) {
+    enum { M = 4000 };
+    static float x[M + 8];
+    int64_t n = 0;
+    for (int i = 0; i < M; i++) x[n++] = -17.0f - 70.0f * (float)i / M;   /* [-87, -17]: normal results */
+    float extra[] = {-88.0f, -95.5f, -103.0f, -104.5f, -200.0f, -INFINITY, INFINITY, NAN};
+    for (int i = 0; i < 8; i++) x[n++] = extra[i];
+    gim_shape sh = HJ_SHAPE(n);
+    float *y = run_op(GIM_OP_SIGMOID, sh, 1, &sh, (const float *[]){x}, 0, NULL);
+    double *xd = to_double(x, M), *want = malloc((size_t)M * sizeof *want);
+    ref_ew_unary(GIM_OP_SIGMOID, 0, xd, want, M);
+    CU_ASSERT(close_all("exp via sigmoid", y, want, M, 0, 4e-7));
+    CU_ASSERT_DOUBLE_EQUAL(y[M + 0], 1.0 / (1.0 + exp(88.0)), 2e-44);      /* subnormal */
+    CU_ASSERT_EQUAL(y[M + 1], 0.0f);                                      /* e^95.5 = inf in float */
+    CU_ASSERT_EQUAL(y[M + 2], 0.0f);
+    CU_ASSERT_EQUAL(y[M + 3], 0.0f);
+    CU_ASSERT_EQUAL(y[M + 4], 0.0f);
+    CU_ASSERT_EQUAL(y[M + 5], 0.0f);
+    CU_ASSERT_EQUAL(y[M + 6], 1.0f);
+    CU_ASSERT(isnan(y[M + 7]));
+    free(y), free(xd), free(want);
+}
+
 static void check_binary(gim_op op, double attr, double rtol) {
     for (int s = 0; s < N_SIZES; s++) {
         int64_t n = sizes[s];
@@ -295,6 +322,7 @@ int main(void) {
         {"tanh", test_tanh},
         {"tanh accuracy near 0 and saturation", test_tanh_range},
         {"sigmoid", test_sigmoid},
+        {"exp over the float range (through sigmoid)", test_exp_range},
         {"leaky_relu", test_leaky_relu},
         {"scale", test_scale},
         {"shift", test_shift},
