@@ -244,18 +244,26 @@ static LLVMValueRef reduce(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMVa
     if (nv > 0) {
         LLVMTypeRef vt = LLVMVectorType(c->f32, LANES);
         LLVMValueRef acc = cg_var(c, "vacc", LLVMConstNull(vt));
-        cg_loop v = cg_for(c, nv, "v");
-        LLVMValueRef off = cg_mulk(c, v.iv, LANES);
+        cg_loop lv = cg_for(c, nv, "v");
+        LLVMValueRef off = cg_mulk(c, lv.iv, LANES);
         LLVMValueRef x = load_vec(c, a, cg_add(c, abase, off), vt);
         if (b) x = LLVMBuildFMul(c->b, x, load_vec(c, b, cg_add(c, bbase, off), vt), "");
         cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), x, ""));
-        cg_for_end(c, &v);
-        unsigned id = LLVMLookupIntrinsicID("llvm.vector.reduce.fadd", 23);
-        LLVMTypeRef ty = vt;
-        LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, &ty, 1);
-        LLVMTypeRef fty = LLVMIntrinsicGetType(c->ctx, id, &ty, 1);
-        LLVMValueRef args[2] = {cg_f32(c, -0.0f), cg_var_get(c, acc)};
-        total = LLVMBuildCall2(c->b, fty, f, args, 2, "lanes");
+        cg_for_end(c, &lv);
+        /* lanes added pairwise: 16 -> 8 -> 4 -> 2 -> 1 */
+        LLVMValueRef v = cg_var_get(c, acc);
+        for (int w = LANES / 2; w >= 1; w /= 2) {
+            LLVMValueRef lo[LANES / 2], hi[LANES / 2];
+            for (int i = 0; i < w; i++) {
+                lo[i] = cg_i32(c, i);
+                hi[i] = cg_i32(c, w + i);
+            }
+            LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+            LLVMValueRef a = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(lo, (unsigned)w), "");
+            LLVMValueRef h = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(hi, (unsigned)w), "");
+            v = LLVMBuildFAdd(c->b, a, h, "");
+        }
+        total = LLVMBuildExtractElement(c->b, v, cg_i32(c, 0), "lanes");
     }
     if (n % LANES) {
         LLVMValueRef acc = cg_var(c, "tail", total);
