@@ -8,6 +8,15 @@
  * the memory planner before code generation; views (RESHAPE, GRADIENT_BLOCK,
  * SLICE) alias their source and emit nothing.
  *
+ * What a generator may rely on (codegen.c): each node's code is a function of
+ * its own, `void @"<node name>"(ptr call, ptr noalias out, ptr noalias in0,
+ * ..., ptr noalias scratch)`, so c->fn is that function, c->buf holds only
+ * the node's own and its inputs' buffers, and c->step/seed/lr/labels are
+ * loaded at its entry. The output never overlaps an input or the scratch
+ * (the planner frees an input only after its last reader), hence noalias: a
+ * generator must never write to an input buffer, and must write every
+ * element of its output (work memory is reused; tests fill it with NaN).
+ *
  * Loops are built with cg_for_begin/cg_for_end, which nest like C for-loops:
  *
  *     cg_loop i = cg_for_begin(c, cg_i64(c, 0), cg_i64(c, n), "i");
