@@ -28,6 +28,9 @@
 /* Nodes after inlining past which a model is refused (calls doubling at each
  * of many levels would otherwise exhaust memory). */
 #define LOWER_MAX_NODES 100000
+/* Expressions nested (through inlined calls) past this depth are refused
+ * before they exhaust the C stack (a few hundred bytes a level). */
+#define LOWER_MAX_NESTING 1500
 /* Integer arguments are bounded so that shape arithmetic cannot overflow. */
 #define LOWER_MAX_INT ((int64_t)1 << 40)
 
@@ -103,6 +106,8 @@ typedef struct lower_ctx {
     int depth;
     uint64_t next_stream;                    /* rng streams of the losses: 1, 2, ... */
     bool too_big;                            /* LOWER_MAX_NODES reached (reported once) */
+    int nesting;                             /* lower_expr frames active */
+    bool too_deep;                           /* LOWER_MAX_NESTING reached (reported once) */
     const gim_stmt *output_stmt;
 } lower_ctx;
 
@@ -243,7 +248,7 @@ static lower_val lower_emit(lower_ctx *L, lower_scope *S, gim_node *tmp, const c
 }
 
 /* A one-input node with one float attribute (SCALE, SHIFT). */
-static lower_val lower_unary_attr(lower_ctx *L, lower_scope *S, gim_op op, gim_node *x, double s, gim_loc loc) {
+static __attribute__((noinline)) lower_val lower_unary_attr(lower_ctx *L, lower_scope *S, gim_op op, gim_node *x, double s, gim_loc loc) {
     gim_node tmp = {.op = op, .n_in = 1, .in = {x}};
     tmp.attr[0] = s;
     return lower_emit(L, S, &tmp, gim_op_name(op), loc);
@@ -310,7 +315,7 @@ static lower_val lower_arith(lower_ctx *L, const gim_expr *e, const lower_val *a
 /* a + b, a - b, a * b on tensors (same shape) and with scalars:
  *   t * s, s * t -> scale(t, s)     t / s -> scale(t, 1/s)
  *   t + s, s + t -> shift(t, s)     t - s -> shift(t, -s)    s - t -> shift(scale(t, -1), s) */
-static lower_val lower_binary(lower_ctx *L, lower_scope *S, const gim_expr *e) {
+static __attribute__((noinline)) lower_val lower_binary(lower_ctx *L, lower_scope *S, const gim_expr *e) {
     lower_val a = lower_expr(L, S, e->lhs), b = lower_expr(L, S, e->rhs);
     if (a.k == LV_POISON || b.k == LV_POISON) return lv_poison;
     if (lv_is_number(&a) && lv_is_number(&b)) return lower_arith(L, e, &a, &b);
@@ -358,8 +363,22 @@ static lower_val lower_binary(lower_ctx *L, lower_scope *S, const gim_expr *e) {
     return lv_poison;
 }
 
+static lower_val lower_expr_at(lower_ctx *L, lower_scope *S, const gim_expr *e);
+
 static lower_val lower_expr(lower_ctx *L, lower_scope *S, const gim_expr *e) {
-    if (!e) return lv_poison;
+    if (!e || L->too_deep) return lv_poison;
+    if (L->nesting >= LOWER_MAX_NESTING) {
+        gim_error(L->d, e->loc, "expressions nested more than %d deep after inlining calls", LOWER_MAX_NESTING);
+        L->too_deep = true;
+        return lv_poison;
+    }
+    L->nesting++;
+    lower_val v = lower_expr_at(L, S, e);
+    L->nesting--;
+    return v;
+}
+
+static lower_val lower_expr_at(lower_ctx *L, lower_scope *S, const gim_expr *e) {
     switch (e->kind) {
     case GIM_EXPR_INT: return (lower_val){.k = LV_INT, .i = e->ival};
     case GIM_EXPR_FLOAT: return (lower_val){.k = LV_FLOAT, .f = e->fval};
@@ -408,6 +427,21 @@ static lower_val lower_expr(lower_ctx *L, lower_scope *S, const gim_expr *e) {
 
 /* ---- argument binding ---------------------------------------------------------------- */
 
+/* "f takes at most N arguments (a, b); got M": kept out of lower_bind_args,
+ * whose frame is on the recursion path of nested calls. */
+static __attribute__((noinline)) void lower_arity_error(lower_ctx *L, const gim_expr *call, const gim_arg *arg,
+                                                        const char *const *names, int n) {
+    char list[400] = "";
+    for (int i = 0; i < n; i++) {
+        if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+    }
+    int n_pos = 0;
+    for (int j = 0; j < call->n_args; j++) n_pos += !call->args[j].name;
+    gim_error(L->d, arg->value->loc, "%s takes at most %d argument%s (%s); got %d", call->name, n, n == 1 ? "" : "s",
+              list, n_pos);
+}
+
 /* Binds a call's arguments to a parameter list (names[0..n)), positional
  * first, then by keyword. val[i]/given[i]/at[i] receive the i-th parameter's
  * value. Returns false after reporting an arity or keyword error. */
@@ -422,15 +456,7 @@ static bool lower_bind_args(lower_ctx *L, lower_scope *S, const gim_expr *call, 
         if (!arg->name) {
             slot = positional++;
             if (slot >= n) {
-                char list[400] = "";
-                for (int i = 0; i < n; i++) {
-                    if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
-                    strncat(list, names[i], sizeof list - strlen(list) - 1);
-                }
-                int n_pos = 0;
-                for (int j = 0; j < call->n_args; j++) n_pos += !call->args[j].name;
-                gim_error(L->d, arg->value->loc, "%s takes at most %d argument%s (%s); got %d", call->name, n,
-                          n == 1 ? "" : "s", list, n_pos);
+                lower_arity_error(L, call, arg, names, n);
                 ok = false;
                 break;
             }
@@ -535,19 +561,19 @@ static bool lower_op_arg(lower_ctx *L, const gim_expr *call, const gim_opparam *
 static bool lower_is_loss(gim_op op) { return op == GIM_OP_INFONCE || op == GIM_OP_CROSS_ENTROPY; }
 
 /* name(args) where name is an op of ops.def. */
-static lower_val lower_op_call(lower_ctx *L, lower_scope *S, const gim_expr *e, gim_op op, bool statement) {
-    const gim_opinfo *info = gim_op_info(op);
-    if (lower_is_loss(op) && !statement) {
-        gim_error(L->d, e->loc, "%s is a loss; it must stand alone as a statement", e->name);
-        return lv_poison;
-    }
+/* A call's bound arguments; on the heap, as nested calls recurse through
+ * lower_op_call. */
+typedef struct lower_args {
     const char *names[GIM_MAX_ATTR + GIM_MAX_IN];
     lower_val val[GIM_MAX_ATTR + GIM_MAX_IN];
     bool given[GIM_MAX_ATTR + GIM_MAX_IN];
     gim_loc at[GIM_MAX_ATTR + GIM_MAX_IN];
-    for (int i = 0; i < info->n_params; i++) names[i] = info->params[i].name;
-    bool ok = lower_bind_args(L, S, e, names, info->n_params, val, given, at);
+} lower_args;
 
+/* The node of an op call from its bound arguments. */
+static __attribute__((noinline)) lower_val lower_op_build(lower_ctx *L, lower_scope *S, const gim_expr *e, gim_op op,
+                                                          const lower_args *a, bool ok) {
+    const gim_opinfo *info = gim_op_info(op);
     gim_node tmp = {.op = op};
     /* Defaults of the signature first; then the given arguments. */
     for (int i = 0; i < info->n_params; i++) {
@@ -558,15 +584,15 @@ static lower_val lower_op_call(lower_ctx *L, lower_scope *S, const gim_expr *e, 
     bool poison = false;
     for (int i = 0; i < info->n_params; i++) {
         const gim_opparam *p = &info->params[i];
-        if (!given[i]) {
+        if (!a->given[i]) {
             if (!p->has_default) {
                 gim_error(L->d, e->loc, "%s: missing argument '%s'", e->name, p->name);
                 ok = false;
             }
             continue;
         }
-        if (val[i].k == LV_POISON) { poison = true; continue; }
-        if (!lower_op_arg(L, e, p, &val[i], at[i], &tmp)) ok = false;
+        if (a->val[i].k == LV_POISON) { poison = true; continue; }
+        if (!lower_op_arg(L, e, p, &a->val[i], a->at[i], &tmp)) ok = false;
     }
     if (!ok || poison) return lv_poison;
     tmp.n_in = info->n_tensor_params;
@@ -574,11 +600,27 @@ static lower_val lower_op_call(lower_ctx *L, lower_scope *S, const gim_expr *e, 
     return lower_emit(L, S, &tmp, e->name, e->loc);
 }
 
+/* name(args) where name is an op of ops.def. */
+static lower_val lower_op_call(lower_ctx *L, lower_scope *S, const gim_expr *e, gim_op op, bool statement) {
+    const gim_opinfo *info = gim_op_info(op);
+    if (lower_is_loss(op) && !statement) {
+        gim_error(L->d, e->loc, "%s is a loss; it must stand alone as a statement", e->name);
+        return lv_poison;
+    }
+    lower_args *a = gim_xmalloc(sizeof *a);
+    for (int i = 0; i < info->n_params; i++) a->names[i] = info->params[i].name;
+    bool ok = lower_bind_args(L, S, e, a->names, info->n_params, a->val, a->given, a->at);
+    lower_val v = lower_op_build(L, S, e, op, a, ok);
+    gim_free(a);
+    return v;
+}
+
 static void lower_body(lower_ctx *L, lower_scope *S, const gim_stmt *body, int n);
 
 /* name(args) where name is a def: inlined in a fresh scope holding only its
  * parameters (defs see no caller's names). */
-static lower_val lower_def_call(lower_ctx *L, lower_scope *S, const gim_expr *e, const gim_def *def) {
+static __attribute__((noinline)) lower_val lower_def_call(lower_ctx *L, lower_scope *S, const gim_expr *e,
+                                                          const gim_def *def) {
     for (int i = 0; i < L->depth; i++)
         if (L->stack[i] == def) {
             if (i == L->depth - 1)
@@ -620,16 +662,12 @@ static lower_val lower_def_call(lower_ctx *L, lower_scope *S, const gim_expr *e,
     }
     lower_body(L, &inner, def->body, def->n_body);
     L->depth--;
-    if (L->too_big) return lv_poison;
+    if (L->too_big || L->too_deep) return lv_poison;
     return inner.has_return ? inner.ret : lv_none;
 }
 
-static lower_val lower_call(lower_ctx *L, lower_scope *S, const gim_expr *e, bool statement) {
-    if (L->too_big) return lv_poison;   /* reported once; stop expanding calls */
-    gim_op op = gim_op_lookup(e->name);
-    if (op != GIM_OP_COUNT) return lower_op_call(L, S, e, op, statement);
-    const gim_def *def = lower_find_def(L, e->name);
-    if (def) return lower_def_call(L, S, e, def);
+/* "unknown function 'conv2'; did you mean 'conv2d'?" among ops and defs. */
+static __attribute__((noinline)) void lower_unknown_function(lower_ctx *L, const gim_expr *e) {
     gim_suggest s;
     gim_suggest_init(&s, e->name);
     for (int i = 0; i < GIM_OP_COUNT; i++)
@@ -639,6 +677,15 @@ static lower_val lower_call(lower_ctx *L, lower_scope *S, const gim_expr *e, boo
     const char *best = gim_suggest_best(&s);
     if (best) gim_error(L->d, e->loc, "unknown function '%s'; did you mean '%s'?", e->name, best);
     else gim_error(L->d, e->loc, "unknown function '%s'", e->name);
+}
+
+static lower_val lower_call(lower_ctx *L, lower_scope *S, const gim_expr *e, bool statement) {
+    if (L->too_big) return lv_poison;   /* reported once; stop expanding calls */
+    gim_op op = gim_op_lookup(e->name);
+    if (op != GIM_OP_COUNT) return lower_op_call(L, S, e, op, statement);
+    const gim_def *def = lower_find_def(L, e->name);
+    if (def) return lower_def_call(L, S, e, def);
+    lower_unknown_function(L, e);
     /* Evaluate the arguments anyway: their own errors are independent. */
     for (int i = 0; i < e->n_args; i++) lower_expr(L, S, e->args[i].value);
     return lv_poison;
@@ -761,7 +808,7 @@ static void lower_stmt(lower_ctx *L, lower_scope *S, const gim_stmt *st) {
 }
 
 static void lower_body(lower_ctx *L, lower_scope *S, const gim_stmt *body, int n) {
-    for (int i = 0; i < n && !S->has_return && !L->too_big; i++) lower_stmt(L, S, &body[i]);
+    for (int i = 0; i < n && !S->has_return && !L->too_big && !L->too_deep; i++) lower_stmt(L, S, &body[i]);
 }
 
 gim_graph *gim_lower(gim_diag *d, const gim_program *p, int64_t batch) {

@@ -307,6 +307,24 @@ static void test_errors(void) {
     for (const char *q = m; (q = strstr(q, "error:")); q++) n_errors++;
     CU_ASSERT_EQUAL(n_errors, 1);
     gim_free(m);
+    /* expressions nested deeply through many inlined calls stop with an
+     * error, not a stack overflow: 60 defs each 200 calls deep */
+    {
+        gim_sb sb = {0};
+        for (int i = 0; i < 60; i++) {
+            gim_sb_printf(&sb, "def f%d(x) {\n    return ", i);
+            for (int k = 0; k < 200; k++) gim_sb_puts(&sb, "relu(");
+            if (i) gim_sb_printf(&sb, "f%d(x)", i - 1);
+            else gim_sb_puts(&sb, "x");
+            for (int k = 0; k < 200; k++) gim_sb_putc(&sb, ')');
+            gim_sb_puts(&sb, "\n}\n");
+        }
+        gim_sb_puts(&sb, "model m {\n    input x: [batch, 3]\n    output f59(x)\n}\n");
+        m = fails(sb.buf);
+        CU_ASSERT(strstr(m, "expressions nested more than 1500 deep after inlining calls") != NULL);
+        gim_free(m);
+        gim_sb_free(&sb);
+    }
     m = fails("model m {\n    input x: [0, 3]\n    output x\n}\n");
     CU_ASSERT(strstr(m, "a dimension must be a positive integer") != NULL);
     gim_free(m);
