@@ -116,5 +116,6 @@ int cmd_graph(int argc, char **argv);   /* driver.c */
 int cmd_ir(int argc, char **argv);      /* cmd_ir.c */
 int cmd_train(int argc, char **argv);   /* cmd_train.c */
 int cmd_eval(int argc, char **argv);    /* cmd_train.c */
+int cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 
 #endif

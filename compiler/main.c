@@ -20,7 +20,7 @@ static const gimc_command gimc_commands[] = {
     {"graph", cmd_graph, "print the model's graph as Graphviz DOT"},
     {"ir", cmd_ir, "print the generated LLVM IR, assembly, or an object file"},
     {"eval", cmd_eval, "linear-probe evaluation of each module's features"},
-    {"bench", NULL, "time training steps and compilation"},
+    {"bench", cmd_bench, "time training steps and compilation"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))
 
