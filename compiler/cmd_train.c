@@ -62,6 +62,7 @@ static const char train_usage[] =
     "  --out DIR          metrics.csv and checkpoints (default runs/<model>)\n"
     "  --save-every N     checkpoint every N steps (default: once a minute)\n"
     "  --resume           continue from DIR's checkpoint\n"
+    "  -O0 .. -O3         optimisation of the generated code (default -O2)\n"
     "  --stdlib DIR       where imports not found next to the file are looked up\n"
     "  -h, --help         show this help\n"
     "\n"
@@ -72,7 +73,7 @@ static const char train_usage[] =
 int cmd_train(int argc, char **argv) {
     gim_cli o;
     int status;
-    if (gim_cli_parse(argc, argv, GIM_CLI_TRAIN_OPTS, train_usage, &o, &status)) return status;
+    if (gim_cli_parse(argc, argv, GIM_CLI_TRAIN_OPTS | GIM_CLI_OPT_LEVEL, train_usage, &o, &status)) return status;
     gim_session s;
     gim_session_init(&s);
     gim_exec_model *m = NULL;
@@ -93,7 +94,7 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if ((status = load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
-    if (!(m = compile_model(&s, 2))) {
+    if (!(m = compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
@@ -164,6 +165,7 @@ static const char eval_usage[] =
     "  --data PATH        data set (default: the train block's)\n"
     "  --batch B          batch size for feature extraction\n"
     "  --seed S           seed of the random initialisation and of the probe\n"
+    "  -O0 .. -O3         optimisation of the generated code (default -O2)\n"
     "  --stdlib DIR       where imports not found next to the file are looked up\n"
     "  -h, --help         show this help\n";
 
@@ -235,7 +237,7 @@ int cmd_eval(int argc, char **argv) {
     int status;
     if (gim_cli_parse(argc, argv,
                       GIM_CLI_WEIGHTS | GIM_CLI_DATA | GIM_CLI_BATCH | GIM_CLI_SEED | GIM_CLI_STDLIB | GIM_CLI_POOL |
-                          GIM_CLI_RANDOM_INIT | GIM_CLI_COMPARE_RANDOM,
+                          GIM_CLI_RANDOM_INIT | GIM_CLI_COMPARE_RANDOM | GIM_CLI_OPT_LEVEL,
                       eval_usage, &o, &status))
         return status;
     bool random_only = o.random_init, compare = o.compare_random;
@@ -255,7 +257,7 @@ int cmd_eval(int argc, char **argv) {
     status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
     if (status != GIMC_OK) goto done;
     if ((status = load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
-    if (!(m = compile_model(&s, 2))) {
+    if (!(m = compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }

@@ -214,8 +214,11 @@ bool tt_same_file(const char *a, const char *b) {
 
 bool tt_has(const char *hay, const char *needle) { return hay && strstr(hay, needle) != NULL; }
 
-int tt_spawn_gimc(const char *args) {
+int tt_spawn_gimc(const char *args, const char **out_path) {
     static int count;
+    static char out[1024];
+    snprintf(out, sizeof out, "%s/bg.%d.out", gim_tmpdir(), count);
+    if (out_path) *out_path = out;
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "exec '%s' %s >'%s/bg.%d.out' 2>'%s/bg.%d.err' </dev/null", GIMC_PATH, args,
              gim_tmpdir(), count, gim_tmpdir(), count);

@@ -45,7 +45,8 @@ bool tt_same_file(const char *a, const char *b);
 bool tt_has(const char *hay, const char *needle);
 
 /* Runs gimc with args in the background: returns its pid; stdout and stderr
- * go to files under gim_tmpdir(). */
-int tt_spawn_gimc(const char *args);
+ * go to files under gim_tmpdir(), the first's path in *out_path (static
+ * storage, valid until the next call). */
+int tt_spawn_gimc(const char *args, const char **out_path);
 
 #endif

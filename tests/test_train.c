@@ -59,7 +59,7 @@ static void test_schedules_lower_losses(void) {
         snprintf(name, sizeof name, "sched_%s", schedules[s]);
         const char *out = tt_path(name);
         char *so = NULL, *se = NULL;
-        int rc = gimc(&so, &se, "train '%s' --data '%s' --out '%s' --epochs 4 --schedule %s", model3, data12, out,
+        int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 4 --schedule %s", model3, data12, out,
                       schedules[s]);
         CU_ASSERT_EQUAL(rc, 0);
         if (rc) fprintf(stderr, "\n%s: %s\n", schedules[s], se);
@@ -152,17 +152,17 @@ static void test_sequential_cache_matches_live_forward(void) {
     const char *seq = tt_path("cache_seq"), *sim = tt_path("cache_sim"), *init = tt_path("cache_init"),
                *mix = tt_path("cache_mix");
     char *se = NULL;
-    int rc = gimc(NULL, &se, "train '%s' --data '%s' --out '%s' --steps 6 --batch 24 --schedule sequential", model2,
+    int rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24 --schedule sequential", model2,
                   data12, seq);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     gim_free(se);
     /* module 1's parameters after 6 steps: the same under both schedules */
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 6 --batch 24", model2, data12, sim), 0);
+    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24", model2, data12, sim), 0);
     /* initial parameters: one step whose Adam update (about lr = 1e-30 per
      * element) vanishes next to every weight; zero biases become at most
      * 1e-30, far below what changes a loss in its sixth digit */
     CU_ASSERT_EQUAL_FATAL(
-        gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 1 --batch 24 --lr 1e-30", model2, data12, init), 0);
+        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --lr 1e-30", model2, data12, init), 0);
     char p_seq[1024], p_sim[1024], p_init[1024], p_mix[1024];
     snprintf(p_seq, sizeof p_seq, "%s/weights.safetensors", seq);
     snprintf(p_sim, sizeof p_sim, "%s/weights.safetensors", sim);
@@ -221,7 +221,7 @@ static void test_sequential_cache_matches_live_forward(void) {
     gim_free(zeros[1]);
 
     se = NULL;
-    rc = gimc(NULL, &se, "train '%s' --data '%s' --out '%s' --steps 1 --batch 24 --resume", model2, data12, mix);
+    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --resume", model2, data12, mix);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc) fprintf(stderr, "\n%s\n", se);
     gim_free(se);
@@ -248,14 +248,14 @@ static void test_e2e_gradients_reach_module_1(void) {
     setup();
     const char *e2e = tt_path("e2e"), *greedy = tt_path("greedy"), *init = tt_path("e2e_init");
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train '%s' --data '%s' --out '%s' --steps 8 --e2e", model3, data12, e2e);
+    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --e2e", model3, data12, e2e);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     CU_ASSERT(tt_has(so, "end to end"));
     gim_free(so);
     gim_free(se);
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 8", model3, data12, greedy), 0);
+    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 8", model3, data12, greedy), 0);
     CU_ASSERT_EQUAL_FATAL(
-        gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 1 --e2e --lr 1e-30", model3, data12, init), 0);
+        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --e2e --lr 1e-30", model3, data12, init), 0);
     tt_row *r = NULL;
     int n = tt_metrics(e2e, &r);
     CU_ASSERT_EQUAL(n, 8);
@@ -289,7 +289,7 @@ static void test_divergence_stops(void) {
     setup();
     const char *out = tt_path("nan");
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1", model2, data12,
+    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1", model2, data12,
                   out);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "module "));
@@ -345,7 +345,7 @@ static void test_input_shape_mismatch(void) {
     setup();
     const char *m28 = tt_model("tiny28.gim", 28, 2);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train '%s' --data '%s' --out '%s' --steps 2", m28, data12, tt_path("shape"));
+    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", m28, data12, tt_path("shape"));
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "[16, 1, 28, 28]"));
     CU_ASSERT(tt_has(se, "[16, 1, 12, 12]"));
@@ -364,7 +364,7 @@ static void test_unwritable_out(void) {
         char out[1024];
         snprintf(out, sizeof out, k ? "%s" : "%s/sub/dir", file);
         char *so = NULL, *se = NULL;
-        int rc = gimc(&so, &se, "train '%s' --data '%s' --out '%s' --steps 2", model2, data12, out);
+        int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, out);
         CU_ASSERT_EQUAL(rc, 1);
         CU_ASSERT(tt_has(se, file));
         CU_ASSERT(!tt_has(so, "step 1/"));
