@@ -77,9 +77,9 @@ static gim_node *tg_conv2d(tg *t, gim_node *x, int out, int module, const char *
     int r = x->shape.rank;
     char buf[64];
     snprintf(buf, sizeof buf, "%s/w", name);
-    gim_node *w = tg_param(t, shp(4, out, (int)x->shape.d[r - 3], 3, 3), module, strdup(buf));
+    gim_node *w = tg_param(t, shp(4, out, (int)x->shape.d[r - 3], 3, 3), module, gim_arena_strdup(t->g->arena, buf));
     snprintf(buf, sizeof buf, "%s/b", name);
-    gim_node *b = tg_param(t, shp(1, out), module, strdup(buf));
+    gim_node *b = tg_param(t, shp(1, out), module, gim_arena_strdup(t->g->arena, buf));
     gim_shape s = x->shape;
     s.d[r - 3] = out;
     gim_node *n = tg_node(t, GIM_OP_CONV2D, s, module, name, 3, x, w, b);
@@ -106,7 +106,7 @@ static gim_node *tg_infonce(tg *t, gim_node *z, gim_node *ctx, int steps, int mo
     int64_t cz = z->shape.d[z->shape.rank - 1], cc = ctx->shape.d[ctx->shape.rank - 1];
     char buf[64];
     snprintf(buf, sizeof buf, "%s/w", name);
-    gim_node *w = tg_param(t, shp(3, steps, (int)cz, (int)cc), module, strdup(buf));
+    gim_node *w = tg_param(t, shp(3, steps, (int)cz, (int)cc), module, gim_arena_strdup(t->g->arena, buf));
     gim_node *n = tg_node(t, GIM_OP_INFONCE, shp(0), module, name, 3, z, ctx, w);
     n->attr[0] = steps;
     n->attr[1] = 4;

@@ -226,24 +226,35 @@ static void test_driver_usage(void) {
     gim_free(out), gim_free(err);
 }
 
+/* The last config_of's diagnostics and AST (cfg's strings point into it). */
+static gim_diag cfg_diag;
+static gim_arena *cfg_arena;
+
+static void config_release(void) {
+    if (!cfg_arena) return;
+    gim_diag_release(&cfg_diag);
+    gim_arena_free(cfg_arena);
+    cfg_arena = NULL;
+}
+
 /* The train block (compiler/config.c) over the defaults. */
 static int config_of(const char *train, gim_train_config *cfg, char **messages) {
+    config_release();
     char src[2048];
     snprintf(src, sizeof src, "model m {\n    input x: [batch, 3]\n    output relu(x)\n}\ntrain {\n%s}\n", train);
     char *buf = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&buf, &len);
-    gim_diag d;
-    gim_diag_init(&d, out);
-    gim_arena *a = gim_arena_new();
-    gim_program *p = gim_parse_program_text(&d, a, "cfg.gim", src, strlen(src), NULL);
+    gim_diag_init(&cfg_diag, out);
+    cfg_arena = gim_arena_new();
+    gim_program *p = gim_parse_program_text(&cfg_diag, cfg_arena, "cfg.gim", src, strlen(src), NULL);
     gim_train_config_defaults(cfg);
-    int r = p && d.n_errors == 0 ? gim_config_from_program(&d, p, cfg) : -2;
+    int r = p && cfg_diag.n_errors == 0 ? gim_config_from_program(&cfg_diag, p, cfg) : -2;
     fclose(out);
+    cfg_diag.out = NULL;
     *messages = gim_xstrdup(buf ? buf : "");
     free(buf);
-    /* cfg's strings point into the AST: keep it for the caller's checks */
-    (void)a;
+    /* cfg's strings point into the AST: kept until the next call */
     return r;
 }
 
@@ -284,6 +295,7 @@ static void test_train_block(void) {
     CU_ASSERT(strstr(m, "sgd's 'lr' must be > 0; got -1") != NULL);
     CU_ASSERT(strstr(m, "unknown sgd argument 'beta1'") != NULL);
     gim_free(m);
+    config_release();
 }
 
 int main(void) {

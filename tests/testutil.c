@@ -31,9 +31,24 @@ const char *gim_tmpdir(void) {
     return dir;
 }
 
-const char *gim_tmpfile(const char *name, const char *text, size_t len) {
+/* Every path handed out, kept reachable until exit (so LeakSanitizer, in the
+ * sanitizer build, does not count them as leaks). */
+static char **tmp_paths;
+static size_t n_tmp_paths, cap_tmp_paths;
+
+const char *gim_tmppath(const char *name) {
     char *path = gim_xmalloc(strlen(gim_tmpdir()) + strlen(name) + 2);
     sprintf(path, "%s/%s", gim_tmpdir(), name);
+    if (n_tmp_paths == cap_tmp_paths) {
+        cap_tmp_paths = cap_tmp_paths ? 2 * cap_tmp_paths : 64;
+        tmp_paths = gim_xrealloc(tmp_paths, cap_tmp_paths * sizeof *tmp_paths);
+    }
+    tmp_paths[n_tmp_paths++] = path;
+    return path;
+}
+
+const char *gim_tmpfile(const char *name, const char *text, size_t len) {
+    const char *path = gim_tmppath(name);
     FILE *f = fopen(path, "wb");
     if (!f) { perror(path); exit(2); }
     fwrite(text, 1, len, f);

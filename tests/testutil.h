@@ -18,6 +18,8 @@ int gim_run_suite(const char *suite, const gim_test *tests);
  * (static storage per call, valid until exit). */
 const char *gim_tmpfile(const char *name, const char *text, size_t len);
 const char *gim_tmpdir(void);
+/* A path `name` under gim_tmpdir() (not created); same lifetime. */
+const char *gim_tmppath(const char *name);
 
 /* Runs gimc with args (a shell-quoted string); captures stdout and stderr
  * (heap strings, caller frees) and returns the exit status, -1 if killed. */
