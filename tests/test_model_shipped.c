@@ -1,4 +1,4 @@
-/* The shipped models (every .gim file in models/) through parse, lower, partition and
+/* The shipped models (in models/) through parse, lower, partition and
  * autodiff, greedy and end to end: every module's every parameter gets a
  * gradient of its own shape, the backward nodes pass the verifier, and in
  * greedy mode no backward node reads another module's backward nodes. The
