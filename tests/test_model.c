@@ -131,6 +131,20 @@ static void test_isolation(void) {
     run_all(ra, 1, SEED, 1e-3f, 0, NULL);
     run_all(rb, 1, SEED, 1e-3f, 0, NULL);
     CU_ASSERT_EQUAL(memcmp(ra->params[0], rb->params[0], (size_t)ma->n_param_floats * 4), 0);
+
+    /* Nothing flows back at run time either: module 2's step leaves the
+     * values it reads from module 1 (its input slots) untouched. */
+    const gim_exec_module *m2 = &a->modules[1];
+    CU_ASSERT_TRUE_FATAL(m2->n_inputs > 0);
+    for (int i = 0; i < m2->n_inputs; i++) {
+        int slot = m2->inputs[i];
+        size_t bytes = (size_t)a->slots[slot].numel * 4;
+        void *before = malloc(bytes);
+        memcpy(before, ra->slots[slot], bytes);
+        run_step(ra, 1, 2, SEED, 1e-3f, 0);
+        CU_ASSERT_EQUAL(memcmp(before, ra->slots[slot], bytes), 0);
+        free(before);
+    }
     run_free(ra);
     run_free(rb);
     gim_exec_model_free(b);
