@@ -247,13 +247,19 @@ static bool wait_for(pid_t pid, const char *path, const char *needle) {
  * output shows `after`), checks what the signal leaves, resumes it to the
  * end and compares with ref when the schedule is deterministic. */
 static void interrupt_and_resume(const char *args, const char *ref, const char *dir, int sig, int delay_ms,
-                                 const char *after, bool deterministic) {
+                                 const char *after, bool deterministic, int save_every) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "train %s --out '%s' --save-every 1", args, dir);
+    snprintf(cmd, sizeof cmd, "train %s --out '%s' --save-every %d", args, dir, save_every);
     const char *bg_out;
     pid_t pid = tt_spawn_gimc(cmd, &bg_out);
     CU_ASSERT_FATAL(pid > 0);
-    bool ready = after ? wait_for(pid, bg_out, after) : wait_for(pid, weights_of(dir), NULL);
+    /* `after` is looked for in the output, or with a "metrics.csv:" prefix in that file */
+    char metrics[1024];
+    snprintf(metrics, sizeof metrics, "%s/metrics.csv", dir);
+    bool in_metrics = after && !strncmp(after, "metrics.csv:", 12);
+    bool ready = !after ? wait_for(pid, weights_of(dir), NULL)
+                 : in_metrics ? wait_for(pid, metrics, after + 12)
+                              : wait_for(pid, bg_out, after);
     if (ready) sleep_ms(delay_ms);
     kill(pid, sig);
     int st = 0;
@@ -310,8 +316,23 @@ static void test_kill9_simultaneous(void) {
     for (int k = 0; k < 3; k++) {
         char name[64];
         snprintf(name, sizeof name, "kill_%d", k);
-        interrupt_and_resume(args, ref, tt_path(name), SIGKILL, delays[k], NULL, true);
+        interrupt_and_resume(args, ref, tt_path(name), SIGKILL, delays[k], NULL, true, 1);
     }
+}
+
+/* Batches of 1: 256 steps an epoch, a checkpoint at its end and none in
+ * between. Killed once metrics.csv's buffer has gone to disk with rows past
+ * step 256's checkpoint (up to a 4 KiB boundary, most likely a torn line):
+ * the resumed run drops those rows and writes them again. */
+static void test_kill9_between_checkpoints(void) {
+    setup();
+    char args[2048];
+    snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 2 --batch 1", model2, data12);
+    const char *ref = tt_path("kbetween_ref");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
+    CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
+    interrupt_and_resume(args, ref, tt_path("kbetween"), SIGKILL, 0, "metrics.csv:\n270,2,", true, 100000);
 }
 
 /* The sequential schedule killed while module 2 trains: the resumed run
@@ -325,9 +346,9 @@ static void test_kill9_sequential(void) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
     CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
-    interrupt_and_resume(args, ref, tt_path("kseq_1"), SIGKILL, 5, NULL, true);
-    interrupt_and_resume(args, ref, tt_path("kseq_2"), SIGKILL, 40, "module 2: training", true);
-    interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 20, "module 3: training", true);
+    interrupt_and_resume(args, ref, tt_path("kseq_1"), SIGKILL, 5, NULL, true, 1);
+    interrupt_and_resume(args, ref, tt_path("kseq_2"), SIGKILL, 40, "module 2: training", true, 1);
+    interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 20, "module 3: training", true, 1);
 }
 
 /* The async schedule killed: its checkpoint loads and resumes; the last
@@ -337,7 +358,7 @@ static void test_kill9_async(void) {
     char args[2048];
     snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 16 --schedule async", model3, data12);
     const char *dir = tt_path("kasync");
-    interrupt_and_resume(args, NULL, dir, SIGKILL, 20, NULL, false);
+    interrupt_and_resume(args, NULL, dir, SIGKILL, 20, NULL, false, 1);
     gim_ckpt *o = optimizer_of(dir);
     const int64_t *c = counters_of(o, 3);
     CU_ASSERT_FATAL(c != NULL);
@@ -357,8 +378,8 @@ static void test_sigterm_sigint(void) {
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
     CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
-    interrupt_and_resume(args, ref, tt_path("term"), SIGTERM, 30, NULL, true);
-    interrupt_and_resume(args, ref, tt_path("int"), SIGINT, 10, NULL, true);
+    interrupt_and_resume(args, ref, tt_path("term"), SIGTERM, 30, NULL, true, 1);
+    interrupt_and_resume(args, ref, tt_path("int"), SIGINT, 10, NULL, true, 1);
 }
 
 /* ---- another model's checkpoint -------------------------------------------------- */
@@ -424,6 +445,7 @@ int main(void) {
         {"what a checkpoint holds; load-save round trip", test_checkpoint_contents},
         {"resume = uninterrupted run", test_resume_equals_uninterrupted},
         {"kill -9 at several moments (simultaneous)", test_kill9_simultaneous},
+        {"kill -9 between checkpoints: metrics trimmed", test_kill9_between_checkpoints},
         {"kill -9 / SIGTERM in each module (sequential)", test_kill9_sequential},
         {"kill -9 (async)", test_kill9_async},
         {"SIGTERM and SIGINT: checkpoint, status 130", test_sigterm_sigint},
