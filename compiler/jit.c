@@ -263,6 +263,7 @@ static gim_exec_model *describe(gim_diag *d, const gim_graph *g, const gim_cg_op
         xm->n_param_floats = p->n_param_floats;
         xm->n_opt_floats = adam ? 2 * p->n_param_floats : p->n_param_floats;
         xm->n_work_floats = p->work_floats;
+        xm->n_act_floats = p->act_floats;
         xm->n_inputs = m->inputs.len;
         xm->inputs = gim_arena_alloc(a, (size_t)(m->inputs.len + 1) * sizeof *xm->inputs);
         for (int i = 0; i < m->inputs.len; i++) {

@@ -82,6 +82,8 @@ typedef struct gim_exec_module {
     bool has_loss;
     const char *loss_kind;       /* "infonce", "cross_entropy" */
     double fwd_flops, step_flops;   /* per call (whole batch) */
+    int64_t n_act_floats;        /* of n_work_floats: the forward values the memory plan
+                                    keeps alive for the backward pass */
 } gim_exec_module;
 
 typedef struct gim_exec_model {
