@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codegen.h"
 #include "gim_compiler.h"
 #include "harness_jit.h"
 #include "testutil.h"
@@ -238,6 +239,42 @@ static void test_plan_reuses(void) {
     hj_run(h, (const void *[]){x}, (float *[]){y});
     for (int i = 0; i < 100; i++) CU_ASSERT_EQUAL(y[i], x[i] * 64);
     hj_free(h);
+}
+
+/* The plan across the forward/backward boundary: a forward value a backward
+ * node reads stays allocated (an activation); one only the forward reads is
+ * reused by the backward pass. */
+static void test_plan_activations(void) {
+    gim_graph *g = gim_graph_new();
+    gim_node *x = node(g, GIM_OP_INPUT, 0, NULL, HJ_SHAPE(64), "x");
+    gim_ptrvec_push(g->arena, &g->inputs, x);
+    gim_node *a = node(g, GIM_OP_TANH, 1, (gim_node *[]){x}, HJ_SHAPE(64), "a");        /* read by backward */
+    gim_node *b = node(g, GIM_OP_SCALE, 1, (gim_node *[]){a}, HJ_SHAPE(64), "b");       /* forward only */
+    gim_node *e = node(g, GIM_OP_RELU, 1, (gim_node *[]){b}, HJ_SHAPE(64), "e");        /* the export */
+    gim_node *d1 = node(g, GIM_OP_SCALE, 1, (gim_node *[]){x}, HJ_SHAPE(64), "d1");
+    gim_node *d2 = node(g, GIM_OP_TANH_BWD, 2, (gim_node *[]){d1, a}, HJ_SHAPE(64), "d2");
+    d1->is_backward = d2->is_backward = true;
+    gim_module m = {0};
+    gim_node *fwd[] = {a, b, e}, *bwd[] = {d1, d2};
+    for (int i = 0; i < 3; i++) gim_ptrvec_push(g->arena, &m.nodes, fwd[i]);
+    for (int i = 0; i < 2; i++) gim_ptrvec_push(g->arena, &m.bwd_nodes, bwd[i]);
+    gim_ptrvec_push(g->arena, &m.inputs, x);
+    gim_ptrvec_push(g->arena, &m.exports, e);
+    gim_diag d;
+    gim_diag_init(&d, stderr);
+    cg_plan p;
+    CU_ASSERT_FATAL(cg_plan_module(&d, g, &m, g->arena, &p) == 0);
+    gim_diag_release(&d);
+    CU_ASSERT_EQUAL(p.where[e->id], CG_AT_OUTPUT);
+    CU_ASSERT_EQUAL(p.where[a->id], CG_AT_WORK);
+    CU_ASSERT_EQUAL(p.act_floats, 64);          /* a, and only a */
+    /* b dies in the forward pass: d1 may take its place, never a's */
+    CU_ASSERT_NOT_EQUAL(p.offset[d1->id], p.offset[a->id]);
+    CU_ASSERT_NOT_EQUAL(p.offset[d2->id], p.offset[a->id]);
+    CU_ASSERT_NOT_EQUAL(p.offset[d2->id], p.offset[d1->id]);
+    CU_ASSERT_EQUAL(p.offset[d1->id], p.offset[b->id]);
+    CU_ASSERT_EQUAL(p.work_floats, 3 * 64);
+    gim_graph_free(g);
 }
 
 static char *emit(const gim_graph *g, int opt, const char *fn, gim_ir_what what, size_t *len) {
@@ -497,6 +534,7 @@ int main(void) {
         {"compile time", test_compile_time},
         {"a module too large is refused", test_too_large_refused},
         {"the planner reuses dead buffers", test_plan_reuses},
+        {"activations stay live across the backward boundary", test_plan_activations},
         {"IR, assembly and object output", test_emit_ir},
         {"optimisation levels", test_opt_levels},
         {"random graphs of ops and views vs an interpreter", test_random_graphs},
