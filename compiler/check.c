@@ -35,17 +35,17 @@ char *gim_fmt_si(double v, const char *unit, char *buf, size_t n) {
 
 /* One row per module, then the total, per example (a call's cost / batch):
  *
- *   module  loss       ops      params  activations/ex  forward/ex   step/ex
- *        1  infonce      9      12,640  ...                ... MFLOP  ... MFLOP
+ *   module  loss            ops       params  act floats/ex  memory/ex    forward/ex       step/ex
+ *        1  infonce           7       12,640        298,368     1.2 MB    44.4 MFLOP   133.0 MFLOP
  */
 void gim_print_check_table(FILE *out, const gim_graph *g) {
     double batch = g->batch > 0 ? (double)g->batch : 1;
     fprintf(out, "model %s: %d module%s, batch %" PRId64 "%s\n\n", g->model_name ? g->model_name : "?", g->n_modules,
             g->n_modules == 1 ? "" : "s", g->batch, g->e2e ? ", end to end" : "");
-    fprintf(out, "%6s  %-13s %5s %12s %16s %14s %14s\n", "module", "loss", "ops", "params", "activations/ex",
-            "forward/ex", "step/ex");
+    fprintf(out, "%6s  %-13s %5s %12s %14s %10s %13s %13s\n", "module", "loss", "ops", "params", "act floats/ex",
+            "memory/ex", "forward/ex", "step/ex");
     gim_cost total = {0};
-    char a[64], b[64], c[64], e[64];
+    char a[64], b[64], c[64], e[64], f[64];
     for (int m = 0; m < g->n_modules; m++) {
         const gim_module *mod = &g->modules[m];
         gim_cost k = gim_module_cost(g, mod);
@@ -54,19 +54,23 @@ void gim_print_check_table(FILE *out, const gim_graph *g) {
         total.act_floats += k.act_floats;
         total.fwd_flops += k.fwd_flops;
         total.step_flops += k.step_flops;
-        fprintf(out, "%6d  %-13s %5" PRId64 " %12s %16s %14s %14s\n", m + 1,
+        fprintf(out, "%6d  %-13s %5" PRId64 " %12s %14s %10s %13s %13s\n", m + 1,
                 mod->loss ? gim_op_name(mod->loss->op) : "-", k.n_ops, gim_fmt_count(k.n_params, a, sizeof a),
                 gim_fmt_count((int64_t)llround((double)k.act_floats / batch), b, sizeof b),
+                gim_fmt_si(4.0 * (double)k.act_floats / batch, "B", f, sizeof f),
                 gim_fmt_si(k.fwd_flops / batch, "FLOP", c, sizeof c),
                 gim_fmt_si(k.step_flops / batch, "FLOP", e, sizeof e));
     }
-    fprintf(out, "%6s  %-13s %5" PRId64 " %12s %16s %14s %14s\n", "total", "", total.n_ops,
+    fprintf(out, "%6s  %-13s %5" PRId64 " %12s %14s %10s %13s %13s\n", "total", "", total.n_ops,
             gim_fmt_count(total.n_params, a, sizeof a),
             gim_fmt_count((int64_t)llround((double)total.act_floats / batch), b, sizeof b),
+            gim_fmt_si(4.0 * (double)total.act_floats / batch, "B", f, sizeof f),
             gim_fmt_si(total.fwd_flops / batch, "FLOP", c, sizeof c),
             gim_fmt_si(total.step_flops / batch, "FLOP", e, sizeof e));
-    fprintf(out, "\nactivations in floats per example; a training step of batch %" PRId64 ": %s\n", g->batch,
-            gim_fmt_si(total.step_flops, "FLOP", a, sizeof a));
+    fprintf(out, "\nper example; activations are the float32 values a step keeps for its backward pass.\n"
+                 "a training step of batch %" PRId64 ": %s, %s of activations\n",
+            g->batch, gim_fmt_si(total.step_flops, "FLOP", a, sizeof a),
+            gim_fmt_si(4.0 * (double)total.act_floats, "B", b, sizeof b));
 }
 
 /* ---- gimc graph ---------------------------------------------------------------------- */
