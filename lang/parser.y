@@ -480,6 +480,11 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     }
     yysymbol_kind_t exp[YYNTOKENS];
     int n = yypcontext_expected_tokens(ctx, exp, YYNTOKENS);
+    for (int i = 0; i < n; i++)
+        if (exp[i] == YYSYMBOL_DEF) {
+            gim_error(p->diag, loc, "unexpected %s at the top level (expected import, def, model or train)", found);
+            return 0;
+        }
     const char *names[YYNTOKENS + 1];
     int n_names = 0;
     bool has_expr = false, expr_named = false, has_other = false;

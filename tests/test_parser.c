@@ -458,6 +458,7 @@ static void test_diagnostics_format(void) {
 
     /* After max_errors, errors (and their notes) are counted, not shown. */
     reset_diag();
+    src = gim_diag_add_source(&diag, "f.gim", "a\n\tb = x\n", 9);
     diag.max_errors = 2;
     for (int i = 0; i < 5; i++) {
         gim_error(&diag, (gim_loc){src, 1, 1}, "error %d", i);
