@@ -192,14 +192,14 @@ static lower_val lower_emit(lower_ctx *L, lower_scope *S, gim_node *tmp, const c
     case GIM_OP_CONV2D: {
         /* w [out, C, k, k], b [out]; bound 1/sqrt(C k k) */
         int64_t out = gim_attr_i(tmp, 0), k = gim_attr_i(tmp, 1), c = x->d[x->rank - 3];
-        double bound = 1.0 / sqrt((double)(c * k * k));
+        double bound = 1.0 / sqrt((double)c * (double)k * (double)k);
         in[n_in++] = lower_param(L, name, "w", shp(4, out, c, k, k), bound, loc);
         if (gim_attr_i(tmp, 4)) in[n_in++] = lower_param(L, name, "b", shp(1, out, 0, 0, 0), bound, loc);
         break;
     }
     case GIM_OP_CONV1D: {
         int64_t out = gim_attr_i(tmp, 0), k = gim_attr_i(tmp, 1), c = x->d[x->rank - 2];
-        double bound = 1.0 / sqrt((double)(c * k));
+        double bound = 1.0 / sqrt((double)c * (double)k);
         in[n_in++] = lower_param(L, name, "w", shp(3, out, c, k, 0), bound, loc);
         if (gim_attr_i(tmp, 4)) in[n_in++] = lower_param(L, name, "b", shp(1, out, 0, 0, 0), bound, loc);
         break;
@@ -232,6 +232,14 @@ static lower_val lower_emit(lower_ctx *L, lower_scope *S, gim_node *tmp, const c
     default:
         break;
     }
+    /* a parameter's size is not checked by any shape rule: check it here */
+    for (int i = tmp->n_in; i < n_in; i++)
+        if (gim_shape_numel_checked(&in[i]->shape) < 0) {
+            char b[200];
+            gim_error(L->d, loc, "parameter '%s' too large: %s has more than 2^40 elements", in[i]->name,
+                      gim_shape_str(&in[i]->shape, b, sizeof b));
+            return lv_poison;
+        }
     gim_node *n = gim_node_new(L->g, tmp->op, n_in, in, loc);
     memcpy(n->attr, tmp->attr, sizeof n->attr);
     n->shape = tmp->shape;
@@ -827,6 +835,11 @@ gim_graph *gim_lower(gim_diag *d, const gim_program *p, int64_t batch) {
     L.g->batch = batch;
     L.g->model_name = gim_arena_strdup(L.g->arena, p->model->name ? p->model->name : "model");
     L.g->model_loc = p->model->loc;
+    /* A def named like an op would never be called: the op wins. */
+    for (int i = 0; i < p->n_defs; i++)
+        if (p->defs[i] && gim_op_lookup(p->defs[i]->name) != GIM_OP_COUNT)
+            gim_error(d, p->defs[i]->loc, "def '%s' has the name of a built-in op; choose another name",
+                      p->defs[i]->name);
     lower_scope model = {.path = ""};
     lower_body(&L, &model, p->model->body, p->model->n_body);
     if (d->n_errors > errors0) {

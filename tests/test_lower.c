@@ -325,6 +325,9 @@ static void test_errors(void) {
         gim_free(m);
         gim_sb_free(&sb);
     }
+    m = fails("def relu(x) {\n    return x * 2\n}\nmodel m {\n    input x: [batch, 3]\n    output relu(x)\n}\n");
+    CU_ASSERT(strstr(m, "def 'relu' has the name of a built-in op") != NULL);
+    gim_free(m);
     m = fails("model m {\n    input x: [0, 3]\n    output x\n}\n");
     CU_ASSERT(strstr(m, "a dimension must be a positive integer") != NULL);
     gim_free(m);
