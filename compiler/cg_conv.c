@@ -177,11 +177,6 @@ static LLVMValueRef conv_get(cg_ctx *c, LLVMTypeRef t, LLVMValueRef slot) {
     return LLVMBuildLoad2(c->b, t, slot, "");
 }
 
-/* 0 <= v < n, for v that may be negative */
-static LLVMValueRef conv_in_range(cg_ctx *c, LLVMValueRef v, int64_t n) {
-    return LLVMBuildICmp(c->b, LLVMIntULT, v, cg_i64(c, n), "inb");
-}
-
 /* base[idx] += v */
 static void conv_accum(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
     cg_storef(c, base, idx, LLVMBuildFAdd(c->b, cg_loadf(c, base, idx), v, "acc"));
@@ -189,49 +184,148 @@ static void conv_accum(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValue
 
 /* ---- im2col and its adjoint ----------------------------------------------------- */
 
+static LLVMValueRef conv_smax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
+    return cg_select(c, LLVMBuildICmp(c->b, LLVMIntSGT, a, b, ""), a, b);
+}
+
+static LLVMValueRef conv_smin(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
+    return cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), a, b);
+}
+
+/* The output positions o in [*lo, *hi) whose input o·stride + off lies in
+ * [0, n), for a run-time offset off (i64):
+ *   lo = ⌈max(−off, 0) / stride⌉,  hi = ⌊(n − 1 − off) / stride⌋ + 1,
+ * both clamped to [0, n_out] with lo <= hi. */
+static void conv_valid(cg_ctx *c, int64_t n_out, int64_t stride, LLVMValueRef off, int64_t n,
+                       LLVMValueRef *lo, LLVMValueRef *hi) {
+    LLVMValueRef zero = cg_i64(c, 0), nout = cg_i64(c, n_out);
+    LLVMValueRef neg = conv_smax(c, LLVMBuildNSWSub(c->b, zero, off, ""), zero);
+    LLVMValueRef l = LLVMBuildSDiv(c->b, cg_addk(c, neg, stride - 1), cg_i64(c, stride), "lo");
+    l = conv_smin(c, l, nout);
+    LLVMValueRef u = LLVMBuildNSWSub(c->b, cg_i64(c, n - 1), off, "");
+    LLVMValueRef h = cg_addk(c, LLVMBuildSDiv(c->b, conv_smax(c, u, zero), cg_i64(c, stride), ""), 1);
+    h = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, u, zero, ""), zero, conv_smin(c, h, nout));
+    *lo = l;
+    *hi = conv_smax(c, h, l);
+}
+
 /* cols[(cc·kh + i)·kw + j, b·HoWo + oh·Wo + ow] = x[b, cc, oh·sh − ph + i, ow·sw − pw + j]
  * (0 outside x), for the nimg images at x; rows of nimg·HoWo floats. With
- * adjoint, the transpose: dx[...] += cols[...] (x is then dx). */
+ * adjoint, the transpose: dx[...] += cols[...] (x is then dx).
+ *
+ * The valid (oh, ow) ranges of each kernel offset (i, j) are computed once
+ * per offset, so the inner loop has no bounds tests (a contiguous,
+ * vectorisable copy for stride 1) and padding is one memset. The loops stay
+ * loops (run-time bounds): fully unrolling small shapes would only cost
+ * compile time. */
+/* The valid range of conv_valid for a constant offset. */
+static void conv_valid_k(int64_t n_out, int64_t stride, int64_t off, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = 0;
+    while (*lo < n_out && *lo * stride + off < 0) ++*lo;
+    *hi = n_out;
+    while (*hi > *lo && (*hi - 1) * stride + off >= n) --*hi;
+}
+
+/* for o in [lo, hi): base[o] = 0 (constant bounds; nothing when empty) */
+static void conv_zero_run(cg_ctx *c, LLVMValueRef base, LLVMValueRef at, int64_t lo, int64_t hi) {
+    if (lo >= hi) return;
+    cg_loop l = cg_for_begin(c, cg_i64(c, lo), cg_i64(c, hi), "z");
+    cg_storef(c, base, cg_add(c, at, l.iv), cg_f32(c, 0.0f));
+    cg_for_end(c, &l);
+}
+
+/* for o in [lo, hi): base[at + o] = 0, run-time bounds */
+static void conv_zero_rt(cg_ctx *c, LLVMValueRef base, LLVMValueRef at, LLVMValueRef lo, LLVMValueRef hi) {
+    cg_loop l = cg_for_begin(c, lo, hi, "z");
+    cg_storef(c, base, cg_add(c, at, l.iv), cg_f32(c, 0.0f));
+    cg_for_end(c, &l);
+}
+
+/* conv_im2col for short rows: the kernel column j unrolled at compile time,
+ * so each row's valid range [wl, wh) is a constant and the row copy (8
+ * floats for the canonical 8x8 patches) becomes straight vector code rather
+ * than a scalar loop of unknown trip count; the padding positions are zeroed
+ * exactly (no memset of the whole matrix). Rows (i) stay a loop, which keeps
+ * the code, and the compile time, small. */
+static void conv_im2col_rows(cg_ctx *c, const conv_geo *g, LLVMValueRef x, int64_t nimg,
+                             LLVMValueRef cols, bool adjoint) {
+    int64_t npix = nimg * g->HoWo;
+    cg_loop li = cg_for(c, g->kh, "ki");
+    LLVMValueRef hl, hh;
+    conv_valid(c, g->Ho, g->sh, cg_addk(c, li.iv, -g->ph), g->H, &hl, &hh);
+    LLVMValueRef hlw = cg_mulk(c, hl, g->Wo), hhw = cg_mulk(c, hh, g->Wo);
+    LLVMValueRef xi = cg_mulk(c, cg_addk(c, li.iv, -g->ph), g->W);
+    for (int64_t j = 0; j < g->kw; j++) {
+        int64_t wl, wh;
+        conv_valid_k(g->Wo, g->sw, j - g->pw, g->W, &wl, &wh);
+        if (wl >= wh && adjoint) continue;
+        cg_loop lc = cg_for(c, g->C, "ic");
+        LLVMValueRef row = cg_addk(c, cg_mulk(c, cg_mad(c, lc.iv, g->kh, li.iv), g->kw), j);
+        LLVMValueRef cbase = cg_mulk(c, row, npix);
+        LLVMValueRef xcbase = cg_addk(c, cg_mad(c, lc.iv, g->H * g->W, xi), j - g->pw);
+        cg_loop lb = cg_for(c, nimg, "img");
+        LLVMValueRef cb = cg_mad(c, lb.iv, g->HoWo, cbase);
+        if (!adjoint) {
+            conv_zero_rt(c, cols, cb, cg_i64(c, 0), hlw);
+            conv_zero_rt(c, cols, cb, hhw, cg_i64(c, g->HoWo));
+        }
+        if (wl >= wh) {
+            conv_zero_rt(c, cols, cb, hlw, hhw);
+        } else {
+            LLVMValueRef xb = cg_mad(c, lb.iv, g->CHW, xcbase);
+            cg_loop lh = cg_for_begin(c, hl, hh, "oh");
+            LLVMValueRef xr = cg_mad(c, lh.iv, g->sh * g->W, xb), cr = cg_mad(c, lh.iv, g->Wo, cb);
+            if (!adjoint) {
+                conv_zero_run(c, cols, cr, 0, wl);
+                conv_zero_run(c, cols, cr, wh, g->Wo);
+            }
+            cg_loop lw = cg_for_begin(c, cg_i64(c, wl), cg_i64(c, wh), "ow");
+            LLVMValueRef src = cg_mad(c, lw.iv, g->sw, xr), dst = cg_add(c, lw.iv, cr);
+            if (!adjoint) cg_storef(c, cols, dst, cg_loadf(c, x, src));
+            else conv_accum(c, x, src, cg_loadf(c, cols, dst));
+            cg_for_end(c, &lw);
+            cg_for_end(c, &lh);
+        }
+        cg_for_end(c, &lb);
+        cg_for_end(c, &lc);
+    }
+    cg_for_end(c, &li);
+}
+
 static void conv_im2col(cg_ctx *c, const conv_geo *g, LLVMValueRef x, int64_t nimg,
                         LLVMValueRef cols, bool adjoint) {
+    if (g->kw <= 8 && g->Wo <= 32) {
+        conv_im2col_rows(c, g, x, nimg, cols, adjoint);
+        return;
+    }
     int64_t npix = nimg * g->HoWo;
-    bool padded = g->ph > 0 || g->pw > 0;
-    LLVMValueRef zero = cg_f32(c, 0.0f);
-    cg_loop lc = cg_for(c, g->C, "ic");
+    if (!adjoint && (g->ph > 0 || g->pw > 0)) cg_zero(c, cols, cg_i64(c, g->K * npix));
     cg_loop li = cg_for(c, g->kh, "ki");
+    LLVMValueRef hl, hh;
+    conv_valid(c, g->Ho, g->sh, cg_addk(c, li.iv, -g->ph), g->H, &hl, &hh);
     cg_loop lj = cg_for(c, g->kw, "kj");
-    LLVMValueRef row = cg_mad(c, cg_mad(c, lc.iv, g->kh, li.iv), g->kw, lj.iv);
-    LLVMValueRef rowbase = cg_mulk(c, row, npix);
+    LLVMValueRef wl, wh;
+    conv_valid(c, g->Wo, g->sw, cg_addk(c, lj.iv, -g->pw), g->W, &wl, &wh);
+    /* x offset of (oh, ow) = (0, 0) for this (i, j), may be negative */
+    LLVMValueRef xoff = cg_add(c, cg_mulk(c, cg_addk(c, li.iv, -g->ph), g->W), cg_addk(c, lj.iv, -g->pw));
+    LLVMValueRef rowij = cg_mad(c, li.iv, g->kw, lj.iv);
+    cg_loop lc = cg_for(c, g->C, "ic");
+    LLVMValueRef cbase = cg_mulk(c, cg_mad(c, lc.iv, g->kh * g->kw, rowij), npix);
+    LLVMValueRef xcbase = cg_mad(c, lc.iv, g->H * g->W, xoff);
     cg_loop lb = cg_for(c, nimg, "img");
-    LLVMValueRef xbase = cg_mad(c, lb.iv, g->CHW, cg_mulk(c, lc.iv, g->H * g->W));
-    LLVMValueRef cbase = cg_mad(c, lb.iv, g->HoWo, rowbase);
-    cg_loop lh = cg_for(c, g->Ho, "oh");
-    LLVMValueRef ih = cg_add(c, cg_mulk(c, lh.iv, g->sh), cg_addk(c, li.iv, -g->ph));
-    LLVMValueRef hok = padded ? conv_in_range(c, ih, g->H) : NULL;
-    LLVMValueRef xrow = cg_mad(c, ih, g->W, xbase);
-    LLVMValueRef crow = cg_mad(c, lh.iv, g->Wo, cbase);
-    cg_loop lw = cg_for(c, g->Wo, "ow");
-    LLVMValueRef iw = cg_add(c, cg_mulk(c, lw.iv, g->sw), cg_addk(c, lj.iv, -g->pw));
-    LLVMValueRef src = cg_add(c, xrow, iw);
-    LLVMValueRef dst = cg_add(c, crow, lw.iv);
-    LLVMValueRef ok = NULL;
-    if (padded) {
-        ok = LLVMBuildAnd(c->b, hok, conv_in_range(c, iw, g->W), "ok");
-        src = cg_select(c, ok, src, cg_i64(c, 0));   /* a safe address; the value is masked */
-    }
-    if (!adjoint) {
-        LLVMValueRef v = cg_loadf(c, x, src);
-        cg_storef(c, cols, dst, ok ? cg_select(c, ok, v, zero) : v);
-    } else {
-        LLVMValueRef v = cg_loadf(c, cols, dst);
-        conv_accum(c, x, src, ok ? cg_select(c, ok, v, zero) : v);
-    }
+    LLVMValueRef xb = cg_mad(c, lb.iv, g->CHW, xcbase), cb = cg_mad(c, lb.iv, g->HoWo, cbase);
+    cg_loop lh = cg_for_begin(c, hl, hh, "oh");
+    LLVMValueRef xr = cg_mad(c, lh.iv, g->sh * g->W, xb), cr = cg_mad(c, lh.iv, g->Wo, cb);
+    cg_loop lw = cg_for_begin(c, wl, wh, "ow");
+    LLVMValueRef src = cg_mad(c, lw.iv, g->sw, xr), dst = cg_add(c, lw.iv, cr);
+    if (!adjoint) cg_storef(c, cols, dst, cg_loadf(c, x, src));
+    else conv_accum(c, x, src, cg_loadf(c, cols, dst));
     cg_for_end(c, &lw);
     cg_for_end(c, &lh);
     cg_for_end(c, &lb);
+    cg_for_end(c, &lc);
     cg_for_end(c, &lj);
     cg_for_end(c, &li);
-    cg_for_end(c, &lc);
 }
 
 /* Swaps the first two axes of nimg images: to [O, nimg·HoWo] from

@@ -673,10 +673,14 @@ static void bench(void) {
         for (int ci = 0; ci < NCAP; ci++) {
             cg_conv_chunk_cap = caps[ci].cap;
             cg_conv_wide_all = caps[ci].wide_all;
+            double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
+                if (getenv("GIM_BENCH_ADDRS"))
+                    fprintf(stderr, "addr layer %zu policy %d op %d: %p\n", l + 1, ci, o, (void *)(uintptr_t)jits[ci][o].fn);
                 best[ci][o] = 1e30;
             }
+            if (ci == 1) printf("  compile (default policy, 3 ops, O2): %.0f ms\n", now_ms() - t0);
         }
         for (int rep = 0; rep < 5; rep++)
             for (int ci = 0; ci < NCAP; ci++)
