@@ -802,7 +802,9 @@ static void *async_worker(void *arg) {
     for (int64_t k = a->first_batch; k < a->last_batch; k++) {
         rt_item *it;
         if (mi == 0) {
-            if (stop_requested || a->failed_module >= 0 || __atomic_load_n(&a->abort, __ATOMIC_RELAXED)) break;
+            if (stop_requested || __atomic_load_n(&a->failed_module, __ATOMIC_RELAXED) >= 0 ||
+                __atomic_load_n(&a->abort, __ATOMIC_RELAXED))
+                break;
             it = queue_pop(&a->queues[n]);
             if (!it) break;
             int64_t epoch = k / a->nb, in_epoch = k % a->nb;
@@ -821,7 +823,7 @@ static void *async_worker(void *arg) {
         pthread_mutex_lock(&a->mu);
         if (stale > a->max_stale) a->max_stale = stale;
         if (!isfinite(loss) && a->failed_module < 0) {
-            a->failed_module = mi;
+            __atomic_store_n(&a->failed_module, mi, __ATOMIC_RELAXED);
             a->failed_loss = loss;
         }
         a->loss_sum[mi] += loss;
@@ -832,7 +834,7 @@ static void *async_worker(void *arg) {
         pthread_mutex_unlock(&a->mu);
         pthread_rwlock_unlock(&a->step_lock);
         queue_push(mi + 1 < n ? &a->queues[mi + 1] : &a->queues[n], it);
-        if (a->failed_module >= 0) break;
+        if (__atomic_load_n(&a->failed_module, __ATOMIC_RELAXED) >= 0) break;
     }
     if (mi + 1 < n) queue_close(&a->queues[mi + 1]);
     if (mi == n - 1) queue_close(&a->queues[n]);
@@ -934,7 +936,8 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
             a.loss_sum[i] = 0;
             a.loss_count[i] = 0;
         }
-        bool finished = last_done >= total || a.failed_module >= 0;
+        bool failed = a.failed_module >= 0;
+        bool finished = last_done >= total || failed;
         int64_t delta = last_done - rep->steps;
         rep->steps = last_done;
         pthread_mutex_unlock(&a.mu);
@@ -944,7 +947,13 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         if (in_epoch == 0 && g > a.first_batch) { epoch--; in_epoch = a.nb; }
         if (progress_due(p, in_epoch, a.nb) || finished)
             progress_line(p, epoch, cfg->epochs, in_epoch, a.nb, finished);
-        if (finished) break;
+        if (finished) {
+            /* after a divergence, modules before the failed one may wait to
+             * push into its queue, which nobody pops any more */
+            if (failed)
+                for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
+            break;
+        }
         bool due = g / a.nb > saved_g / a.nb;
         if (cfg->save_every > 0) due = due || g / cfg->save_every > saved_g / cfg->save_every;
         else due = due || now_s() - p->t_last_save >= 60.0;

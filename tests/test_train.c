@@ -311,6 +311,48 @@ static void test_divergence_stops(void) {
     gim_ckpt_free(c);
 }
 
+/* Module 2's InfoNCE scores scaled by 1e38 overflow at once: its loss is
+ * NaN or infinite at its first step while module 1 trains normally. Every
+ * schedule stops naming module 2 (async without waiting forever on the
+ * queue nobody pops any more); sequential keeps module 1's checkpoint. */
+static void test_divergence_in_module_2(void) {
+    setup();
+    static const char text[] = "model blowup {\n"
+                               "    input x: [batch, 1, 12, 12]\n"
+                               "    p = patches(x, size=4, stride=2)\n"
+                               "    h1 = relu(conv2d(p, 4, k=3, pad=1))\n"
+                               "    infonce(spatial_mean(h1), steps=2, negatives=4)\n"
+                               "    h2 = relu(conv2d(gradient_block(h1), 8, k=3, stride=2, pad=1))\n"
+                               "    infonce(spatial_mean(h2) * 1e38, steps=2, negatives=4)\n"
+                               "    output spatial_mean(h2)\n"
+                               "}\n"
+                               "train {\n"
+                               "    batch 16\n"
+                               "}\n";
+    const char *model = gim_tmpfile("blowup.gim", text, sizeof text - 1);
+    for (int s = 0; s < 3; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "blowup_%s", schedules[s]);
+        const char *out = tt_path(name);
+        char *se = NULL;
+        int rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --schedule %s --save-every 1", model,
+                      data12, out, schedules[s]);
+        CU_ASSERT_EQUAL(rc, 1);
+        CU_ASSERT(tt_has(se, "module 2's loss became"));
+        CU_ASSERT(tt_has(se, "step 1;"));
+        if (rc != 1 || !tt_has(se, "module 2's loss became")) fprintf(stderr, "\n%s: rc %d %s\n", schedules[s], rc, se);
+        gim_free(se);
+        if (s == 1) {
+            /* module 1 finished its 48 steps and was saved before module 2 started */
+            char path[1024], err[512];
+            snprintf(path, sizeof path, "%s/weights.safetensors", out);
+            gim_ckpt *c = gim_safetensors_read(path, err, sizeof err);
+            CU_ASSERT(c != NULL);
+            gim_ckpt_free(c);
+        }
+    }
+}
+
 /* stdout is a file here: plain progress lines, no bar; metrics.csv has one
  * row per module per step, steps 1.. in order, a rate once one is known. */
 static void test_progress_and_metrics(void) {
@@ -380,6 +422,7 @@ int main(void) {
         {"sequential cache = module 1's live output", test_sequential_cache_matches_live_forward},
         {"--e2e: gradients reach module 1", test_e2e_gradients_reach_module_1},
         {"NaN/Inf loss stops training", test_divergence_stops},
+        {"a NaN in module 2 under each schedule", test_divergence_in_module_2},
         {"plain progress lines and metrics.csv", test_progress_and_metrics},
         {"input shape mismatch names both shapes", test_input_shape_mismatch},
         {"unwritable --out reported first", test_unwritable_out},
