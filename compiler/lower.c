@@ -819,6 +819,28 @@ static void lower_body(lower_ctx *L, lower_scope *S, const gim_stmt *body, int n
     for (int i = 0; i < n && !S->has_return && !L->too_big && !L->too_deep; i++) lower_stmt(L, S, &body[i]);
 }
 
+/* Values nothing reads (neither a loss, nor the output, nor another op) are
+ * computed for nothing: a warning at each such end of a chain. */
+static void lower_warn_unused(gim_diag *d, gim_graph *g) {
+    int *readers = gim_calloc((size_t)g->nodes.len + 1, sizeof *readers);
+    if (!readers) return;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const gim_node *n = gim_node_at(g, i);
+        for (int j = 0; j < n->n_in; j++) readers[n->in[j]->id]++;
+    }
+    for (int i = 0; i < g->nodes.len; i++) {
+        const gim_node *n = gim_node_at(g, i);
+        if (readers[i] || n == g->output || n->op == GIM_OP_PARAM || n->op == GIM_OP_INFONCE ||
+            n->op == GIM_OP_CROSS_ENTROPY)
+            continue;
+        if (n->op == GIM_OP_INPUT || n->op == GIM_OP_LABELS)
+            gim_warning(d, n->loc, "input '%s' is never used", n->name);
+        else
+            gim_warning(d, n->loc, "the result of %s is never used", gim_op_name(n->op));
+    }
+    gim_free(readers);
+}
+
 gim_graph *gim_lower(gim_diag *d, const gim_program *p, int64_t batch) {
     int errors0 = d->n_errors;
     if (!p) return NULL;
@@ -846,5 +868,6 @@ gim_graph *gim_lower(gim_diag *d, const gim_program *p, int64_t batch) {
         gim_graph_free(L.g);
         return NULL;
     }
+    lower_warn_unused(d, L.g);
     return L.g;
 }

@@ -336,6 +336,20 @@ static void test_errors(void) {
     gim_free(m);
 }
 
+static void test_unused_values_warn(void) {
+    char *m;
+    gim_graph *g = hg_compile("model m {\n    input x: [batch, 3]\n    input y: labels[batch]\n"
+                              "    a = relu(linear(x, 4))\n    b = tanh(x)\n    output a\n}\n",
+                              2, false, false, &m);
+    CU_ASSERT_PTR_NOT_NULL(g);
+    /* one warning per dead end: tanh (not the chain behind it), and y */
+    CU_ASSERT(strstr(m, "test.gim:5:9: warning: the result of tanh is never used") != NULL);
+    CU_ASSERT(strstr(m, "test.gim:3:11: warning: input 'y' is never used") != NULL);
+    CU_ASSERT(strstr(m, "relu") == NULL && strstr(m, "linear") == NULL);
+    gim_graph_free(g);
+    gim_free(m);
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"param names and shapes", test_param_names_and_shapes},
@@ -345,6 +359,7 @@ int main(void) {
         {"losses and inputs", test_losses_and_inputs},
         {"rebinding and normalised attrs", test_rebinding_and_normalised_attrs},
         {"errors", test_errors},
+        {"unused values warn", test_unused_values_warn},
         {NULL, NULL},
     };
     return gim_run_suite("lower", tests);
