@@ -276,7 +276,9 @@ typedef struct rt_progress {
     bool diverged;        /* a save found non-finite parameters */
 } rt_progress;
 
-static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir) {
+/* metrics.csv: continued on resume, else started afresh (a new run into an
+ * old directory does not mix its rows with the old run's). */
+static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir, bool append) {
     memset(p, 0, sizeof *p);
     p->out = out;
     p->tty = out && isatty(fileno(out));
@@ -290,8 +292,8 @@ static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, co
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.csv", dir);
         struct stat st;
-        bool fresh = stat(path, &st) != 0 || st.st_size == 0;
-        p->csv = fopen(path, "a");
+        bool fresh = !append || stat(path, &st) != 0 || st.st_size == 0;
+        p->csv = fopen(path, append ? "a" : "w");
         if (p->csv && fresh) fprintf(p->csv, "step,epoch,module,loss,examples_per_s\n");
     }
 }
@@ -1057,7 +1059,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     }
     if (cfg->resume && cfg->out_dir && metrics_trim(cfg->out_dir, cfg, s, d->n / m->batch, err, errlen)) return -1;
     rt_progress p;
-    progress_init(&p, progress, m, cfg->out_dir);
+    progress_init(&p, progress, m, cfg->out_dir, cfg->resume);
     if (cfg->out_dir && !p.csv) {
         set_err(err, errlen, "cannot write %s/metrics.csv: %s", cfg->out_dir, strerror(errno));
         progress_free(&p);

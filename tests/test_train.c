@@ -379,6 +379,10 @@ static void test_progress_and_metrics(void) {
     }
     CU_ASSERT_EQUAL(bad, 0);
     gim_free(r);
+    /* a new run (no --resume) into the same directory starts metrics.csv over */
+    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 3", model2, data12, out), 0);
+    CU_ASSERT_EQUAL(tt_metrics(out, &r), 6);
+    gim_free(r);
 }
 
 /* A model for 28 x 28 images on 12 x 12 data: both shapes in the message,
