@@ -68,9 +68,12 @@ int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const
     counters[m->n_modules + 2] = s->sequential_module;
     ot[m->n_modules] = (gim_ckpt_tensor){.name = "counters", .dtype = GIM_DT_I64, .rank = 1,
                                          .shape = {m->n_modules + CK_COUNTERS_EXTRA}, .data = counters};
-    gim_ckpt_meta om[] = {{"format", "gim-optimizer-1"}, {"save_id", idbuf}};
+    /* the batch size: the data position (epoch, batch) counts batches of it */
+    char batchbuf[32];
+    snprintf(batchbuf, sizeof batchbuf, "%" PRId64, m->batch);
+    gim_ckpt_meta om[] = {{"format", "gim-optimizer-1"}, {"save_id", idbuf}, {"batch", batchbuf}};
     snprintf(path, sizeof path, "%s/%s", dir, opt_name);
-    int rc = gim_safetensors_write(path, ot, n_opt, om, 2, err, errlen);
+    int rc = gim_safetensors_write(path, ot, n_opt, om, 3, err, errlen);
     for (int i = 0; i < m->n_modules; i++) gim_free(names[i]);
     gim_free(names);
     gim_free(ot);
@@ -206,6 +209,12 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
     gim_ckpt *o = gim_safetensors_read(opath, err, errlen);
     if (!o) return -1;
     rc = -1;
+    const char *batch = gim_ckpt_meta_get(o, "batch");
+    if (batch && strtoll(batch, NULL, 10) != m->batch) {
+        ck_err(err, errlen, "%s was saved training with batch %s, and its position in the data counts such "
+               "batches; resume with --batch %s (this run has %" PRId64 ")", opath, batch, batch, m->batch);
+        goto done;
+    }
     const gim_ckpt_tensor *ct = gim_ckpt_find(o, "counters");
     if (!ct || ct->dtype != GIM_DT_I64 || ct->rank != 1 || ct->shape[0] != m->n_modules + CK_COUNTERS_EXTRA) {
         ck_err(err, errlen, "%s does not match the model: its counters are not for %d modules", opath, m->n_modules);

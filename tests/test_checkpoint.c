@@ -433,6 +433,11 @@ static void test_mismatch_refused(void) {
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "cut.safetensors"));
     gim_free(se);
+    /* resuming with another batch size: the data position would be wrong */
+    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume --batch 8", model2, data12, two);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(tt_has(se, "--batch 16"));
+    gim_free(se);
     /* --resume with no checkpoint at all */
     rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --resume", model2, data12, tt_path("nothing"));
     CU_ASSERT_EQUAL(rc, 1);
