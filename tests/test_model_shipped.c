@@ -1,8 +1,9 @@
 /* The shipped models (in models/) through parse, lower, partition and
  * autodiff, greedy and end to end: every module's every parameter gets a
- * gradient of its own shape, the backward nodes pass the verifier, and in
- * greedy mode no backward node reads another module's backward nodes. The
+ * gradient of its own shape, the backward nodes pass the verifier, none is
+ * dead (unused), and no backward node reads another module's backward nodes. The
  * graph alone: no code is generated here (test_model.c runs a model). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,16 @@ static void check_model(const char *file, bool e2e) {
             CU_ASSERT_TRUE(b->is_backward && b->module == k && b->id >= n_fwd);
             for (int j = 0; j < b->n_in; j++)
                 if (b->in[j]->is_backward) CU_ASSERT_EQUAL(b->in[j]->module, k);
+            /* No dead backward node: each is a parameter's gradient or read
+             * by a later backward node. */
+            bool used = false;
+            for (int j = 0; j < m->grads.len && !used; j++) used = m->grads.items[j] == b;
+            for (int j = i + 1; j < m->bwd_nodes.len && !used; j++) {
+                const gim_node *later = m->bwd_nodes.items[j];
+                for (int q = 0; q < later->n_in; q++) used |= later->in[q] == b;
+            }
+            if (!used) fprintf(stderr, "%s: dead backward node %%%d %s\n", file, b->id, b->name);
+            CU_ASSERT_TRUE(used);
         }
     }
     CU_ASSERT_TRUE(n_params > 0);
