@@ -472,14 +472,22 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     gim_loc loc = *yypcontext_location(ctx);
     if (tok == YYSYMBOL_LEX_ERROR) return 0;    /* the lexer has said why */
     const char *found = parse_token_found(p, tok, loc);
-    if (p->has_unclosed) {
-        char closer = p->unclosed.kind == '(' ? ')' : p->unclosed.kind == '[' ? ']' : '}';
-        gim_error(p->diag, loc, "expected '%c' before %s", closer, found);
-        gim_note(p->diag, p->unclosed.loc, "to match this '%c'", p->unclosed.kind);
-        return 0;
-    }
     yysymbol_kind_t exp[YYNTOKENS];
     int n = yypcontext_expected_tokens(ctx, exp, YYNTOKENS);
+    if (p->has_unclosed) {
+        /* Say the closer is missing when it could stand here; otherwise
+         * the usual message, and the open bracket as a note either way. */
+        char closer = p->unclosed.kind == '(' ? ')' : p->unclosed.kind == '[' ? ']' : '}';
+        char quoted[4] = {'\'', closer, '\'', 0};
+        bool closer_fits = false;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(yysymbol_name(exp[i]), quoted)) closer_fits = true;
+        if (closer_fits || n == 0) {
+            gim_error(p->diag, loc, "expected '%c' before %s", closer, found);
+            gim_note(p->diag, p->unclosed.loc, "to match this '%c'", p->unclosed.kind);
+            return 0;
+        }
+    }
     for (int i = 0; i < n; i++)
         if (exp[i] == YYSYMBOL_DEF) {
             gim_error(p->diag, loc, "unexpected %s at the top level (expected import, def, model or train)", found);
@@ -508,15 +516,16 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     }
     if (n_names == 0 || n_names > 4) {
         gim_error(p->diag, loc, "unexpected %s", found);
-        return 0;
+    } else {
+        gim_sb sb = {0};
+        for (int i = 0; i < n_names; i++) {
+            if (i > 0) gim_sb_puts(&sb, i == n_names - 1 ? " or " : ", ");
+            gim_sb_puts(&sb, names[i]);
+        }
+        gim_error(p->diag, loc, "expected %s before %s", sb.buf, found);
+        gim_sb_free(&sb);
     }
-    gim_sb sb = {0};
-    for (int i = 0; i < n_names; i++) {
-        if (i > 0) gim_sb_puts(&sb, i == n_names - 1 ? " or " : ", ");
-        gim_sb_puts(&sb, names[i]);
-    }
-    gim_error(p->diag, loc, "expected %s before %s", sb.buf, found);
-    gim_sb_free(&sb);
+    if (p->has_unclosed) gim_note(p->diag, p->unclosed.loc, "this '%c' is not closed", p->unclosed.kind);
     return 0;
 }
 

@@ -138,6 +138,15 @@ static void test_bad_literals(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(r.diag_text, "t.gim:1:3: error: unknown escape sequence '\\q'"));
 }
 
+static void test_byte_order_mark(void) {
+    lexed r = lex_n("\xEF\xBB\xBFx = 1", 8, true);
+    CU_ASSERT_STRING_EQUAL(r.tokens, "name:x@1:1 =@1:3 int:1@1:5");
+    CU_ASSERT_EQUAL(r.n_errors, 0);
+    r = lex("x \xEF\xBB\xBF");     /* not at the start: a bad byte */
+    CU_ASSERT_STRING_EQUAL(r.tokens, "name:x ERR");
+    CU_ASSERT_EQUAL(r.n_errors, 1);
+}
+
 static void test_empty(void) {
     CHECK_TOKENS("", "");
     CHECK_TOKENS("\n\n  \n# only a comment", "");
@@ -154,6 +163,7 @@ int main(void) {
         {"locations", test_locations},
         {"bad characters", test_bad_characters},
         {"bad literals", test_bad_literals},
+        {"byte order mark", test_byte_order_mark},
         {"empty input", test_empty},
         {NULL, NULL},
     };

@@ -349,6 +349,16 @@ static void test_error_recovery(void) {
                            strstr(t, "t.gim:12:8: error: expected '=' or expression before newline"));
     if (diag.n_errors != 5 || getenv("SHOW")) fprintf(stderr, "\n%s", t);
     CU_ASSERT_EQUAL(diag.n_errors, 5);
+
+    /* An open bracket that is not what is missing is still pointed at. */
+    parse("model m {\n  x = ");
+    CU_ASSERT_STRING_EQUAL(diag_text(),
+                           "t.gim:2:6: error: expected expression before end of file\n"
+                           "  x = \n"
+                           "     ^\n"
+                           "t.gim:1:9: note: this '{' is not closed\n"
+                           "model m {\n"
+                           "        ^\n");
 }
 
 /* gim_ast_print's output parses back to the same printout. */
