@@ -63,6 +63,16 @@ int main(int argc, char **argv) {
         return GIMC_USAGE;
     }
     const char *first = argv[1];
+    if (!strcmp(first, "help") && argc > 2) {
+        /* gimc help CMD: the command's own --help */
+        const gimc_command *c = gimc_find(argv[2]);
+        if (!c) {
+            fprintf(stderr, "gimc: '%s' is not a gimc command. See 'gimc --help'.\n", argv[2]);
+            return GIMC_USAGE;
+        }
+        char *help_argv[] = {(char *)c->name, (char *)"--help", NULL};
+        return gimc_run(c, 2, help_argv);
+    }
     if (!strcmp(first, "--help") || !strcmp(first, "-h") || !strcmp(first, "help")) {
         gimc_help(stdout);
         return GIMC_OK;

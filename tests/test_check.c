@@ -203,6 +203,9 @@ static void test_driver_usage(void) {
     CU_ASSERT_EQUAL(gim_run_gimc("check --help", &out, &err), 0);
     CU_ASSERT(strstr(out, "usage: gimc check") != NULL);
     gim_free(out), gim_free(err);
+    CU_ASSERT_EQUAL(gim_run_gimc("help graph", &out, &err), 0);
+    CU_ASSERT(strstr(out, "usage: gimc graph") != NULL);
+    gim_free(out), gim_free(err);
     CU_ASSERT_EQUAL(gim_run_gimc("", &out, &err), 2);
     gim_free(out), gim_free(err);
     CU_ASSERT_EQUAL(gim_run_gimc("chekc m.gim", &out, &err), 2);
