@@ -19,6 +19,7 @@
 /* Lines longer than this are shown as a window of DIAG_WINDOW bytes. */
 #define DIAG_MAX_LINE 160
 #define DIAG_WINDOW 120
+#define DIAG_MAX_MESSAGE 1024
 
 void gim_diag_init(gim_diag *d, FILE *out) {
     memset(d, 0, sizeof *d);
@@ -106,7 +107,11 @@ static void diag_vreport(gim_diag *d, gim_loc loc, const char *kind, const char 
     FILE *out = d->out ? d->out : stderr;
     if (loc.src) fprintf(out, "%s:%d:%d: %s: ", loc.src->path, loc.line, loc.col, kind);
     else fprintf(out, "%s: ", kind);
-    vfprintf(out, fmt, ap);
+    /* a message quoting a 10 MB name stays readable: at most DIAG_MAX_MESSAGE bytes */
+    char msg[DIAG_MAX_MESSAGE];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs(msg, out);
+    if (n >= (int)sizeof msg) fputs("...", out);
     fputc('\n', out);
     if (loc.src) diag_print_line(out, loc);
     fflush(out);
