@@ -350,6 +350,44 @@ static void test_unused_values_warn(void) {
     gim_free(m);
 }
 
+/* Every def of stdlib/ lowers to the shapes its comments promise. */
+static void test_stdlib_defs(void) {
+    gim_graph *g = ok("import \"resnet.gim\"\n"
+                      "import \"cpc_audio.gim\"\n"
+                      "import \"conv.gim\"\n"
+                      "model m {\n"
+                      "    input x: [batch, 64, 8, 8]\n"
+                      "    input a: [batch, 1, 20480]\n"
+                      "    b1 = bottleneck(x, 16)\n"
+                      "    b2 = bottleneck_proj(x, 8, stride=2)\n"
+                      "    b3 = res_stage(x, 32, stride=2)\n"
+                      "    c = conv_pair(x, 16, stride=2)\n"
+                      "    e = cpc_encoder(a)\n"
+                      "    f = frames(e)\n"
+                      "    z = cpc_context(f)\n"
+                      "    output relu(b1)\n"
+                      "}\n",
+                      2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    SHAPE_IS(hg_find(g, "bottleneck.1/add.1"), 2, 64, 8, 8);
+    SHAPE_IS(hg_find(g, "bottleneck_proj.1/add.1"), 2, 32, 4, 4);
+    /* the projection: a 1x1 conv with the block's stride, no bias */
+    gim_node *proj = hg_find(g, "bottleneck_proj.1/conv2d.4");
+    CU_ASSERT(proj && gim_attr_i(proj, 1) == 1 && gim_attr_i(proj, 2) == 2 && proj->n_in == 2);
+    SHAPE_IS(hg_find(g, "res_stage.1/bottleneck.1/add.1"), 2, 128, 4, 4);
+    SHAPE_IS(hg_find(g, "conv_pair.1/relu.2"), 2, 16, 4, 4);
+    /* CPC: 20480 samples -> 4095, 1023, 512, 257, 128 frames of 512 */
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/relu.1"), 2, 512, 4095);
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.2/relu.1"), 2, 512, 1023);
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.3/relu.1"), 2, 512, 512);
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.4/relu.1"), 2, 512, 257);
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.5/relu.1"), 2, 512, 128);
+    SHAPE_IS(hg_find(g, "frames.1/transpose.1"), 2, 128, 512);
+    SHAPE_IS(hg_find(g, "cpc_context.1/gru.1"), 2, 128, 256);
+    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/conv1d.1/w"), 512, 1, 10);
+    gim_graph_free(g);
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"param names and shapes", test_param_names_and_shapes},
@@ -360,6 +398,7 @@ int main(void) {
         {"rebinding and normalised attrs", test_rebinding_and_normalised_attrs},
         {"errors", test_errors},
         {"unused values warn", test_unused_values_warn},
+        {"stdlib defs", test_stdlib_defs},
         {NULL, NULL},
     };
     return gim_run_suite("lower", tests);
