@@ -25,6 +25,7 @@
 #include "gim_runtime.h"
 #include "gim_util.h"
 #include "graph.h"
+#include "harness_jit.h"
 #include "ref_conv.h"
 #include "testutil.h"
 
@@ -297,6 +298,32 @@ static double conv_f(void *p) {
     return dot_d(f->dy, f->y, f->B * f->cc->O * f->Ho * f->Wo);
 }
 
+/* Runs the forward and both backward ops through the whole code generator
+ * (memory planner, per-node functions, the planned scratch in a NaN-filled
+ * work arena) rather than this file's bare JIT: x, w, b, dy in; y, dx, dw out. */
+static int run_conv_planned(const conv_case *cc, const gim_node *x, const gim_node *w, const gim_node *y,
+                            const gim_node *dx, const gim_node *dw, float **bufs, const gim_node *b,
+                            const gim_node *dy) {
+    hj_graph *h = hj_new(1);
+    gim_node *hx = hj_input(h, x->shape), *hw = hj_input(h, w->shape), *hb = hj_input(h, b->shape);
+    gim_node *hdy = hj_input(h, dy->shape);
+    bool one_d = cc->one_d;
+    double at[5] = {(double)cc->O, (double)cc->k, (double)cc->s, (double)cc->p, cc->bias};
+    gim_node *hy = cc->bias ? hj_op(h, one_d ? GIM_OP_CONV1D : GIM_OP_CONV2D, y->shape, HJ_IN(hx, hw, hb), 5, at)
+                            : hj_op(h, one_d ? GIM_OP_CONV1D : GIM_OP_CONV2D, y->shape, HJ_IN(hx, hw), 5, at);
+    gim_node *hdx = hj_op(h, one_d ? GIM_OP_CONV1D_BWD_DATA : GIM_OP_CONV2D_BWD_DATA, dx->shape, HJ_IN(hdy, hw), 4, at);
+    gim_node *hdw = hj_op(h, one_d ? GIM_OP_CONV1D_BWD_WEIGHT : GIM_OP_CONV2D_BWD_WEIGHT, dw->shape, HJ_IN(hdy, hx),
+                          4, at);
+    int rc = hj_compile(h, HJ_OUT(hy, hdx, hdw));
+    if (rc == 0)
+        rc = hj_run(h, (const void *[]){bufs[x->id], bufs[w->id], bufs[b->id], bufs[dy->id]},
+                    (float *[]){bufs[y->id], bufs[dx->id], bufs[dw->id]});
+    hj_free(h);
+    return rc;
+}
+
+static bool conv_planned;   /* check_conv runs through run_conv_planned */
+
 /* Forward against the reference, then both backward ops against finite
  * differences of the reference forward. */
 static void check_conv(const conv_case *cc, unsigned seed) {
@@ -340,7 +367,8 @@ static void check_conv(const conv_case *cc, unsigned seed) {
     bufs[dx->id] = rand_f(nx, 6);
     bufs[dw->id] = rand_f(nw, 7);
     gim_node *targets[3] = {y, dx, dw};
-    CU_ASSERT_FATAL(jit_run(g, targets, 3, bufs) == 0);
+    int rc = conv_planned ? run_conv_planned(cc, x, w, y, dx, dw, bufs, b, dy) : jit_run(g, targets, 3, bufs);
+    CU_ASSERT_FATAL(rc == 0);
 
     conv_fd f = {cc, B, Ho, Wo, to_d(bufs[x->id], nx), to_d(bufs[w->id], nw), to_d(bufs[dy->id], ny),
                  gim_xmalloc(sizeof(double) * (size_t)ny)};
@@ -411,6 +439,23 @@ static void test_conv_all_wide(void) {
     test_conv1d_small();
     cg_conv_wide_all = 0;
     cg_conv_chunk_cap = cap;
+}
+
+/* Through the module code generator, whose planner provides the scratch:
+ * the default policy and every op batched. */
+static void test_conv_planned(void) {
+    static const conv_case cases[] = {
+        {1, {30}, 32, 8, 8, 8, 3, 1, 1, true, false},
+        {2, {2, 3}, 3, 7, 11, 5, 3, 2, 2, false, false},
+        {1, {3}, 3, 1, 37, 4, 3, 1, 1, true, true},
+    };
+    conv_planned = true;
+    for (int wide = 0; wide < 2; wide++) {
+        cg_conv_wide_all = wide;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 600 + 7 * (unsigned)i);
+    }
+    cg_conv_wide_all = 0;
+    conv_planned = false;
 }
 
 /* ---- linear -------------------------------------------------------------------------- */
@@ -729,6 +774,7 @@ int main(int argc, char **argv) {
         {"conv1d forward and gradients", test_conv1d_small},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
         {"conv with every op batched over images", test_conv_all_wide},
+        {"conv through the module code generator (planned scratch)", test_conv_planned},
         {"linear forward and gradients", test_linear},
         {"patches forward and gradient", test_patches},
         {"avg and max pools forward and gradients", test_pools},
