@@ -41,11 +41,17 @@ static double now_s(void) {
 
 /* ---- interruption ---------------------------------------------------------- */
 
-static volatile sig_atomic_t stop_requested;
+/* Set by the handler (on whichever thread takes the signal), read by the
+ * training loops and the async workers: a lock-free atomic, safe in a
+ * signal handler and between threads. */
+static int stop_requested;
+
+static bool stop_now(void) { return __atomic_load_n(&stop_requested, __ATOMIC_RELAXED) != 0; }
+static void set_stop(int v) { __atomic_store_n(&stop_requested, v, __ATOMIC_RELAXED); }
 
 static void on_signal(int sig) {
     (void)sig;
-    stop_requested = 1;
+    set_stop(1);
 }
 
 static void install_signals(struct sigaction *old_int, struct sigaction *old_term) {
@@ -55,7 +61,7 @@ static void install_signals(struct sigaction *old_int, struct sigaction *old_ter
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, old_int);
     sigaction(SIGTERM, &sa, old_term);
-    stop_requested = 0;
+    set_stop(0);
 }
 
 static void restore_signals(const struct sigaction *old_int, const struct sigaction *old_term) {
@@ -519,7 +525,7 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
         const int64_t *perm = order_for(&order, cfg->seed, s->epoch);
         for (; s->batch_in_epoch < nb; ) {
             int64_t step = s->epoch * nb + s->batch_in_epoch;
-            if (step >= limit || stop_requested) break;
+            if (step >= limit || stop_now()) break;
             fill_data(m, b, d, perm + s->batch_in_epoch * m->batch, it);
             for (int mi = 0; mi < m->n_modules; mi++) {
                 float loss = module_step(m, s, mi, it, cfg);
@@ -537,7 +543,7 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
                 progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
             if (s->batch_in_epoch < nb && (rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen))) break;
         }
-        if (rc || stop_requested || s->epoch * nb + s->batch_in_epoch >= limit) {
+        if (rc || stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) {
             if (!rc && s->batch_in_epoch < nb && p->tty) progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, true);
             if (!rc && s->batch_in_epoch == nb) { s->epoch++; s->batch_in_epoch = 0; }
             break;
@@ -652,7 +658,7 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                 /* Every example, not only the first nb * batch: the shuffled
                  * order draws its batches from all n. The final partial batch
                  * is padded by repeating its last example. */
-                for (int64_t start = 0; start < d->n && !stop_requested; start += m->batch) {
+                for (int64_t start = 0; start < d->n && !stop_now(); start += m->batch) {
                     int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
                     for (int64_t e = 0; e < m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
                     fill_sequential(m, b, d, caches, pm, seq, it);
@@ -671,7 +677,7 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
             const int64_t *perm = order_for(&order, cfg->seed, s->epoch);
             for (; s->batch_in_epoch < nb && rc == 0;) {
                 int64_t step = s->epoch * nb + s->batch_in_epoch;
-                if (step >= limit || stop_requested) break;
+                if (step >= limit || stop_now()) break;
                 fill_sequential(m, b, d, caches, mi, perm + s->batch_in_epoch * m->batch, it);
                 float loss = module_step(m, s, mi, it, cfg);
                 if ((rc = diverged(m, mi, loss, s->module_step[mi], err, errlen))) {
@@ -686,10 +692,10 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                     progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
                 if (s->batch_in_epoch < nb) rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen);
             }
-            if (rc || stop_requested || s->epoch * nb + s->batch_in_epoch >= limit) break;
+            if (rc || stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) break;
             rc = maybe_save(m, s, cfg, p, s->epoch * nb + nb, true, err, errlen);
         }
-        if (rc || stop_requested) break;
+        if (rc || stop_now()) break;
         /* next module starts from epoch 0 */
         s->epoch = 0;
         s->batch_in_epoch = 0;
@@ -804,7 +810,7 @@ static void *async_worker(void *arg) {
     for (int64_t k = a->first_batch; k < a->last_batch; k++) {
         rt_item *it;
         if (mi == 0) {
-            if (stop_requested || __atomic_load_n(&a->failed_module, __ATOMIC_RELAXED) >= 0 ||
+            if (stop_now() || __atomic_load_n(&a->failed_module, __ATOMIC_RELAXED) >= 0 ||
                 __atomic_load_n(&a->abort, __ATOMIC_RELAXED))
                 break;
             it = queue_pop(&a->queues[n]);
@@ -916,7 +922,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         started++;
     }
     if (started < n) {
-        stop_requested = 1;
+        set_stop(1);
         for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
         set_err(err, errlen, "cannot start a thread per module");
         rc = -1;
@@ -942,8 +948,8 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         bool finished = last_done >= total || failed;
         int64_t delta = last_done - rep->steps;
         rep->steps = last_done;
+        progress_examples(p, delta * m->batch);   /* under mu: the workers read p->rate */
         pthread_mutex_unlock(&a.mu);
-        progress_examples(p, delta * m->batch);
         int64_t g = a.first_batch + last_done;
         int64_t epoch = g / a.nb, in_epoch = g % a.nb;
         if (in_epoch == 0 && g > a.first_batch) { epoch--; in_epoch = a.nb; }
@@ -959,7 +965,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         bool due = g / a.nb > saved_g / a.nb;
         if (cfg->save_every > 0) due = due || g / cfg->save_every > saved_g / cfg->save_every;
         else due = due || now_s() - p->t_last_save >= 60.0;
-        if (cfg->out_dir && due && !stop_requested) {
+        if (cfg->out_dir && due && !stop_now()) {
             pthread_rwlock_wrlock(&a.step_lock);
             int64_t gg = a.first_batch + a.done[n - 1];
             s->epoch = gg / a.nb;
@@ -973,7 +979,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
                 break;
             }
         }
-        if (stop_requested) {
+        if (stop_now()) {
             for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
             break;
         }
@@ -1076,7 +1082,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     }
     rep->seconds = now_s() - t0;
     rep->examples_per_s = rep->seconds > 0 ? (double)rep->steps * (double)m->batch / rep->seconds : 0;
-    rep->interrupted = stop_requested != 0;
+    rep->interrupted = stop_now();
     rep->last_loss = gim_calloc((size_t)m->n_modules, sizeof(double));
     for (int i = 0; rep->last_loss && i < m->n_modules; i++)
         rep->last_loss[i] = p.count[i] ? p.sum[i] / (double)p.count[i] : p.last[i];
