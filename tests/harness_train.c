@@ -1,5 +1,6 @@
 #include "harness_train.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,4 +231,16 @@ int tt_spawn_gimc(const char *args, const char **out_path) {
         _exit(127);
     }
     return (int)pid;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int tt_cleanup(int status) {
+    if (status == 0) nftw(gim_tmpdir(), remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    return status;
 }

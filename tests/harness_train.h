@@ -49,4 +49,8 @@ bool tt_has(const char *hay, const char *needle);
  * storage, valid until the next call). */
 int tt_spawn_gimc(const char *args, const char **out_path);
 
+/* After a suite: removes gim_tmpdir() and everything in it when status is 0
+ * (kept for a look after a failure). Returns status. */
+int tt_cleanup(int status);
+
 #endif

@@ -457,5 +457,5 @@ int main(void) {
         {"another model's checkpoint is refused", test_mismatch_refused},
         {NULL, NULL},
     };
-    return gim_run_suite("checkpoint", tests);
+    return tt_cleanup(gim_run_suite("checkpoint", tests));
 }

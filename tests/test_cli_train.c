@@ -283,5 +283,5 @@ int main(void) {
         {"usage and input errors", test_usage_and_input_errors},
         {NULL, NULL},
     };
-    return gim_run_suite("cli_train", tests);
+    return tt_cleanup(gim_run_suite("cli_train", tests));
 }

@@ -432,5 +432,5 @@ int main(void) {
         {"unwritable --out reported first", test_unwritable_out},
         {NULL, NULL},
     };
-    return gim_run_suite("train", tests);
+    return tt_cleanup(gim_run_suite("train", tests));
 }
