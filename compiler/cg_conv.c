@@ -34,6 +34,10 @@
  * rather than only the weight gradient (see conv_geometry). */
 int64_t cg_conv_chunk_cap = (int64_t)1 << 18;
 int cg_conv_wide_all = 0;
+/* The weight gradient computed transposed, dWᵀ [K, O] = cols · dYᵗᵀ, into
+ * scratch, then transposed into dw: OpenBLAS runs the taller GEMM (M = K)
+ * 2-8% faster on the canonical layers (measured, single thread). */
+int cg_conv_wgrad_t = 1;
 #define CONV_SCRATCH_CAP cg_conv_chunk_cap
 
 /* ---- geometry -------------------------------------------------------------- */
@@ -120,8 +124,10 @@ static int64_t cg_conv_scratch_floats(const gim_node *n) {
     conv_geo g;
     if (!conv_is_conv(n->op) || !conv_geometry(n, &g) || g.direct) return 0;
     /* A one-image chunk reads and writes y / dy in place: only cols. */
-    if (g.chunk == 1) return g.K * g.HoWo;
-    return g.chunk * (g.K + g.O) * g.HoWo;
+    int64_t f = g.chunk == 1 ? g.K * g.HoWo : g.chunk * (g.K + g.O) * g.HoWo;
+    if (cg_conv_wgrad_t && (n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT))
+        f += g.K * g.O;   /* dWᵀ, after the chunk's space */
+    return f;
 }
 
 static LLVMValueRef conv_scratch(cg_ctx *c, const gim_node *n) {
@@ -358,6 +364,7 @@ typedef struct conv_args {
     gim_op op;
     LLVMValueRef a, w, bias, out, scratch;   /* a: x (fwd, bwd weight) or dy (bwd data) */
     LLVMValueRef dy;                          /* bwd weight */
+    LLVMValueRef dwt;                         /* bwd weight: dWᵀ [K, O] in scratch, or NULL */
 } conv_args;
 
 /* One chunk of nimg images starting at image b0 (an i64 value). */
@@ -416,7 +423,8 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
         }
         if (g->direct) cols = xb;
         else conv_im2col(c, g, xb, nimg, cols, false);
-        cg_sgemm(c, false, true, g->O, g->K, npix, 1.0f, dyt, npix, cols, npix, 1.0f, a->out, g->K);
+        if (a->dwt) cg_sgemm(c, false, true, g->K, g->O, npix, 1.0f, cols, npix, dyt, npix, 1.0f, a->dwt, g->O);
+        else cg_sgemm(c, false, true, g->O, g->K, npix, 1.0f, dyt, npix, cols, npix, 1.0f, a->out, g->K);
         break;
     }
     }
@@ -445,10 +453,16 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
     default:
         a.dy = cg_buf(c, n->in[0]);
         a.a = cg_buf(c, n->in[1]);
-        cg_zero(c, a.out, cg_i64(c, g.O * g.K));
+        if (!cg_conv_wgrad_t || g.direct) cg_zero(c, a.out, cg_i64(c, g.O * g.K));
         break;
     }
     a.scratch = cg_conv_scratch_floats(n) > 0 ? conv_scratch(c, n) : NULL;
+    bool wgrad = n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT;
+    if (wgrad && cg_conv_wgrad_t && !g.direct) {
+        int64_t at = g.chunk == 1 ? g.K * g.HoWo : g.chunk * (g.K + g.O) * g.HoWo;
+        a.dwt = cg_gep(c, a.scratch, cg_i64(c, at));
+        cg_zero(c, a.dwt, cg_i64(c, g.K * g.O));
+    }
     int64_t full = g.B / g.chunk, rest = g.B % g.chunk;
     if (full == 1) {
         conv_chunk(c, &a, cg_i64(c, 0), g.chunk);
@@ -458,6 +472,14 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
         cg_for_end(c, &l);
     }
     if (rest) conv_chunk(c, &a, cg_i64(c, full * g.chunk), rest);
+    if (a.dwt) {
+        /* dw[o, k] = dWᵀ[k, o] */
+        cg_loop lo = cg_for(c, g.O, "o");
+        cg_loop lk = cg_for(c, g.K, "k");
+        cg_storef(c, a.out, cg_mad(c, lo.iv, g.K, lk.iv), cg_loadf(c, a.dwt, cg_mad(c, lk.iv, g.O, lo.iv)));
+        cg_for_end(c, &lk);
+        cg_for_end(c, &lo);
+    }
     return 0;
 }
 

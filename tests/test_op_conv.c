@@ -270,6 +270,7 @@ static double dot_d(const double *a, const double *b, int64_t n) {
 /* cg_conv.c's lowering policy knobs (not in any header). */
 extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
+extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
 
 /* ---- convolutions ---------------------------------------------------------------- */
 
@@ -429,15 +430,18 @@ static void test_conv2d_paths(void) {
 }
 
 /* The same and the small shapes with every op batched over images (the
- * forward's and data gradient's transposes), in the default 1 MB chunks. */
+ * forward's and data gradient's transposes), in the default 1 MB chunks,
+ * and the weight gradient accumulated directly in dw (not transposed). */
 static void test_conv_all_wide(void) {
     int64_t cap = cg_conv_chunk_cap;
     cg_conv_wide_all = 1;
+    cg_conv_wgrad_t = 0;
     cg_conv_chunk_cap = (int64_t)1 << 18;
     test_conv2d_paths();
     test_conv2d_small();
     test_conv1d_small();
     cg_conv_wide_all = 0;
+    cg_conv_wgrad_t = 1;
     cg_conv_chunk_cap = cap;
 }
 
@@ -687,10 +691,10 @@ static void bench(void) {
     static const struct { int64_t C, O, s, H; } layers[] = {
         {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
     };
-    static const struct { int64_t cap; int wide_all; const char *name; } caps[] = {
-        {1, 0, "per image"}, {(int64_t)1 << 18, 0, "default"}, {(int64_t)1 << 16, 1, "all wide 256K"},
-        {(int64_t)1 << 18, 1, "all wide 1MB"}, {(int64_t)1 << 20, 1, "all wide 4MB"},
-        {(int64_t)4 << 20, 1, "all wide 16MB"},
+    static const struct { int64_t cap; int wide_all, wgrad_t; const char *name; } caps[] = {
+        {1, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 0, "default"}, {(int64_t)1 << 18, 0, 1, "dW transposed"},
+        {(int64_t)1 << 16, 1, 0, "all wide 256K"},
+        {(int64_t)1 << 18, 1, 0, "all wide 1MB"}, {(int64_t)1 << 20, 1, 0, "all wide 4MB"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
@@ -732,6 +736,7 @@ static void bench(void) {
         for (int ci = 0; ci < NCAP; ci++) {
             cg_conv_chunk_cap = caps[ci].cap;
             cg_conv_wide_all = caps[ci].wide_all;
+            cg_conv_wgrad_t = caps[ci].wgrad_t;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
