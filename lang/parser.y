@@ -503,10 +503,15 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
         if (!parse_is_operator(exp[i])) has_other = true;
     }
     has_expr = has_ident && has_int;
+    /* Where the statement could end, "or a call's '('" is noise. */
+    bool can_end = false;
+    for (int i = 0; i < n; i++)
+        if (exp[i] == YYSYMBOL_SEP) can_end = true;
     for (int i = 0; i < n; i++) {
         if (exp[i] == YYSYMBOL_YYerror || exp[i] == YYSYMBOL_LEX_ERROR) continue;
         /* After a complete operand, "or an operator" goes without saying. */
         if (has_other && parse_is_operator(exp[i]) && !(has_expr && parse_starts_expr(exp[i]))) continue;
+        if (can_end && !has_expr && !strcmp(yysymbol_name(exp[i]), "'('")) continue;
         if (has_expr && parse_starts_expr(exp[i])) {
             if (!expr_named) names[n_names++] = "expression";
             expr_named = true;
