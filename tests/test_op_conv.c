@@ -38,9 +38,10 @@ typedef struct conv_jit {
     void (*fn)(float **bufs);
 } conv_jit;
 
-/* The pass pipeline: O1 keeps the many small test compilations quick; the
- * lowering-path tests and the benchmark use O2, as gimc does. */
-static const char *jit_passes = "default<O1>";
+/* The pass pipeline: O0 keeps the many small test compilations quick; the
+ * lowering-path tests, the planned-scratch tests (through the harness) and
+ * the benchmark use O2, as gimc does. */
+static const char *jit_passes = "default<O0>";
 
 static int jit_build(const gim_graph *g, gim_node *const *targets, int nt, conv_jit *out) {
     static bool inited;
@@ -426,7 +427,7 @@ static void test_conv2d_paths(void) {
         {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
-    jit_passes = "default<O1>";
+    jit_passes = "default<O0>";
 }
 
 /* The same and the small shapes with every op batched over images (the
