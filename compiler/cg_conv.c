@@ -1,21 +1,23 @@
 /* Code generators: convolutions, patches, pools, linear layers (forward and
  * backward).
  *
- * Convolutions are lowered to one large SGEMM per chunk of images over an
- * im2col matrix:
+ * Convolutions are lowered to SGEMMs over an im2col matrix, per chunk of
+ * nimg images:
  *
  *     cols [K, N]   K = C·kh·kw, N = nimg·Ho·Wo   (column b·Ho·Wo + p of image b)
  *     Y    [O, N] = W [O, K] · cols                 forward
  *     dcols[K, N] = Wᵀ · dYᵗ,  dx = col2im(dcols)   backward data
- *     dW   [O, K] += dYᵗ · colsᵀ                     backward weight
+ *     dWᵀ  [K, O] += cols · dYᵗᵀ                     backward weight (then dw = (dWᵀ)ᵀ)
  *
  * where dYᵗ [O, N] is dy [nimg, O, Ho·Wo] with its first two axes swapped
- * (a copy of contiguous rows). Batching images makes the GEMM as wide as the
- * scratch space allows (big GEMMs run much faster than many small ones: the
- * canonical model's 8×8 patches give Ho·Wo = 64 per image). The chunk size is
- * a compile-time constant; the last, partial chunk is emitted separately.
- * A chunk of one image needs no transposes (Y and dY are already [O, Ho·Wo]),
- * and a 1×1 stride-1 unpadded convolution over large images needs no im2col.
+ * (a copy of contiguous rows). A chunk of one image needs no transposes (Y
+ * and dY are already [O, Ho·Wo]) and its cols stay in cache; wider chunks
+ * make fewer, larger GEMMs at the price of the transposes. Measured on the
+ * canonical model (`test_op_conv --bench`), one image per GEMM is best for
+ * the forward and data gradient and chunks of ~1 MB for the weight gradient
+ * (see conv_geometry). The chunk size is a compile-time constant; a last,
+ * partial chunk is emitted separately. A 1×1 stride-1 unpadded convolution
+ * over large images needs no im2col at all.
  *
  * Scratch (cols and the transposed chunk): the planner's per-node scratch
  * (cg_scratch, sized by the cg_conv_scratch table). When none was planned
@@ -24,6 +26,7 @@
  * fallback assumes one module's functions never run concurrently.
  *
  * conv1d is conv2d with H = 1, kh = 1. */
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cg.h"
@@ -156,6 +159,7 @@ static LLVMValueRef conv_scratch(cg_ctx *c, const gim_node *n) {
         size = need;
         if ((g = LLVMGetNamedGlobal(c->mod, name))) return g;
     }
+    if (size > (int64_t)UINT32_MAX) return NULL;   /* beyond an LLVM array; the caller reports */
     LLVMTypeRef t = LLVMArrayType(c->f32, (unsigned)size);
     g = LLVMAddGlobal(c->mod, t, name);
     LLVMSetInitializer(g, LLVMConstNull(t));
@@ -457,6 +461,8 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
         break;
     }
     a.scratch = cg_conv_scratch_floats(n) > 0 ? conv_scratch(c, n) : NULL;
+    if (cg_conv_scratch_floats(n) > 0 && !a.scratch)
+        return cg_fail(c, n, "%s: no room for its im2col scratch", gim_op_name(n->op));
     bool wgrad = n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT;
     if (wgrad && cg_conv_wgrad_t && !g.direct) {
         int64_t at = g.chunk == 1 ? g.K * g.HoWo : g.chunk * (g.K + g.O) * g.HoWo;
