@@ -4,6 +4,7 @@
  *   eval:  source -> modules -> native code -> weights -> features -> probe */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <cblas.h>
 
 #include "commands.h"
+#include "gim_checkpoint.h"
 #include "gim_data.h"
 #include "gim_probe.h"
 #include "gim_train.h"
@@ -42,6 +44,26 @@ static void set_blas_threads(const gim_train_config *cfg) {
 }
 
 /* ---- gimc train ---------------------------------------------------------------- */
+
+/* A sequential run's position (the module in training, its epoch) means
+ * something else to the other schedules: resuming across that line is
+ * refused. Checkpoints without the metadata are let through. */
+static int resume_schedule_check(const gim_train_config *cfg, char *err, size_t errlen) {
+    static const char *const names[] = {"simultaneous", "sequential", "async"};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/weights.safetensors", cfg->out_dir);
+    gim_ckpt *c = gim_safetensors_read(path, err, errlen);
+    if (!c) return -1;
+    const char *was = gim_ckpt_meta_get(c, "schedule");
+    const char *now = names[cfg->schedule];
+    int rc = 0;
+    if (!cfg->e2e && was && strcmp(was, now) && (!strcmp(was, "sequential") || !strcmp(now, "sequential"))) {
+        snprintf(err, errlen, "%.1024s was saved by a %s run; resume it with --schedule %s (not %s)", path, was, was, now);
+        rc = -1;
+    }
+    gim_ckpt_free(c);
+    return rc;
+}
 
 static const char train_usage[] =
     "usage: gimc train FILE.gim [options]\n"
@@ -108,7 +130,8 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     if (s.cfg.resume) {
-        if (gim_checkpoint_load(m, &st, s.cfg.out_dir, true, err, sizeof err)) {
+        if (resume_schedule_check(&s.cfg, err, sizeof err) ||
+            gim_checkpoint_load(m, &st, s.cfg.out_dir, true, err, sizeof err)) {
             fprintf(stderr, "gimc train: error: cannot resume: %s\n", err);
             status = GIMC_BAD_INPUT;
             goto done;
@@ -131,7 +154,10 @@ int cmd_train(int argc, char **argv) {
     } else {
         printf("%s after %" PRId64 " steps in %.1f s (%.0f examples/s); final loss", rep.interrupted ? "interrupted" : "done",
                rep.steps, rep.seconds, rep.examples_per_s);
-        for (int i = 0; i < m->n_modules; i++) printf(" m%d %.4f", i + 1, rep.last_loss[i]);
+        for (int i = 0; i < m->n_modules; i++) {
+            if (isnan(rep.last_loss[i])) printf(" m%d -", i + 1);   /* not trained in this run */
+            else printf(" m%d %.4f", i + 1, rep.last_loss[i]);
+        }
         printf("\ncheckpoint: %s/weights.safetensors\n", s.cfg.out_dir);
         if (s.cfg.schedule == GIM_SCHED_ASYNC)
             printf("async: a module's input is at most %d of its producer's steps old (queues of %d batches); "
@@ -270,7 +296,9 @@ int cmd_eval(int argc, char **argv) {
         if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err)) goto fail;
     }
     if (!random_only) {
-        if (gim_weights_load(m, &st, o.weights, err, sizeof err)) goto fail;
+        char note[2048];
+        if (gim_weights_load_probe(m, &st, o.weights, note, sizeof note, err, sizeof err)) goto fail;
+        if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
         if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
     }
     printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");

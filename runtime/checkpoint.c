@@ -41,6 +41,17 @@ static uint64_t save_id_of(const gim_exec_model *m, const gim_train_state *s) {
 
 int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const char *dir,
                         char *err, size_t errlen) {
+    return gim_checkpoint_save_meta(m, s, dir, NULL, 0, err, errlen);
+}
+
+enum { CK_MAX_EXTRA_META = 8 };
+
+int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, const char *dir,
+                             const gim_ckpt_meta *extra, int n_extra, char *err, size_t errlen) {
+    if (n_extra < 0 || n_extra > CK_MAX_EXTRA_META) {
+        ck_err(err, errlen, "a checkpoint takes at most %d extra metadata entries", CK_MAX_EXTRA_META);
+        return -1;
+    }
     uint64_t id = save_id_of(m, s);
     char opt_name[64], path[4096], idbuf[32];
     snprintf(opt_name, sizeof opt_name, "optimizer-%" PRIu64 ".safetensors", id);
@@ -97,10 +108,11 @@ int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const
             memcpy(wt[k].shape, p->shape, sizeof p->shape);
             k++;
         }
-    gim_ckpt_meta wm[] = {{"format", "gim-weights-1"}, {"model", m->name ? m->name : ""},
-                          {"save_id", idbuf}, {"optimizer", opt_name}};
+    gim_ckpt_meta wm[4 + CK_MAX_EXTRA_META] = {{"format", "gim-weights-1"}, {"model", m->name ? m->name : ""},
+                                               {"save_id", idbuf}, {"optimizer", opt_name}};
+    for (int i = 0; i < n_extra; i++) wm[4 + i] = extra[i];
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
-    rc = gim_safetensors_write(path, wt, n_w, wm, 4, err, errlen);
+    rc = gim_safetensors_write(path, wt, n_w, wm, 4 + n_extra, err, errlen);
     gim_free(wt);
     if (rc) return -1;
 
@@ -137,15 +149,21 @@ static void shape_text(char *buf, size_t n, int rank, const int64_t *shape) {
     if (at < n) snprintf(buf + at, n - at, "]");
 }
 
-/* Copies every parameter of m out of c into s, or names the first mismatch. */
+/* Copies every parameter of m out of c into s, or names the first mismatch.
+ * With `missing` (probe of an end-to-end checkpoint), parameters absent
+ * from the file are listed there and left as they are. */
 static int load_params(const gim_exec_model *m, gim_train_state *s, const gim_ckpt *c, const char *path,
-                       char *err, size_t errlen) {
+                       gim_sb *missing, char *err, size_t errlen) {
     int n_params = 0;
     for (int i = 0; i < m->n_modules; i++)
         for (int j = 0; j < m->modules[i].n_params; j++) {
             const gim_param_info *p = &m->modules[i].params[j];
-            n_params++;
             const gim_ckpt_tensor *t = gim_ckpt_find(c, p->name);
+            if (!t && missing) {
+                gim_sb_printf(missing, "%s'%s'", missing->len ? ", " : "", p->name);
+                continue;
+            }
+            n_params++;
             if (!t) {
                 ck_err(err, errlen, "%s does not match the model: it has no tensor '%s' (a parameter of module %d)",
                        path, p->name, i + 1);
@@ -182,7 +200,24 @@ static int load_params(const gim_exec_model *m, gim_train_state *s, const gim_ck
 int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *path, char *err, size_t errlen) {
     gim_ckpt *c = gim_safetensors_read(path, err, errlen);
     if (!c) return -1;
-    int rc = load_params(m, s, c, path, err, errlen);
+    int rc = load_params(m, s, c, path, NULL, err, errlen);
+    gim_ckpt_free(c);
+    return rc;
+}
+
+int gim_weights_load_probe(const gim_exec_model *m, gim_train_state *s, const char *path,
+                           char *note, size_t notelen, char *err, size_t errlen) {
+    if (note && notelen) note[0] = 0;
+    gim_ckpt *c = gim_safetensors_read(path, err, errlen);
+    if (!c) return -1;
+    const char *training = gim_ckpt_meta_get(c, "training");
+    bool e2e = training && !strcmp(training, "e2e");
+    gim_sb missing = {0};
+    int rc = load_params(m, s, c, path, e2e ? &missing : NULL, err, errlen);
+    if (rc == 0 && missing.len && note)
+        snprintf(note, notelen, "%s was trained end to end: %s, loss parameters of greedy training, are not in it "
+                 "and stay at their initial values (no feature depends on them)", path, missing.buf);
+    gim_sb_free(&missing);
     gim_ckpt_free(c);
     return rc;
 }
@@ -193,7 +228,7 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
     gim_ckpt *c = gim_safetensors_read(path, err, errlen);
     if (!c) return -1;
-    int rc = load_params(m, s, c, path, err, errlen);
+    int rc = load_params(m, s, c, path, NULL, err, errlen);
     const char *oname = gim_ckpt_meta_get(c, "optimizer");
     if (rc || !opt) {
         gim_ckpt_free(c);

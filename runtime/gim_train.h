@@ -57,6 +57,20 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
 int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *path,
                      char *err, size_t errlen);
 
+/* gim_checkpoint_save with extra metadata in the weights file; gim_train
+ * records "training" (greedy | e2e) and "schedule". */
+struct gim_ckpt_meta;
+int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, const char *dir,
+                             const struct gim_ckpt_meta *extra, int n_extra, char *err, size_t errlen);
+
+/* gim_weights_load for probing: a file saved by an end-to-end run (metadata
+ * "training": "e2e") lacks the intermediate modules' loss parameters (their
+ * InfoNCE maps), which no feature depends on; those stay at their initial
+ * values and are listed in `note` (empty when none). Every other mismatch
+ * is refused as by gim_weights_load. */
+int gim_weights_load_probe(const gim_exec_model *m, gim_train_state *s, const char *path,
+                           char *note, size_t notelen, char *err, size_t errlen);
+
 /* Async: batches each queue between two modules holds. A module's input is
  * then at most GIM_ASYNC_DEPTH + 1 of its producer's steps old when the
  * module steps on it (see train.c). */

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gim_checkpoint.h"
 #include "gim_util.h"
 #include "rt_internal.h"
 
@@ -466,7 +467,12 @@ static int save_now(const gim_exec_model *m, const gim_train_state *s, const gim
     p->t_last_save = now_s();
     if (p->csv) fflush(p->csv);
     if (params_finite(m, s, p, err, errlen)) return -1;
-    return gim_checkpoint_save(m, s, cfg->out_dir, err, errlen);
+    /* how the weights were trained: eval probes an end-to-end checkpoint
+     * without its missing loss parameters; resume checks the schedule */
+    static const char *const names[] = {"simultaneous", "sequential", "async"};
+    int sched = cfg->schedule >= 0 && cfg->schedule <= 2 ? (int)cfg->schedule : 0;
+    gim_ckpt_meta meta[] = {{"training", cfg->e2e ? "e2e" : "greedy"}, {"schedule", names[sched]}};
+    return gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, 2, err, errlen);
 }
 
 static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const gim_train_config *cfg,

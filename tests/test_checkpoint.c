@@ -146,6 +146,8 @@ static void test_checkpoint_contents(void) {
         CU_ASSERT_EQUAL(bad, 0);
     }
     CU_ASSERT_STRING_EQUAL(gim_ckpt_meta_get(w, "model"), "tiny2");
+    CU_ASSERT(gim_ckpt_meta_get(w, "training") && !strcmp(gim_ckpt_meta_get(w, "training"), "greedy"));
+    CU_ASSERT(gim_ckpt_meta_get(w, "schedule") && !strcmp(gim_ckpt_meta_get(w, "schedule"), "simultaneous"));
     gim_ckpt_free(w);
     gim_ckpt *o = optimizer_of(out);
     CU_ASSERT_FATAL(o != NULL);
@@ -437,6 +439,14 @@ static void test_mismatch_refused(void) {
     rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume --batch 8", model2, data12, two);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "--batch 16"));
+    gim_free(se);
+    /* a sequential run's position means nothing to the simultaneous schedule */
+    const char *seq = tt_path("mm_seq");
+    CU_ASSERT_EQUAL_FATAL(
+        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --schedule sequential", model2, data12, seq), 0);
+    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model2, data12, seq);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(tt_has(se, "--schedule sequential"));
     gim_free(se);
     /* --resume with no checkpoint at all */
     rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --resume", model2, data12, tt_path("nothing"));

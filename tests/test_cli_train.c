@@ -114,6 +114,45 @@ static void test_eval_table(void) {
               flat[1].test != rnd[1].test);
 }
 
+/* An end-to-end checkpoint lacks module 1's InfoNCE map (only the last
+ * loss trains); the probe loads the rest, says what it left out, and
+ * reports both modules. A greedy checkpoint with a tensor removed is still
+ * refused. */
+static void test_eval_e2e_weights(void) {
+    setup();
+    const char *out = tt_path("eval_e2e");
+    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --e2e", model2, data12, out), 0);
+    char w[1024];
+    snprintf(w, sizeof w, "%s/weights.safetensors", out);
+    char *so = NULL, *se = NULL;
+    int rc = gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(tt_has(se, "end to end"));
+    CU_ASSERT(tt_has(se, "'infonce.1/w'"));
+    CU_ASSERT(!tt_has(se, "'conv2d.1/w'"));
+    probe_line rows[4];
+    CU_ASSERT_EQUAL(parse_table(so, rows, 4, false), 2);
+    if (rc) fprintf(stderr, "\n%s\n", se);
+    gim_free(so);
+    gim_free(se);
+    /* the same tensors without the end-to-end mark: refused */
+    size_t n;
+    char *text = gim_read_file(w, &n);
+    CU_ASSERT_FATAL(text != NULL);
+    /* same length, so the header's offsets stay right; the header follows
+     * the 8-byte length (which holds NUL bytes) */
+    const char *key = "\"training\":\"e2e\"";
+    char *at = memmem(text, n, key, strlen(key));
+    CU_ASSERT_FATAL(at != NULL);
+    memcpy(at, "\"training\":\"xxx\"", 16);
+    const char *forged = gim_tmpfile("forged.safetensors", text, n);
+    gim_free(text);
+    rc = gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, forged);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(tt_has(se, "no tensor 'infonce.1/w'"));
+    gim_free(se);
+}
+
 /* ---- progress on a terminal ------------------------------------------------------- */
 
 /* Under a pseudo-terminal the progress is a bar redrawn in place: carriage
@@ -277,6 +316,7 @@ static void test_usage_and_input_errors(void) {
 int main(void) {
     static const gim_test tests[] = {
         {"eval: one row per module, --pool mean, --random-init", test_eval_table},
+        {"eval of an end-to-end checkpoint", test_eval_e2e_weights},
         {"progress bar on a terminal", test_progress_bar_on_terminal},
         {"default output directory runs/<model>", test_default_out_dir},
         {"async staleness bound reported", test_async_staleness_reported},
