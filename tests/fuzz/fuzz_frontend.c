@@ -17,7 +17,11 @@ static FILE *fuzz_sink(void) {
     return sink;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+/* Also compiled into tests/test_regress.c (with GIM_FUZZ_NO_MAIN), which
+ * replays tests/regress/frontend/ through it. Returns gimc check's status:
+ * 0 a checked graph, 1 diagnostics. */
+int gim_fuzz_frontend(const uint8_t *data, size_t size) {
+    int status = 1;
     gim_diag d;
     gim_diag_init(&d, fuzz_sink());
     gim_arena *arena = gim_arena_new();
@@ -32,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 gim_config_finish(&cfg, arena, g->model_name);
                 if (gim_partition(&d, g, cfg.e2e) == 0) {
                     gim_print_check_table(fuzz_sink(), g);
+                    status = 0;
                     if (gim_autodiff(&d, g) == 0) gim_print_dot(fuzz_sink(), g, true);
                 }
                 gim_graph_free(g);
@@ -40,5 +45,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     gim_arena_free(arena);
     gim_diag_release(&d);
+    return status;
+}
+
+#ifndef GIM_FUZZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    gim_fuzz_frontend(data, size);
     return 0;
 }
+#endif

@@ -83,10 +83,19 @@ static void fuzz_idx(int ndims) {
     gim_free(idx.data);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 1) return 0;
+/* Also compiled into tests/test_regress.c (with GIM_FUZZ_NO_MAIN), which
+ * replays tests/regress/readers/ through it. */
+void gim_fuzz_readers(const uint8_t *data, size_t size) {
+    if (size < 1) return;
     fuzz_write(data + 1, size - 1);
     if (data[0] % 2 == 0) fuzz_safetensors(size - 1);
     else fuzz_idx(data[0] % 4 == 1 ? 3 : 1);
+    unlink(fuzz_path());
+}
+
+#ifndef GIM_FUZZ_NO_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    gim_fuzz_readers(data, size);
     return 0;
 }
+#endif
