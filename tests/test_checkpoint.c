@@ -350,7 +350,7 @@ static void test_kill9_sequential(void) {
     CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
     interrupt_and_resume(args, ref, tt_path("kseq_1"), SIGKILL, 5, NULL, true, 1);
     interrupt_and_resume(args, ref, tt_path("kseq_2"), SIGKILL, 40, "module 2: training", true, 1);
-    interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 20, "module 3: training", true, 1);
+    interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 5, "module 3: training", true, 1);
 }
 
 /* The async schedule killed: its checkpoint loads and resumes; the last
