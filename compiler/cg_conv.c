@@ -413,6 +413,8 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
             cg_sgemm(c, true, false, g->K, npix, g->O, 1.0f, a->w, g->K, dyt, npix, 0.0f, dxb, npix);
         } else {
             cg_sgemm(c, true, false, g->K, npix, g->O, 1.0f, a->w, g->K, dyt, npix, 0.0f, cols, npix);
+            /* cleared here, chunk by chunk, so dx is still in cache for col2im */
+            cg_zero(c, dxb, cg_i64(c, nimg * g->CHW));
             conv_im2col(c, g, dxb, nimg, cols, true);
         }
         break;
@@ -452,7 +454,6 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
     case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV1D_BWD_DATA:
         a.a = cg_buf(c, n->in[0]);
         a.w = cg_buf(c, n->in[1]);
-        if (!g.direct) cg_zero(c, a.out, cg_i64(c, gim_shape_numel(&n->shape)));
         break;
     default:
         a.dy = cg_buf(c, n->in[0]);
