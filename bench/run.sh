@@ -6,8 +6,11 @@
 # then bench/report.py: gim ÷ PyTorch step time, gim GFLOP/s ÷ SGEMM GFLOP/s,
 # gim ÷ PyTorch peak RSS. gim and PyTorch alternate so that both see similar load.
 #
-# usage: bench/run.sh [--steps N] [--gimc PATH] [--model FILE] [--out DIR] [--no-gim] [--no-torch]
-# env:   GIMC (path of gimc), PYTHON (default /usr/bin/python3, which has python3-torch)
+# usage: bench/run.sh [--steps N] [--gimc PATH | --build] [--model FILE] [--out DIR]
+#                     [--no-gim] [--no-torch]
+# --build: configure and build gimc (Release) in build-bench/gim first; otherwise gimc is
+#        $GIMC, --gimc, build/compiler/gimc, the newest uninstrumented build*/compiler/gimc,
+#        or gimc on PATH. env: PYTHON (default /usr/bin/python3, which has python3-torch)
 #
 # A missing gimc, model, `bench` command or PyTorch is reported and skipped; the table
 # then shows n/a for what did not run. Raw JSON lines are kept in the output directory.
@@ -22,9 +25,10 @@ MODEL=models/fashion_gim.gim
 OUT=""
 RUN_GIM=1
 RUN_TORCH=1
+BUILD=0
 PYTHON=${PYTHON:-/usr/bin/python3}
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --no-gim) RUN_GIM=0; shift ;;
         --no-torch) RUN_TORCH=0; shift ;;
+        --build) BUILD=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -56,15 +61,29 @@ if [ -x "$SGEMM" ]; then
     "$SGEMM" | tee "$OUT/sgemm.json"
 fi
 
-# --- locate gimc ----------------------------------------------------------------------
+# --- locate (or build) gimc --------------------------------------------------------------
+# cache_value DIR KEY: a CMake cache entry of a build directory ("" if absent).
+cache_value() { sed -n "s/^$2:[A-Z]*=//p" "$1/CMakeCache.txt" 2>/dev/null; }
+# An instrumented gimc (sanitizers, fuzzing) would measure the instrumentation.
+instrumented() {
+    local dir=$1
+    [ "$(cache_value "$dir" GIM_SANITIZE)" = ON ] || [ "$(cache_value "$dir" GIM_FUZZ)" = ON ] \
+        || grep -q -- '-fsanitize' "$dir/CMakeCache.txt" 2>/dev/null
+}
+if [ "$RUN_GIM" = 1 ] && [ "$BUILD" = 1 ]; then
+    echo "bench: building gimc (Release) in build-bench/gim"
+    cmake -S . -B build-bench/gim -DCMAKE_BUILD_TYPE=Release >/dev/null \
+        && cmake --build build-bench/gim --target gimc -j2 >/dev/null \
+        && GIMC=build-bench/gim/compiler/gimc \
+        || echo "bench: building gimc failed"
+fi
 if [ "$RUN_GIM" = 1 ] && [ -z "$GIMC" ]; then
-    if [ -x build/compiler/gimc ]; then
-        GIMC=build/compiler/gimc
-    else
-        # the most recently built gimc in any build directory, else one on PATH
-        GIMC=$(ls -t build*/compiler/gimc 2>/dev/null | head -n 1)
-        [ -n "$GIMC" ] || GIMC=$(command -v gimc || true)
-    fi
+    # build/ (scripts/test.sh's), else the newest uninstrumented build*/, else PATH
+    for g in build/compiler/gimc $(ls -t build*/compiler/gimc 2>/dev/null); do
+        dir=${g%/compiler/gimc}
+        if [ -x "$g" ] && ! instrumented "$dir"; then GIMC=$g; break; fi
+    done
+    [ -n "$GIMC" ] || GIMC=$(command -v gimc || true)
 fi
 if [ "$RUN_GIM" = 1 ]; then
     if [ -z "$GIMC" ] || [ ! -x "$GIMC" ]; then
@@ -75,7 +94,9 @@ if [ "$RUN_GIM" = 1 ]; then
         echo "bench: model $MODEL not found - skipping gim"
         RUN_GIM=0
     else
-        echo "bench: gimc = $GIMC"
+        dir=$(dirname "$(dirname "$GIMC")")
+        echo "bench: gimc = $GIMC (build type: $(cache_value "$dir" CMAKE_BUILD_TYPE || true))"
+        instrumented "$dir" && echo "bench: warning: $GIMC is built with sanitizers; its times mean little"
     fi
 fi
 if [ "$RUN_TORCH" = 1 ] && ! "$PYTHON" -c 'import torch, numpy' 2>/dev/null; then
