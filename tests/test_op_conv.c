@@ -6,7 +6,16 @@
  *
  * Large cases (the batched-GEMM chunking, the one-image and 1×1 paths) are
  * checked through directional derivatives along random directions, which
- * test the whole gradient with two reference evaluations each. */
+ * test the whole gradient with two reference evaluations each.
+ *
+ * Most cases run through a bare JIT in this file (the op generators alone,
+ * scratch from cg_conv.c's fallback); test_conv_planned runs them through the
+ * module code generator (tests/harness_jit.h), with the planner's scratch.
+ *
+ * `test_op_conv --bench` times the canonical model's six convolutions (B =
+ * 1152 patches of 8x8) under several lowering policies; with
+ * OPENBLAS_NUM_THREADS=1 it reports thread CPU time, which the shared
+ * machine's load disturbs little. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
