@@ -519,9 +519,11 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
     int64_t nb = d->n / m->batch;
     rt_item *it = item_new(m);
     rt_order order = {.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n), .epoch = -1, .n = d->n};
-    if (!it || !order.perm) {
+    float *losses = gim_malloc(sizeof(float) * (size_t)m->n_modules);
+    if (!it || !order.perm || !losses) {
         item_free(m, it);
         gim_free(order.perm);
+        gim_free(losses);
         set_err(err, errlen, "out of memory for a batch");
         return -1;
     }
@@ -534,17 +536,17 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
             if (step >= limit || stop_now()) break;
             fill_data(m, b, d, perm + s->batch_in_epoch * m->batch, it);
             for (int mi = 0; mi < m->n_modules; mi++) {
-                float loss = module_step(m, s, mi, it, cfg);
-                if ((rc = diverged(m, mi, loss, s->module_step[mi], err, errlen))) {
+                losses[mi] = module_step(m, s, mi, it, cfg);
+                if ((rc = diverged(m, mi, losses[mi], s->module_step[mi], err, errlen))) {
                     rep->diverged = true;
                     break;
                 }
-                progress_record(p, mi, loss, step + 1, s->epoch + 1);
             }
             if (rc) break;
             s->batch_in_epoch++;
             rep->steps++;
-            progress_examples(p, m->batch);
+            progress_examples(p, m->batch);   /* first: the rows carry this step's rate */
+            for (int mi = 0; mi < m->n_modules; mi++) progress_record(p, mi, losses[mi], step + 1, s->epoch + 1);
             if (progress_due(p, s->batch_in_epoch, nb))
                 progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
             if (s->batch_in_epoch < nb && (rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen))) break;
@@ -559,6 +561,7 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
     }
     item_free(m, it);
     gim_free(order.perm);
+    gim_free(losses);
     return rc;
 }
 
@@ -713,10 +716,10 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                     rep->diverged = true;
                     break;
                 }
-                progress_record(p, mi, loss, step + 1, s->epoch + 1);
                 s->batch_in_epoch++;
                 rep->steps++;
                 progress_examples(p, m->batch);
+                progress_record(p, mi, loss, step + 1, s->epoch + 1);
                 if (progress_due(p, s->batch_in_epoch, nb))
                     progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
                 if (s->batch_in_epoch < nb) rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen);
