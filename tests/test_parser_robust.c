@@ -191,10 +191,10 @@ static void test_ten_megabyte_lines(void) {
     check_output_sane(&r, 200);
     free(r.out);
 
-    /* an error far into the line: the window is around the column */
+    /* an error far into a 2 MB line: the window is around the column */
     b.len = 0;
     put(&b, "model m {\n  x = ", 16);
-    puts_n(&b, "a + ", mb10 / 4);
+    puts_n(&b, "a + ", (2u << 20) / 4);
     put(&b, "$\n}\n", 4);
     r = parse_n(b.p, b.len);
     CU_ASSERT_EQUAL(r.n_errors, 2);     /* too deep, then the '$' */
