@@ -281,6 +281,7 @@ typedef struct rt_progress {
     int64_t window_examples;
     double rate;          /* examples/s over the last window */
     bool diverged;        /* a save found non-finite parameters */
+    int64_t batch;
 } rt_progress;
 
 /* metrics.csv: continued on resume, else started afresh (a new run into an
@@ -290,6 +291,7 @@ static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, co
     p->out = out;
     p->tty = out && isatty(fileno(out));
     p->n_modules = m->n_modules;
+    p->batch = m->batch;
     p->sum = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
     p->count = gim_xmalloc(sizeof(int64_t) * (size_t)m->n_modules);
     p->last = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
@@ -381,11 +383,11 @@ static void progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t
             p->count[i] = 0;
         }
     if (!p->out) return;
-    double t = now_s();
     double rate = p->rate;
     char eta[32];
-    double per_batch = done > 0 ? (t - p->t_start) / (double)done : 0;
-    fmt_eta(eta, sizeof eta, per_batch * (double)(total - done));
+    /* from the current rate: the time since the start covers other epochs
+     * (and a resumed run starts mid-epoch) */
+    fmt_eta(eta, sizeof eta, rate > 0 ? (double)(total - done) * (double)p->batch / rate : -1.0);
     char losses[512];
     size_t at = 0;
     for (int i = 0; i < p->n_modules && at < sizeof losses; i++)
@@ -966,6 +968,8 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
      * (and on interruption), when every module has stopped. */
     int64_t total = a.last_batch - a.first_batch;
     int64_t saved_g = a.first_batch;
+    int64_t line_g = a.first_batch, line_epoch = a.first_batch / a.nb;   /* progress drawn up to */
+    const int64_t every = a.nb / 20 > 0 ? a.nb / 20 : 1;
     while (rc == 0) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
@@ -986,8 +990,21 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         int64_t g = a.first_batch + last_done;
         int64_t epoch = g / a.nb, in_epoch = g % a.nb;
         if (in_epoch == 0 && g > a.first_batch) { epoch--; in_epoch = a.nb; }
-        if (progress_due(p, in_epoch, a.nb) || finished)
-            progress_line(p, epoch, cfg->epochs, in_epoch, a.nb, finished);
+        /* The poll lands anywhere in an epoch: finish the bar of an epoch
+         * it stepped over, and print a plain line whenever a 5% mark was
+         * passed since the last one (not only when landing on one). */
+        if (line_epoch >= 0 && epoch > line_epoch && line_g < (line_epoch + 1) * a.nb) {
+            progress_line(p, line_epoch, cfg->epochs, a.nb, a.nb, true);
+            line_g = (line_epoch + 1) * a.nb;
+        }
+        bool draw = finished;
+        if (p->tty) draw = draw || progress_due(p, in_epoch, a.nb);
+        else draw = draw || (g > line_g && (g / every != line_g / every || in_epoch == a.nb));
+        if (draw) {
+            progress_line(p, epoch, cfg->epochs, in_epoch, a.nb, finished || in_epoch == a.nb);
+            line_g = g;
+        }
+        line_epoch = epoch;
         if (finished) {
             /* after a divergence, modules before the failed one may wait to
              * push into its queue, which nobody pops any more */
