@@ -242,6 +242,9 @@ static void test_async_staleness_reported(void) {
     CU_ASSERT_EQUAL(bound, 3);
     CU_ASSERT(seen >= 0 && seen <= bound);
     CU_ASSERT(tt_has(so, "examples/s"));
+    /* plain lines close every epoch, however the progress polls fall */
+    CU_ASSERT(tt_has(so, "epoch 1/2 step 16/16"));
+    CU_ASSERT(tt_has(so, "epoch 2/2 step 16/16"));
     gim_free(so);
 }
 
