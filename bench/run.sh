@@ -7,7 +7,8 @@
 # gim ÷ PyTorch peak RSS. gim and PyTorch alternate so that both see similar load.
 #
 # usage: bench/run.sh [--steps N] [--gimc PATH | --build] [--model FILE] [--out DIR]
-#                     [--no-gim] [--no-torch]
+#                     [--threads T] [--no-gim] [--no-torch]
+# --threads T: SGEMM, gim and PyTorch all on T threads (default: all cores)
 # --build: configure and build gimc (Release) in build-bench/gim first; otherwise gimc is
 #        $GIMC, --gimc, build/compiler/gimc, the newest uninstrumented build*/compiler/gimc,
 #        or gimc on PATH. env: PYTHON (default /usr/bin/python3, which has python3-torch)
@@ -26,6 +27,7 @@ OUT=""
 RUN_GIM=1
 RUN_TORCH=1
 BUILD=0
+THREADS=""
 PYTHON=${PYTHON:-/usr/bin/python3}
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
         --no-gim) RUN_GIM=0; shift ;;
         --no-torch) RUN_TORCH=0; shift ;;
         --build) BUILD=1; shift ;;
+        --threads) THREADS=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -58,7 +61,7 @@ if [ ! -x "$SGEMM" ] || [ bench/sgemm.c -nt "$SGEMM" ]; then
         || echo "bench: could not build bench-sgemm (is libopenblas-dev installed? scripts/setup.sh)"
 fi
 if [ -x "$SGEMM" ]; then
-    "$SGEMM" | tee "$OUT/sgemm.json"
+    "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
 fi
 
 # --- locate (or build) gimc --------------------------------------------------------------
@@ -109,7 +112,8 @@ gim_bench() {
     local mode=$1; shift
     local out="$OUT/gim_$mode.json" err="$OUT/gim_$mode.err" rc
     note_load "gim $mode"
-    timeout 3600 "$GIMC" bench "$MODEL" --steps "$STEPS" "$@" >"$out" 2>"$err"
+    timeout 3600 "$GIMC" bench "$MODEL" --steps "$STEPS" ${THREADS:+--threads "$THREADS"} "$@" \
+        >"$out" 2>"$err"
     rc=$?
     if grep -q '"ms_per_step"' "$out"; then
         grep '"ms_per_step"' "$out"
@@ -123,7 +127,7 @@ gim_bench() {
 torch_bench() {
     local mode=$1; shift
     note_load "pytorch $mode"
-    "$PYTHON" bench/fashion_torch.py --bench --steps "$STEPS" "$@" \
+    "$PYTHON" bench/fashion_torch.py --bench --steps "$STEPS" ${THREADS:+--threads "$THREADS"} "$@" \
         2>"$OUT/torch_$mode.err" | tee "$OUT/torch_$mode.json"
 }
 

@@ -12,7 +12,8 @@
  * Small sizes are repeated inside one timed run so that a run lasts long
  * enough to be measured (at least ~20 ms); the reported time is per product.
  *
- * Usage: bench-sgemm [--runs R] [SIZE...]     (default sizes 64 512 2048)
+ * Usage: bench-sgemm [--runs R] [--threads T] [SIZE...]   (default sizes 64 512 2048,
+ *        all cores)
  * Build: cc -O2 bench/sgemm.c -lopenblas -o build/bench-sgemm
  */
 #define _POSIX_C_SOURCE 200809L
@@ -95,13 +96,16 @@ static int time_size(int n, int runs, double *best_s, double *median_s)
 
 int main(int argc, char **argv)
 {
-    int runs = 7;
+    int runs = 7, threads = 0;
     int sizes[16], nsizes = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
             runs = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            threads = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: %s [--runs R] [SIZE...]   (default sizes 64 512 2048)\n", argv[0]);
+            printf("usage: %s [--runs R] [--threads T] [SIZE...]   (default sizes 64 512 2048, "
+                   "all cores)\n", argv[0]);
             return 0;
         } else if (argv[i][0] != '-' && nsizes < 16 && atoi(argv[i]) > 0) {
             sizes[nsizes++] = atoi(argv[i]);
@@ -120,7 +124,9 @@ int main(int argc, char **argv)
     }
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(cores > 0 ? (int)cores : 1);
+    if (threads <= 0)
+        threads = cores > 0 ? (int)cores : 1;
+    openblas_set_num_threads(threads);
 
     double g2048_best = 0.0, g2048_median = 0.0;
     printf("{\"threads\": %d, \"sgemm\": [", openblas_get_num_threads());
