@@ -490,7 +490,23 @@ static int yyreport_syntax_error(const yypcontext_t *ctx, void *scanner, lang_pa
     }
     for (int i = 0; i < n; i++)
         if (exp[i] == YYSYMBOL_DEF) {
-            gim_error(p->diag, loc, "unexpected %s at the top level (expected import, def, model or train)", found);
+            /* A misspelt keyword ("modle") gets a suggestion. */
+            static const char *const tops[] = {"import", "def", "model", "train"};
+            const char *best = NULL;
+            if (tok == YYSYMBOL_IDENT && p->last_len > 0 && p->last_len < 32) {
+                char word[32];
+                memcpy(word, p->src->text + p->last_start, p->last_len);
+                word[p->last_len] = 0;
+                int best_d = 3;
+                for (int j = 0; j < 4; j++) {
+                    int dist = gim_edit_distance(word, tops[j]);
+                    if (dist < best_d && dist <= ((int)strlen(tops[j]) - 1) / 2) { best_d = dist; best = tops[j]; }
+                }
+            }
+            if (best)
+                gim_error(p->diag, loc, "unexpected %s at the top level; did you mean '%s'?", found, best);
+            else
+                gim_error(p->diag, loc, "unexpected %s at the top level (expected import, def, model or train)", found);
             return 0;
         }
     const char *names[YYNTOKENS + 1];

@@ -361,6 +361,17 @@ static void test_error_recovery(void) {
                            "        ^\n");
 }
 
+/* At the top level only import, def, model and train may start a line; a
+ * near miss of one is suggested. */
+static void test_top_level(void) {
+    parse("modle m {\n}\ndeff f() { return 1 }\nx = 1\nmodel m { output 1 }\n");
+    const char *t = diag_text();
+    CU_ASSERT_PTR_NOT_NULL(strstr(t, "t.gim:1:1: error: unexpected name 'modle' at the top level; did you mean 'model'?"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(t, "t.gim:3:1: error: unexpected name 'deff' at the top level; did you mean 'def'?"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(t, "t.gim:4:1: error: unexpected name 'x' at the top level (expected import, def, model or train)"));
+    CU_ASSERT_EQUAL(diag.n_errors, 3);
+}
+
 /* gim_ast_print's output parses back to the same printout. */
 static void test_print_round_trip(void) {
     const char *src =
@@ -503,6 +514,7 @@ int main(void) {
         {"statement separators", test_statement_separators},
         {"context checks", test_context_checks},
         {"error recovery", test_error_recovery},
+        {"top level", test_top_level},
         {"print round trip", test_print_round_trip},
         {"imports", test_imports},
         {"diagnostics format", test_diagnostics_format},
