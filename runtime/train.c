@@ -282,6 +282,12 @@ typedef struct rt_progress {
     double rate;          /* examples/s over the last window */
     bool diverged;        /* a save found non-finite parameters */
     int64_t batch;
+    /* A checkpoint due after step k is a copy of the state taken then and
+     * written once step k + 1's losses, computed from those parameters,
+     * came out finite: a divergence never leaves on disk parameters that
+     * were about to give a NaN (simultaneous and sequential schedules). */
+    gim_train_state shadow;
+    bool shadow_alloc, pending;
 } rt_progress;
 
 /* metrics.csv: continued on resume, else started afresh (a new run into an
@@ -359,7 +365,20 @@ static int metrics_trim(const char *dir, const gim_train_config *cfg, const gim_
     return 0;
 }
 
-static void progress_free(rt_progress *p) {
+static void shadow_free(rt_progress *p, const gim_exec_model *m) {
+    if (!p->shadow_alloc) return;
+    for (int i = 0; i < m->n_modules; i++) {
+        gim_free(p->shadow.params[i]);
+        gim_free(p->shadow.opt[i]);
+    }
+    gim_free(p->shadow.params);
+    gim_free(p->shadow.opt);
+    gim_free(p->shadow.module_step);
+    p->shadow_alloc = false;
+}
+
+static void progress_free(rt_progress *p, const gim_exec_model *m) {
+    shadow_free(p, m);
     if (p->csv) fclose(p->csv);
     gim_free(p->sum);
     gim_free(p->count);
@@ -477,6 +496,54 @@ static int save_now(const gim_exec_model *m, const gim_train_state *s, const gim
     return gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, 2, err, errlen);
 }
 
+/* Copies what a checkpoint holds (parameters, optimizer state, counters)
+ * into p->shadow; false when memory for it is lacking. */
+static bool snapshot(const gim_exec_model *m, const gim_train_state *s, rt_progress *p) {
+    int n = m->n_modules;
+    if (!p->shadow_alloc) {
+        memset(&p->shadow, 0, sizeof p->shadow);
+        p->shadow.params = gim_calloc((size_t)n, sizeof(float *));
+        p->shadow.opt = gim_calloc((size_t)n, sizeof(float *));
+        p->shadow.module_step = gim_calloc((size_t)n, sizeof(uint64_t));
+        p->shadow_alloc = true;
+        bool ok = p->shadow.params && p->shadow.opt && p->shadow.module_step;
+        for (int i = 0; ok && i < n; i++) {
+            p->shadow.params[i] = alloc_floats(m->modules[i].n_param_floats);
+            p->shadow.opt[i] = alloc_floats(m->modules[i].n_opt_floats);
+            ok = p->shadow.params[i] && p->shadow.opt[i];
+        }
+        if (!ok) {
+            for (int i = 0; i < n; i++) {
+                if (p->shadow.params) gim_free(p->shadow.params[i]);
+                if (p->shadow.opt) gim_free(p->shadow.opt[i]);
+            }
+            gim_free(p->shadow.params);
+            gim_free(p->shadow.opt);
+            gim_free(p->shadow.module_step);
+            p->shadow_alloc = false;
+            return false;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(p->shadow.params[i], s->params[i], sizeof(float) * (size_t)m->modules[i].n_param_floats);
+        memcpy(p->shadow.opt[i], s->opt[i], sizeof(float) * (size_t)m->modules[i].n_opt_floats);
+        p->shadow.module_step[i] = s->module_step[i];
+    }
+    p->shadow.epoch = s->epoch;
+    p->shadow.batch_in_epoch = s->batch_in_epoch;
+    p->shadow.sequential_module = s->sequential_module;
+    p->pending = true;
+    return true;
+}
+
+/* A step's losses were finite: the pending checkpoint is good; write it. */
+static int confirm_save(const gim_exec_model *m, const gim_train_config *cfg, rt_progress *p, char *err,
+                        size_t errlen) {
+    if (!p->pending) return 0;
+    p->pending = false;
+    return save_now(m, &p->shadow, cfg, p, err, errlen);
+}
+
 static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const gim_train_config *cfg,
                       rt_progress *p, int64_t step, bool force, char *err, size_t errlen) {
     if (!cfg->out_dir) return 0;
@@ -484,13 +551,15 @@ static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const g
     if (cfg->save_every > 0) due = due || step % cfg->save_every == 0;
     else due = due || now_s() - p->t_last_save >= 60.0;
     if (!due) return 0;
-    return save_now(m, s, cfg, p, err, errlen);
+    p->t_last_save = now_s();
+    if (snapshot(m, s, p)) return 0;
+    return save_now(m, s, cfg, p, err, errlen);   /* no memory for a copy: now, unconfirmed */
 }
 
 static int diverged(const gim_exec_model *m, int mi, float loss, uint64_t step, char *err, size_t errlen) {
     if (isfinite(loss)) return 0;
     set_err(err, errlen,
-            "module %d's loss became %s at its step %llu; stopped, the last checkpoint is kept",
+            "module %d's loss became %s at its step %llu; stopped, the last good checkpoint is kept",
             mi + 1, isnan(loss) ? "NaN" : "infinite", (unsigned long long)step);
     (void)m;
     return -1;
@@ -545,6 +614,7 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
                 }
             }
             if (rc) break;
+            if ((rc = confirm_save(m, cfg, p, err, errlen))) break;
             s->batch_in_epoch++;
             rep->steps++;
             progress_examples(p, m->batch);   /* first: the rows carry this step's rate */
@@ -718,6 +788,7 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                     rep->diverged = true;
                     break;
                 }
+                if ((rc = confirm_save(m, cfg, p, err, errlen))) break;
                 s->batch_in_epoch++;
                 rep->steps++;
                 progress_examples(p, m->batch);
@@ -730,6 +801,9 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
             rc = maybe_save(m, s, cfg, p, s->epoch * nb + nb, true, err, errlen);
         }
         if (rc || stop_now()) break;
+        /* module mi is done: its pending checkpoint goes to disk before the
+         * next module's caches (possibly minutes of work) are built */
+        if ((rc = confirm_save(m, cfg, p, err, errlen))) break;
         /* next module starts from epoch 0 */
         s->epoch = 0;
         s->batch_in_epoch = 0;
@@ -1118,7 +1192,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     progress_init(&p, progress, m, cfg->out_dir, cfg->resume);
     if (cfg->out_dir && !p.csv) {
         set_err(err, errlen, "cannot write %s/metrics.csv: %s", cfg->out_dir, strerror(errno));
-        progress_free(&p);
+        progress_free(&p, m);
         return -1;
     }
     struct sigaction old_int, old_term;
@@ -1138,10 +1212,12 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
         rep->last_loss[i] = p.count[i] ? p.sum[i] / (double)p.count[i] : p.last[i];
     /* The final checkpoint: at the end, and on interruption. Never after a
      * divergence (the last good one stays). */
+    /* the end: the state now, not a pending copy of an earlier one */
+    p.pending = false;
     if (rc == 0 && cfg->out_dir) rc = save_now(m, s, cfg, &p, err, errlen);
     if (p.diverged) rep->diverged = true;
     restore_signals(&old_int, &old_term);
-    progress_free(&p);
+    progress_free(&p, m);
     return rc;
 }
 

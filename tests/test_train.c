@@ -283,20 +283,25 @@ static void test_e2e_gradients_reach_module_1(void) {
     }
 }
 
-/* A learning rate of 1e30 sends the parameters far out in one Adam step:
- * a loss turns NaN or infinite; training stops naming the module and the
- * step, exit 1, and the checkpoint left behind loads and is finite. */
+/* Five good steps and a checkpoint; then, resumed with a learning rate of
+ * 1e30, step 6's Adam update sends the parameters far out (its loss, from
+ * the good parameters, is finite) and step 7's loss is NaN or infinite.
+ * Training stops naming module and step, exit 1; the checkpoint left is
+ * the last good one: not the state after step 6 (checkpoints are due after
+ * every step here), but one whose parameters give a finite loss when
+ * training goes on from it. */
 static void test_divergence_stops(void) {
     setup();
     const char *out = tt_path("nan");
+    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 5", model2, data12, out), 0);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1", model2, data12,
-                  out);
+    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1 --resume",
+                  model2, data12, out);
     CU_ASSERT_EQUAL(rc, 1);
-    CU_ASSERT(tt_has(se, "module "));
+    CU_ASSERT(tt_has(se, "module 1's loss became"));
     CU_ASSERT(tt_has(se, "NaN") || tt_has(se, "infinite"));
-    CU_ASSERT(tt_has(se, "step"));
-    if (rc != 1) fprintf(stderr, "\nrc %d\n%s\n%s\n", rc, so, se);
+    CU_ASSERT(tt_has(se, "step 7;"));
+    if (rc != 1 || !tt_has(se, "step 7;")) fprintf(stderr, "\nrc %d\n%s\n%s\n", rc, so, se);
     gim_free(so);
     gim_free(se);
     char path[1024], err[512];
@@ -306,10 +311,20 @@ static void test_divergence_stops(void) {
     int bad = 0;
     for (int i = 0; i < c->n_tensors; i++) {
         const float *x = c->tensors[i].data;
-        for (int64_t k = 0; k < c->tensors[i].numel; k++) bad += !isfinite(x[k]);
+        for (int64_t k = 0; k < c->tensors[i].numel; k++) bad += !isfinite(x[k]) || fabsf(x[k]) > 100;
     }
     CU_ASSERT_EQUAL(bad, 0);
     gim_ckpt_free(c);
+    /* going on from it at a sane rate: finite losses again */
+    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --resume", model2, data12, out);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc) fprintf(stderr, "\n%s\n", se);
+    gim_free(se);
+    tt_row *r = NULL;
+    int n = tt_metrics(out, &r);
+    CU_ASSERT_EQUAL(n, 16);
+    for (int i = 0; i < n; i++) CU_ASSERT(r[i].step == i / 2 + 1 && isfinite(r[i].loss) && r[i].loss < 3);
+    gim_free(r);
 }
 
 /* Module 2's InfoNCE scores scaled by 1e38 overflow at once: its loss is
