@@ -10,8 +10,11 @@
 #include "cg.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "gim_runtime.h"
 
 /* ---- constants ---- */
 
@@ -359,6 +362,71 @@ LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLV
     LLVMValueRef a[4] = {c->seed, LLVMConstInt(c->i64, stream, 0), counter, n};
     LLVMValueRef r = cg_call(c, "gim_rt_rand_below", c->i32, a, 4, t);
     return LLVMBuildZExt(c->b, r, c->i64, "rand");
+}
+
+/* ---- parallel loops ---- */
+
+int64_t cg_par_parts(int64_t n) {
+    return gim_rt_parts(n);
+}
+
+cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) {
+    cg_par p = {0};
+    p.outer_fn = c->fn;
+    p.outer_block = LLVMGetInsertBlock(c->b);
+    p.call = c->call, p.step = c->step, p.seed = c->seed, p.lr = c->lr, p.labels = c->labels;
+    if (nvals > CG_PAR_MAX_VALUES) nvals = CG_PAR_MAX_VALUES;
+
+    /* env: an array of the values, in the caller's entry block */
+    LLVMTypeRef envt = LLVMArrayType(c->i64, (unsigned)(nvals > 0 ? nvals : 1));
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first) LLVMPositionBuilderBefore(eb, first);
+    else LLVMPositionBuilderAtEnd(eb, entry);
+    p.env = LLVMBuildAlloca(eb, envt, "par.env");
+    LLVMSetAlignment(p.env, 8);
+    LLVMDisposeBuilder(eb);
+    for (int i = 0; i < nvals; i++) {
+        LLVMValueRef at = LLVMBuildInBoundsGEP2(c->b, c->i64, p.env, (LLVMValueRef[]){cg_i64(c, i)}, 1, "");
+        LLVMBuildStore(c->b, vals[i], at);
+    }
+
+    /* the body function */
+    size_t len = 0;
+    const char *outer = LLVMGetValueName2(c->fn, &len);
+    char fname[512];
+    static int counter;
+    snprintf(fname, sizeof fname, "%.*s.par.%s.%d", (int)(len < 400 ? len : 400), outer, name ? name : "loop",
+             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+    LLVMTypeRef params[4] = {c->ptr, c->i64, c->i64, c->i32};
+    LLVMTypeRef fty = LLVMFunctionType(c->void_t, params, 4, 0);
+    p.fn = LLVMAddFunction(c->mod, fname, fty);
+    LLVMSetLinkage(p.fn, LLVMInternalLinkage);
+    unsigned kind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    LLVMAddAttributeAtIndex(p.fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->ctx, kind, 0));
+    c->fn = p.fn;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, p.fn, "entry"));
+    LLVMValueRef env = LLVMGetParam(p.fn, 0);
+    for (int i = 0; i < nvals; i++) {
+        LLVMValueRef at = LLVMBuildInBoundsGEP2(c->b, c->i64, env, (LLVMValueRef[]){cg_i64(c, i)}, 1, "");
+        vals[i] = LLVMBuildLoad2(c->b, LLVMTypeOf(vals[i]), at, "par.v");
+    }
+    p.begin = LLVMGetParam(p.fn, 1);
+    p.end = LLVMGetParam(p.fn, 2);
+    p.part = LLVMBuildSExt(c->b, LLVMGetParam(p.fn, 3), c->i64, "part");
+    c->call = c->step = c->seed = c->lr = c->labels = NULL;
+    return p;
+}
+
+void cg_par_end(cg_ctx *c, cg_par *p, int64_t n) {
+    LLVMBuildRetVoid(c->b);
+    c->fn = p->outer_fn;
+    c->call = p->call, c->step = p->step, c->seed = p->seed, c->lr = p->lr, c->labels = p->labels;
+    LLVMPositionBuilderAtEnd(c->b, p->outer_block);
+    LLVMTypeRef t[3] = {c->i64, c->ptr, c->ptr};
+    LLVMValueRef a[3] = {cg_i64(c, n), p->fn, p->env};
+    cg_call(c, "gim_rt_parallel_for", c->void_t, a, 3, t);
 }
 
 /* ---- errors ---- */

@@ -144,6 +144,37 @@ LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *a
  * counter is i64, n i32 or i64; returns an i64 (ready for indexing). */
 LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n);
 
+/* ---- parallel loops ----
+ * A loop over [0, n) whose body runs on the runtime's pool
+ * (gim_rt_parallel_for, runtime/pool.c): the body is emitted into a function
+ * of its own, void(ptr env, i64 begin, i64 end, i32 part), called once per
+ * part of the fixed cut of [0, n) into cg_par_parts(n) parts:
+ *
+ *     LLVMValueRef v[2] = {x, y};                 // outer values the body uses
+ *     cg_par p = cg_par_begin(c, "rows", v, 2);   // v now holds the body's copies
+ *         cg_loop i = cg_for_begin(c, p.begin, p.end, "i");
+ *         ... (per-part scratch: base + p.part · size) ...
+ *         cg_for_end(c, &i);
+ *     cg_par_end(c, &p, n);                       // builder back in the caller
+ *
+ * Values passed in are pointers or i64; everything else the body uses must be
+ * a constant or computed inside it (c->call, step, seed, lr and labels are
+ * the caller's: NULL inside the body). Parts may run concurrently: a part
+ * writes only its own range of the output and its own scratch slice. */
+typedef struct cg_par {
+    LLVMValueRef fn, env;
+    LLVMValueRef begin, end, part;   /* the body's i64 range and part index */
+    /* the caller's state, restored by cg_par_end */
+    LLVMValueRef outer_fn, call, step, seed, lr, labels;
+    LLVMBasicBlockRef outer_block;
+} cg_par;
+#define CG_PAR_MAX_VALUES 16
+cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals);
+void cg_par_end(cg_ctx *c, cg_par *p, int64_t n);
+/* Parts of a parallel loop over n iterations (0 for n <= 0): per-part scratch
+ * is sized by it. */
+int64_t cg_par_parts(int64_t n);
+
 /* ---- per-node scratch ----
  * Some generators need temporaries beyond their output (InfoNCE's predictions,
  * GRU gate pre-activations). cg_scratch_floats(n) is how many floats; the

@@ -41,6 +41,8 @@ int cg_conv_wide_all = 0;
  * scratch, then transposed into dw: OpenBLAS runs the taller GEMM (M = K)
  * 2-8% faster on the canonical layers (measured, single thread). */
 int cg_conv_wgrad_t = 1;
+/* Chunks spread over the runtime's thread pool (0: one loop on the caller). */
+int cg_conv_parallel = 1;
 #define CONV_SCRATCH_CAP cg_conv_chunk_cap
 
 /* ---- geometry -------------------------------------------------------------- */
@@ -122,14 +124,38 @@ static bool conv_geometry(const gim_node *n, conv_geo *g) {
     return true;
 }
 
-/* Scratch floats n's generated code needs (0 for ops without scratch). */
+static bool conv_is_wgrad(gim_op op) {
+    return op == GIM_OP_CONV2D_BWD_WEIGHT || op == GIM_OP_CONV1D_BWD_WEIGHT;
+}
+
+/* Chunks run in parallel over the pool (see cg_conv) unless the convolution
+ * is direct (no scratch) or the weight gradient accumulates straight into dw:
+ * parts need a scratch slice (and a partial dWᵀ) of their own. */
+static bool conv_parallel(const gim_node *n, const conv_geo *g) {
+    return cg_conv_parallel && !g->direct && (!conv_is_wgrad(n->op) || cg_conv_wgrad_t);
+}
+
+/* Chunks of the op: full ones of g->chunk images, and a last partial one. */
+static int64_t conv_items(const conv_geo *g) {
+    return g->B / g->chunk + (g->B % g->chunk ? 1 : 0);
+}
+
+/* Scratch floats one chunk loop (one part) needs. */
+static int64_t conv_part_floats(const gim_node *n, const conv_geo *g) {
+    /* A one-image chunk reads and writes y / dy in place: only cols. */
+    int64_t f = g->chunk == 1 ? g->K * g->HoWo : g->chunk * (g->K + g->O) * g->HoWo;
+    if (cg_conv_wgrad_t && conv_is_wgrad(n->op))
+        f += g->K * g->O;   /* dWᵀ, after the chunk's space */
+    return (f + 15) / 16 * 16;   /* parts' slices on their own cache lines */
+}
+
+/* Scratch floats n's generated code needs (0 for ops without scratch): a
+ * slice per part when the chunks run in parallel. */
 static int64_t cg_conv_scratch_floats(const gim_node *n) {
     conv_geo g;
     if (!conv_is_conv(n->op) || !conv_geometry(n, &g) || g.direct) return 0;
-    /* A one-image chunk reads and writes y / dy in place: only cols. */
-    int64_t f = g.chunk == 1 ? g.K * g.HoWo : g.chunk * (g.K + g.O) * g.HoWo;
-    if (cg_conv_wgrad_t && (n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT))
-        f += g.K * g.O;   /* dWᵀ, after the chunk's space */
+    int64_t f = conv_part_floats(n, &g);
+    if (conv_parallel(n, &g)) f *= cg_par_parts(conv_items(&g));
     return f;
 }
 
@@ -436,6 +462,56 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
     }
 }
 
+/* The chunk loop over the pool: part t of the cut of the chunks runs them
+ * with its own scratch slice (scratch + t·per); for the weight gradient each
+ * part sums its chunks into its own dWᵀ_t, and then
+ *   dw[o, k] = Σ_t dWᵀ_t[k, o]   (t in order: the same bits on any thread count). */
+static int conv_run_parallel(cg_ctx *c, const gim_node *n, const conv_geo *g, conv_args *a) {
+    int64_t full = g->B / g->chunk, rest = g->B % g->chunk, items = conv_items(g);
+    int64_t per = conv_part_floats(n, g), parts = cg_par_parts(items);
+    int64_t at = g->chunk == 1 ? g->K * g->HoWo : g->chunk * (g->K + g->O) * g->HoWo;
+    bool wgrad = conv_is_wgrad(n->op);
+    LLVMValueRef outer_scratch = a->scratch, outer_out = a->out;
+    LLVMValueRef *slots[6] = {&a->a, &a->w, &a->bias, &a->out, &a->scratch, &a->dy};
+    LLVMValueRef v[6];
+    int nv = 0;
+    for (int i = 0; i < 6; i++)
+        if (*slots[i]) v[nv++] = *slots[i];
+    cg_par p = cg_par_begin(c, "conv", v, nv);
+    nv = 0;
+    for (int i = 0; i < 6; i++)
+        if (*slots[i]) *slots[i] = v[nv++];
+    a->scratch = cg_gep(c, a->scratch, cg_mulk(c, p.part, per));
+    if (wgrad) {
+        a->dwt = cg_gep(c, a->scratch, cg_i64(c, at));
+        cg_zero(c, a->dwt, cg_i64(c, g->K * g->O));
+    }
+    LLVMValueRef hi = conv_smin(c, p.end, cg_i64(c, full));
+    cg_loop l = cg_for_begin(c, p.begin, hi, "chunk");
+    conv_chunk(c, a, cg_mulk(c, l.iv, g->chunk), g->chunk);
+    cg_for_end(c, &l);
+    if (rest) {
+        cg_if last = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, p.end, cg_i64(c, items), ""), "rest");
+        conv_chunk(c, a, cg_i64(c, full * g->chunk), rest);
+        cg_if_end(c, &last);
+    }
+    cg_par_end(c, &p, items);
+    if (wgrad) {
+        /* dw[o, k] = Σ_t dWᵀ_t[k, o] */
+        cg_loop lo = cg_for(c, g->O, "o");
+        cg_loop lk = cg_for(c, g->K, "k");
+        LLVMValueRef src = cg_mad(c, lk.iv, g->O, lo.iv), sum = NULL;
+        for (int64_t t = 0; t < parts; t++) {
+            LLVMValueRef v1 = cg_loadf(c, outer_scratch, cg_addk(c, src, t * per + at));
+            sum = sum ? LLVMBuildFAdd(c->b, sum, v1, "dw") : v1;
+        }
+        cg_storef(c, outer_out, cg_mad(c, lo.iv, g->K, lk.iv), sum);
+        cg_for_end(c, &lk);
+        cg_for_end(c, &lo);
+    }
+    return 0;
+}
+
 /* conv2d / conv1d and their gradients (PyTorch semantics, zero padding):
  *   y[b, o, p, q]  = bias[o] + Σ_{c,i,j} w[o, c, i, j] x[b, c, p·sh − ph + i, q·sw − pw + j]
  *   dx[b, c, r, t] = Σ_{o,p,q,i,j: p·sh−ph+i = r, q·sw−pw+j = t} w[o, c, i, j] dy[b, o, p, q]
@@ -464,7 +540,8 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
     a.scratch = cg_conv_scratch_floats(n) > 0 ? conv_scratch(c, n) : NULL;
     if (cg_conv_scratch_floats(n) > 0 && !a.scratch)
         return cg_fail(c, n, "%s: no room for its im2col scratch", gim_op_name(n->op));
-    bool wgrad = n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT;
+    bool wgrad = conv_is_wgrad(n->op);
+    if (conv_parallel(n, &g)) return conv_run_parallel(c, n, &g, &a);
     if (wgrad && cg_conv_wgrad_t && !g.direct) {
         int64_t at = g.chunk == 1 ? g.K * g.HoWo : g.chunk * (g.K + g.O) * g.HoWo;
         a.dwt = cg_gep(c, a.scratch, cg_i64(c, at));

@@ -69,7 +69,7 @@ int cmd_bench(int argc, char **argv) {
     m = s.model;
     double compile_s = bench_now() - t0;
     int threads = s.cfg.threads > 0 ? s.cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    openblas_set_num_threads(threads);
+    gim_rt_set_threads(threads);   /* OpenBLAS one thread: the pool cuts the work */
     if (gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
         fprintf(stderr, "gimc bench: error: %s\n", err);
         status = GIMC_BAD_INPUT;

@@ -34,13 +34,14 @@ static gim_exec_model *compile_model(gim_session *s, int opt_level) {
     return gim_jit(&s->diag, s->graph, &cg);
 }
 
-/* OpenBLAS threads: all cores unless asked, one per module thread under the
- * async schedule (the modules themselves then share the cores). */
+/* The runtime pool's threads (OpenBLAS then runs one; the pool cuts the
+ * work): all cores unless asked, one per module thread under the async
+ * schedule (the modules themselves then share the cores). */
 static void set_blas_threads(const gim_train_config *cfg) {
     int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (cfg->schedule == GIM_SCHED_ASYNC) n = 1;
     if (n < 1) n = 1;
-    openblas_set_num_threads(n);
+    gim_rt_set_threads(n);
 }
 
 /* ---- gimc train ---------------------------------------------------------------- */

@@ -129,6 +129,27 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                   float *C, int64_t ldc);
 
+/* ---- the thread pool (runtime/pool.c) ---------------------------------------
+ * gim_rt_parallel_for(n, fn, env) cuts [0, n) into gim_rt_parts(n) =
+ * min(GIM_RT_PARTS, n) contiguous parts, part t = [t·n/P, (t+1)·n/P), and
+ * calls fn(env, begin, end, t) once per non-empty part, on the pool's
+ * threads and the caller's; it returns when all have run. The cut depends on
+ * n only (not on the thread count or timing), so per-part scratch and
+ * partial sums reduced in part order are reproducible. A call while the pool
+ * runs another thread's loop, or from inside a part, runs its parts in order
+ * on the caller. */
+#define GIM_RT_PARTS 8
+typedef void (*gim_rt_part_fn)(void *env, int64_t begin, int64_t end, int part);
+void gim_rt_parallel_for(int64_t n, gim_rt_part_fn fn, void *env);
+int gim_rt_parts(int64_t n);
+/* Threads the pool uses, the caller included (n <= 0: GIM_THREADS from the
+ * environment, else all cores). Also sets OpenBLAS to one thread: the pool
+ * does all the parallel work (gim_rt_sgemm cuts large products over it). */
+void gim_rt_set_threads(int n);
+int gim_rt_threads(void);
+/* True inside a part of a parallel loop (on whichever thread runs it). */
+bool gim_rt_in_parallel(void);
+
 /* Registers every symbol above with a name -> address table for the JIT.
  * Returns the count; *names and *addrs point at static arrays. */
 int gim_rt_symbols(const char *const **names, void *const **addrs);

@@ -106,12 +106,61 @@ void gim_rt_col2im(const float *cols, int64_t C, int64_t H, int64_t W, int64_t k
     }
 }
 
-void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                  float *C, int64_t ldc) {
+static void sgemm1(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                   float *C, int64_t ldc) {
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K, alpha, A,
                 (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+/* A product cut over the pool: blocks of the rows of C (by_rows) or of its
+ * columns, block t being the pool's part t of the cut dimension. */
+typedef struct sgemm_job {
+    int ta, tb, by_rows;
+    int64_t M, N, K, lda, ldb, ldc, unit;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} sgemm_job;
+
+static void sgemm_part(void *env, int64_t begin, int64_t end, int part) {
+    (void)part;
+    const sgemm_job *j = env;
+    int64_t b = begin * j->unit, e = end * j->unit;
+    if (j->by_rows) {
+        if (e > j->M) e = j->M;
+        const float *A = j->ta ? j->A + b : j->A + b * j->lda;
+        sgemm1(j->ta, j->tb, e - b, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta,
+               j->C + b * j->ldc, j->ldc);
+    } else {
+        if (e > j->N) e = j->N;
+        const float *B = j->tb ? j->B + b * j->ldb : j->B + b;
+        sgemm1(j->ta, j->tb, j->M, e - b, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta,
+               j->C + b, j->ldc);
+    }
+}
+
+/* Products of at least SGEMM_SPLIT_FLOPS outside a parallel loop are cut into
+ * blocks of SGEMM_UNIT rows or columns (the larger dimension) over the pool
+ * (OpenBLAS itself runs one thread; see pool.c). The cut is a function of the
+ * shape alone, so the result does not depend on the thread count. */
+#define SGEMM_SPLIT_FLOPS (1 << 22)
+#define SGEMM_UNIT 32
+
+void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                  float *C, int64_t ldc) {
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+    int64_t big = M >= N ? M : N;
+    if (flops < SGEMM_SPLIT_FLOPS || big < 2 * SGEMM_UNIT || gim_rt_in_parallel()) {
+        sgemm1(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    sgemm_job j = {.ta = trans_a, .tb = trans_b, .by_rows = M >= N, .M = M, .N = N, .K = K,
+                   .lda = lda, .ldb = ldb, .ldc = ldc, .unit = SGEMM_UNIT, .alpha = alpha,
+                   .beta = beta, .A = A, .B = B, .C = C};
+    gim_rt_parallel_for((big + SGEMM_UNIT - 1) / SGEMM_UNIT, sgemm_part, &j);
 }
 
 /* Every symbol generated code may call. Registering their addresses with the
@@ -119,7 +168,7 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
  * a library no C code called directly (Debian links --as-needed). */
 #define RT_SYMBOLS(X)                                                                        \
     X(gim_rt_rand_below) X(gim_rt_rand_u64) X(gim_rt_rand_uniform) X(gim_rt_im2col)          \
-    X(gim_rt_col2im) X(gim_rt_sgemm) X(cblas_sgemm) X(cblas_sgemv) X(cblas_saxpy)            \
+    X(gim_rt_col2im) X(gim_rt_sgemm) X(gim_rt_parallel_for) X(cblas_sgemm) X(cblas_sgemv) X(cblas_saxpy)            \
     X(cblas_sdot) X(expf) X(logf) X(tanhf) X(sqrtf) X(powf) X(fmaxf) X(fminf) X(log1pf)      \
     X(expm1f) X(exp) X(log) X(pow) X(sqrt) X(tanh) X(memset) X(memcpy) X(memmove)
 
