@@ -797,7 +797,12 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                     progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
                 if (s->batch_in_epoch < nb) rc = maybe_save(m, s, cfg, p, step + 1, false, err, errlen);
             }
-            if (rc || stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) break;
+            if (rc || stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) {
+                /* a bar cut short ends its line before what follows */
+                if (!rc && s->batch_in_epoch < nb && p->tty)
+                    progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, true);
+                break;
+            }
             rc = maybe_save(m, s, cfg, p, s->epoch * nb + nb, true, err, errlen);
         }
         if (rc || stop_now()) break;
