@@ -278,8 +278,10 @@ int cmd_eval(int argc, char **argv) {
     gim_exec_model *m = NULL;
     gim_dataset ds;
     memset(&ds, 0, sizeof ds);
-    gim_train_state st;
+    gim_train_state st, wst;
     memset(&st, 0, sizeof st);
+    memset(&wst, 0, sizeof wst);
+    bool have_wst = false;
     probe_row *trained = NULL, *random = NULL;
     char err[2048];
     status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
@@ -292,15 +294,21 @@ int cmd_eval(int argc, char **argv) {
     set_blas_threads(&s.cfg);
     trained = gim_calloc((size_t)m->n_modules, sizeof *trained);
     random = gim_calloc((size_t)m->n_modules, sizeof *random);
+    /* the weights first (into their own state): a file that does not match
+     * is reported before minutes of probing the random encoder */
     if (gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) goto fail;
+    if (!random_only) {
+        char note[2048];
+        if (gim_train_state_init(&wst, m, s.cfg.seed, err, sizeof err)) goto fail;
+        have_wst = true;
+        if (gim_weights_load_probe(m, &wst, o.weights, note, sizeof note, err, sizeof err)) goto fail;
+        if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
+    }
     if (random_only || compare) {
         if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err)) goto fail;
     }
     if (!random_only) {
-        char note[2048];
-        if (gim_weights_load_probe(m, &st, o.weights, note, sizeof note, err, sizeof err)) goto fail;
-        if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
-        if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
+        if (probe_all(m, &wst, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
     }
     printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");
     if (compare)
@@ -324,6 +332,7 @@ fail:
     status = GIMC_BAD_INPUT;
 done:
     if (m) gim_train_state_free(&st, m);
+    if (m && have_wst) gim_train_state_free(&wst, m);
     gim_free(trained);
     gim_free(random);
     gim_dataset_free(&ds);
