@@ -226,22 +226,22 @@ static bool exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-/* Waits until `path` exists and, when `needle` is given, contains it, or
- * the process has exited; returns false on timeout (20 s). */
-static bool wait_for(pid_t pid, const char *path, const char *needle) {
+/* Waits until `path` exists and, when `needle` is given, contains it:
+ * returns 1; 0 when the process exited first (reaped); -1 after 20 s. */
+static int wait_for(pid_t pid, const char *path, const char *needle) {
     for (int i = 0; i < 4000; i++) {
         if (exists(path)) {
-            if (!needle) return true;
+            if (!needle) return 1;
             size_t n;
             char *t = gim_read_file(path, &n);
             bool ok = t && strstr(t, needle);
             gim_free(t);
-            if (ok) return true;
+            if (ok) return 1;
         }
-        if (waitpid(pid, NULL, WNOHANG) == pid) return false;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
         sleep_ms(5);
     }
-    return false;
+    return -1;
 }
 
 /* Runs the same training (`args`) uninterrupted into ref, then into dir
@@ -259,18 +259,22 @@ static void interrupt_and_resume(const char *args, const char *ref, const char *
     char metrics[1024];
     snprintf(metrics, sizeof metrics, "%s/metrics.csv", dir);
     bool in_metrics = after && !strncmp(after, "metrics.csv:", 12);
-    bool ready = !after ? wait_for(pid, weights_of(dir), NULL)
-                 : in_metrics ? wait_for(pid, metrics, after + 12)
-                              : wait_for(pid, bg_out, after);
-    if (ready) sleep_ms(delay_ms);
+    int ready = !after ? wait_for(pid, weights_of(dir), NULL)
+                : in_metrics ? wait_for(pid, metrics, after + 12)
+                             : wait_for(pid, bg_out, after);
+    CU_ASSERT_EQUAL(ready, 1);
+    if (ready != 1) {
+        fprintf(stderr, "\n%s: %s before the signal\n", dir, ready ? "stuck" : "finished");
+        if (ready < 0) {   /* still ours and running: stop it */
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        return;
+    }
+    sleep_ms(delay_ms);
     kill(pid, sig);
     int st = 0;
     CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
-    CU_ASSERT(ready);
-    if (!ready) {
-        fprintf(stderr, "\n%s: finished or stuck before the signal\n", dir);
-        return;
-    }
     if (sig == SIGKILL) {
         CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     } else {
