@@ -11,6 +11,7 @@ packages=(
     libcunit1-dev
     zlib1g-dev
     dataset-fashion-mnist
+    valgrind
 )
 
 missing=()
