@@ -376,9 +376,16 @@ cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) 
     p.outer_block = LLVMGetInsertBlock(c->b);
     p.call = c->call, p.step = c->step, p.seed = c->seed, p.lr = c->lr, p.labels = c->labels;
     if (nvals > CG_PAR_MAX_VALUES) nvals = CG_PAR_MAX_VALUES;
+    /* the call's values loaded at entry travel too, after the caller's */
+    LLVMValueRef all[CG_PAR_MAX_VALUES + 5];
+    LLVMValueRef *state[5] = {&c->call, &c->step, &c->seed, &c->lr, &c->labels};
+    int nall = 0;
+    for (int i = 0; i < nvals; i++) all[nall++] = vals[i];
+    for (int i = 0; i < 5; i++)
+        if (*state[i]) all[nall++] = *state[i];
 
     /* env: an array of the values, in the caller's entry block */
-    LLVMTypeRef envt = LLVMArrayType(c->i64, (unsigned)(nvals > 0 ? nvals : 1));
+    LLVMTypeRef envt = LLVMArrayType(c->i64, (unsigned)(nall > 0 ? nall : 1));
     LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
     LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
     LLVMValueRef first = LLVMGetFirstInstruction(entry);
@@ -387,9 +394,9 @@ cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) 
     p.env = LLVMBuildAlloca(eb, envt, "par.env");
     LLVMSetAlignment(p.env, 8);
     LLVMDisposeBuilder(eb);
-    for (int i = 0; i < nvals; i++) {
+    for (int i = 0; i < nall; i++) {
         LLVMValueRef at = LLVMBuildInBoundsGEP2(c->b, c->i64, p.env, (LLVMValueRef[]){cg_i64(c, i)}, 1, "");
-        LLVMBuildStore(c->b, vals[i], at);
+        LLVMBuildStore(c->b, all[i], at);
     }
 
     /* the body function */
@@ -408,14 +415,17 @@ cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) 
     c->fn = p.fn;
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->ctx, p.fn, "entry"));
     LLVMValueRef env = LLVMGetParam(p.fn, 0);
-    for (int i = 0; i < nvals; i++) {
+    for (int i = 0; i < nall; i++) {
         LLVMValueRef at = LLVMBuildInBoundsGEP2(c->b, c->i64, env, (LLVMValueRef[]){cg_i64(c, i)}, 1, "");
-        vals[i] = LLVMBuildLoad2(c->b, LLVMTypeOf(vals[i]), at, "par.v");
+        all[i] = LLVMBuildLoad2(c->b, LLVMTypeOf(all[i]), at, "par.v");
     }
+    nall = 0;
+    for (int i = 0; i < nvals; i++) vals[i] = all[nall++];
+    for (int i = 0; i < 5; i++)
+        if (*state[i]) *state[i] = all[nall++];
     p.begin = LLVMGetParam(p.fn, 1);
     p.end = LLVMGetParam(p.fn, 2);
     p.part = LLVMBuildSExt(c->b, LLVMGetParam(p.fn, 3), c->i64, "part");
-    c->call = c->step = c->seed = c->lr = c->labels = NULL;
     return p;
 }
 

@@ -157,10 +157,11 @@ LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLV
  *         cg_for_end(c, &i);
  *     cg_par_end(c, &p, n);                       // builder back in the caller
  *
- * Values passed in are pointers or i64; everything else the body uses must be
- * a constant or computed inside it (c->call, step, seed, lr and labels are
- * the caller's: NULL inside the body). Parts may run concurrently: a part
- * writes only its own range of the output and its own scratch slice. */
+ * Values passed in are pointers, i64 or float; everything else the body uses
+ * must be a constant or computed inside it (c->call, step, seed, lr and
+ * labels are passed along and hold the body's copies inside it). Parts may
+ * run concurrently: a part writes only its own range of the output and its
+ * own scratch slice (allocas in the body are per call, hence per part). */
 typedef struct cg_par {
     LLVMValueRef fn, env;
     LLVMValueRef begin, end, part;   /* the body's i64 range and part index */

@@ -128,7 +128,17 @@ static int64_t nce_scratch_fwd(const gim_node *n) {
     return s->rank ? gim_shape_numel(s) : 0;            /* pred: P·Cz */
 }
 
-static int64_t nce_scratch_bwd(const gim_node *n) { return 2 * nce_scratch_fwd(n); }
+/* Parts of the parallel loop over the samples (see gen_infonce_bwd). */
+static int64_t nce_parts(const gim_node *n) {
+    const gim_shape *s = &n->in[0]->shape;
+    return s->rank ? cg_par_parts(s->d[0]) : 0;
+}
+
+/* pred, dpred, and a partial dz for each part but the first */
+static int64_t nce_scratch_bwd(const gim_node *n) {
+    int64_t parts = nce_parts(n);
+    return (2 + (parts > 1 ? parts - 1 : 0)) * nce_scratch_fwd(n);
+}
 
 /* The scores of position p at step k into s[0..neg] (s[0] the positive, the
  * candidates' rows into cand[]), and their maximum. Negative j is
@@ -194,16 +204,25 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
     LLVMValueRef pred = loss_scratch(c, n, g.P * g.Cz);
-    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
     LLVMValueRef loss = cg_var(c, "nce.loss", LLVMConstReal(c->f64, 0.0));
+    /* the samples run in parallel parts, each summing its positions into
+     * partial[part]; the partials are added in part order */
+    int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
+    LLVMValueRef partial = entry_array(c, c->f64, parts, "nce.partial");
     for (int64_t k = 1; k <= g.K; k++) {
         int64_t M = nce_count(&g, k), L = M / g.N;
         if (M == 0) continue;
         cg_sgemm(c, false, true, nce_rows(&g, k), g.Cz, g.Cc, 1.0f, cx, g.Cc, off(c, W, (k - 1) * g.Cz * g.Cc),
                  g.Cc, 0.0f, pred, g.Cz);
+        LLVMValueRef outer_z = z, outer_pred = pred;
+        LLVMValueRef v[3] = {z, pred, partial};
+        cg_par par = cg_par_begin(c, "nce", v, 3);
+        z = v[0], pred = v[1];
+        LLVMValueRef part_sum = v[2];
+        LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+        LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
         LLVMValueRef sum = cg_var(c, "nce.sum", LLVMConstReal(c->f64, 0.0));
-        cg_loop ni = cg_for(c, g.N, "nce.n");
+        cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
         cg_loop q = cg_for(c, L, "nce.q");
         LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
         LLVMValueRef pos = cg_addk(c, p, k * g.D);
@@ -216,7 +235,19 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
         cg_var_set(c, sum, LLVMBuildFAdd(c->b, cg_var_get(c, sum), term, ""));
         cg_for_end(c, &q);
         cg_for_end(c, &ni);
-        LLVMValueRef mean = LLVMBuildFMul(c->b, cg_var_get(c, sum), LLVMConstReal(c->f64, 1.0 / (double)M), "");
+        LLVMValueRef ix[2] = {cg_i64(c, 0), par.part};
+        LLVMBuildStore(c->b, cg_var_get(c, sum),
+                       LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f64, (unsigned)parts), part_sum, ix, 2, ""));
+        cg_par_end(c, &par, g.N);
+        z = outer_z, pred = outer_pred;
+        LLVMValueRef total = NULL;
+        for (int64_t t = 0; t < parts; t++) {
+            LLVMValueRef it[2] = {cg_i64(c, 0), cg_i64(c, t)};
+            LLVMValueRef pt = LLVMBuildLoad2(
+                c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f64, (unsigned)parts), partial, it, 2, ""), "");
+            total = total ? LLVMBuildFAdd(c->b, total, pt, "") : pt;
+        }
+        LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
         cg_var_set(c, loss, LLVMBuildFAdd(c->b, cg_var_get(c, loss), mean, ""));
     }
     LLVMValueRef l = LLVMBuildFMul(c->b, cg_var_get(c, loss), LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
@@ -242,11 +273,15 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         return cg_fail(c, n, "internal: infonce_bwd: packed output of %lld floats, want %lld",
                        (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw));
     LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc);
-    LLVMValueRef scratch = loss_scratch(c, n, 2 * nz);
-    LLVMValueRef pred = scratch, dpred = off(c, scratch, nz);
-    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    /* The samples run in parallel parts (cg_par_begin). A part scatters into
+     * dz at random rows, so each part but the first adds into a partial dz of
+     * its own in scratch (after pred and dpred), added into dz in part order
+     * at the end; dpred rows are the part's own. */
+    int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
+    LLVMValueRef scratch = loss_scratch(c, n, (2 + parts - 1) * nz);
+    LLVMValueRef pred = scratch, dpred = off(c, scratch, nz), dzpart = off(c, scratch, 2 * nz);
     cg_zero(c, out, cg_i64(c, nz + nc + nw));
+    if (parts > 1) cg_zero(c, dzpart, cg_i64(c, (parts - 1) * nz));
     for (int64_t k = 1; k <= g.K; k++) {
         int64_t M = nce_count(&g, k), L = M / g.N;
         if (M == 0) continue;
@@ -255,7 +290,16 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         cg_sgemm(c, false, true, R, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
         cg_zero(c, dpred, cg_i64(c, R * g.Cz));
         float a = (float)(1.0 / ((double)g.K * (double)M));
-        cg_loop ni = cg_for(c, g.N, "nce.n");
+        LLVMValueRef outer[5] = {z, pred, dpred, dz, dzpart};
+        LLVMValueRef v[5] = {z, pred, dpred, dz, dzpart};
+        cg_par par = cg_par_begin(c, "nce", v, 5);
+        z = v[0], pred = v[1], dpred = v[2];
+        /* this part's dz: dz itself for part 0, else its partial */
+        LLVMValueRef mine = cg_gep(c, v[4], cg_mulk(c, cg_addk(c, par.part, -1), nz));
+        dz = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, par.part, cg_i64(c, 0), ""), v[3], mine);
+        LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+        LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+        cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
         cg_loop q = cg_for(c, L, "nce.q");
         LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
         LLVMValueRef pos = cg_addk(c, p, k * g.D);
@@ -276,9 +320,22 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         cg_for_end(c, &i);
         cg_for_end(c, &q);
         cg_for_end(c, &ni);
+        cg_par_end(c, &par, g.N);
+        z = outer[0], pred = outer[1], dpred = outer[2], dz = outer[3];
         cg_sgemm(c, false, false, R, g.Cc, g.Cz, 1.0f, dpred, g.Cz, Wk, g.Cc, 1.0f, dc, g.Cc);
         cg_sgemm(c, true, false, g.Cz, g.Cc, R, 1.0f, dpred, g.Cz, cx, g.Cc, 0.0f,
                  off(c, dW, (k - 1) * g.Cz * g.Cc), g.Cc);
+    }
+    if (parts > 1) {
+        /* dz[i] += Σ_{t = 1..parts−1} dz_t[i], in part order, rows of dz in parallel */
+        LLVMValueRef v[2] = {dz, dzpart};
+        cg_par par = cg_par_begin(c, "nce.dz", v, 2);
+        cg_loop r = cg_for_begin(c, cg_mulk(c, par.begin, g.Cz), cg_mulk(c, par.end, g.Cz), "dz.i");
+        LLVMValueRef acc = cg_loadf(c, v[0], r.iv);
+        for (int64_t t = 1; t < parts; t++) acc = fadd(c, acc, cg_loadf(c, v[1], cg_addk(c, r.iv, (t - 1) * nz)));
+        cg_storef(c, v[0], r.iv, acc);
+        cg_for_end(c, &r);
+        cg_par_end(c, &par, g.P);
     }
     return 0;
 }
