@@ -410,7 +410,8 @@ static void progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t
     char losses[512];
     size_t at = 0;
     for (int i = 0; i < p->n_modules && at < sizeof losses; i++)
-        at += (size_t)snprintf(losses + at, sizeof losses - at, "  m%d %.4f", i + 1, p->last[i]);
+        at += isnan(p->last[i]) ? (size_t)snprintf(losses + at, sizeof losses - at, "  m%d -", i + 1)   /* none yet */
+                                : (size_t)snprintf(losses + at, sizeof losses - at, "  m%d %.4f", i + 1, p->last[i]);
     if (p->tty) {
         int width = 24, fill = total ? (int)(width * done / total) : width;
         char bar[64];
@@ -749,7 +750,16 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                     }
                 }
                 if (rc || !needed) continue;
-                if (p->out) fprintf(p->out, "module %d: caching its outputs over %lld examples\n", pm + 1, (long long)d->n);
+                double bytes = 0;
+                for (int e = 0; e < prev->n_exports; e++)
+                    if (caches[prev->exports[e]].data) bytes += (double)caches[prev->exports[e]].bytes;
+                if (p->out) {
+                    fprintf(p->out, "module %d: caching its outputs over %lld examples (%.2f GiB in %s)\n", pm + 1,
+                            (long long)d->n, bytes / (1 << 30), cfg->out_dir ? cfg->out_dir : "/tmp");
+                    fflush(p->out);
+                }
+                double t_cache = now_s(), t_drawn = t_cache;
+                int64_t every = d->n / 20 > m->batch ? d->n / 20 : m->batch, next_line = every;
                 /* Every example, not only the first nb * batch: the shuffled
                  * order draws its batches from all n. The final partial batch
                  * is padded by repeating its last example. */
@@ -763,6 +773,19 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
                         if (!caches[sl].data) continue;
                         memcpy(caches[sl].data + start * caches[sl].per_example, it->slot[sl],
                                (size_t)(count * caches[sl].per_example) * sizeof(float));
+                    }
+                    /* progress: minutes of work on a full data set */
+                    int64_t done = start + count;
+                    double t = now_s();
+                    bool last = done == d->n;
+                    if (p->out && (p->tty ? (t - t_drawn >= 0.2 || last) : (done >= next_line || last))) {
+                        double rate = t > t_cache ? (double)done / (t - t_cache) : 0;
+                        fprintf(p->out, p->tty ? "\r\033[Kcaching %lld/%lld examples  %.0f ex/s%s"
+                                               : "caching %lld/%lld examples  %.0f ex/s%s\n",
+                                (long long)done, (long long)d->n, rate, p->tty && last ? "\n" : "");
+                        fflush(p->out);
+                        t_drawn = t;
+                        while (next_line <= done) next_line += every;
                     }
                 }
             }
