@@ -2,13 +2,14 @@
  *
  * Forward on a batch X [B, D]: logits = X Wᵀ + b, p = softmax(logits).
  * Loss = mean over the batch of −log p[y]. Gradients: G = (p − onehot(y)) / B,
- * dW = Gᵀ X, db = Σ_rows G. Both products are SGEMMs. */
+ * dW = Gᵀ X, db = Σ_rows G. Both products are SGEMMs (gim_rt_sgemm: cut over
+ * the runtime's pool when large). */
 #include "gim_probe.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "gim_runtime.h"
 #include "gim_util.h"
 #include "rt_internal.h"
 
@@ -54,8 +55,7 @@ static void standardise(float *xtr, int64_t ntr, float *xte, int64_t nte, int64_
 static void logits_of(const float *x, int64_t n, int64_t dim, int classes, const float *w, const float *b,
                       float *out) {
     for (int64_t i = 0; i < n; i++) memcpy(out + i * classes, b, sizeof(float) * (size_t)classes);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, classes, (int)dim, 1.0f, x, (int)dim, w,
-                (int)dim, 1.0f, out, classes);
+    gim_rt_sgemm(0, 1, n, classes, dim, 1.0f, x, dim, w, dim, 1.0f, out, classes);
 }
 
 static double accuracy(const float *x, const int32_t *y, int64_t n, int64_t dim, int classes, const float *w,
@@ -128,8 +128,7 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
                 }
             }
             /* dW [classes, dim] = Gᵀ X */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, classes, (int)dim, (int)bn, 1.0f, lg, classes, xb,
-                        (int)dim, 0.0f, g, (int)dim);
+            gim_rt_sgemm(1, 0, classes, dim, bn, 1.0f, lg, classes, xb, dim, 0.0f, g, dim);
             t++;
             float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
             float step = (float)o->lr / c1;
