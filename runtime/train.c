@@ -1065,9 +1065,9 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
         rc = -1;
     }
     /* The main thread reports progress and saves checkpoints while the
-     * modules run. A checkpoint taken mid-run is of parameters being
-     * updated by other threads; so checkpoints are written only at the end
-     * (and on interruption), when every module has stopped. */
+     * modules run: a checkpoint takes the step lock exclusively, so no
+     * module is between reading and updating its parameters while it is
+     * written. */
     int64_t total = a.last_batch - a.first_batch;
     int64_t saved_g = a.first_batch;
     int64_t line_g = a.first_batch, line_epoch = a.first_batch / a.nb;   /* progress drawn up to */
