@@ -49,7 +49,7 @@ static const char bench_usage[] =
     "  --steps N      timed steps (default 50)\n"
     "  --e2e          the end-to-end variant: one module, the last loss\n"
     "  --batch B      batch size (default: the train block's)\n"
-    "  --threads T    threads for matrix products (default: all cores)\n"
+    "  --threads T    threads for parallel loops and matrix products (default: GIM_THREADS, else all cores)\n"
     "  --stdlib DIR   where imports not found next to the file are looked up\n"
     "  -h, --help     show this help\n";
 
@@ -75,8 +75,8 @@ int cmd_bench(int argc, char **argv) {
     if (status != GIMC_OK) goto done;
     m = s.model;
     double compile_s = bench_now() - t0;
-    int threads = s.cfg.threads > 0 ? s.cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    gim_rt_set_threads(threads);   /* OpenBLAS one thread: the pool cuts the work */
+    gim_rt_set_threads(s.cfg.threads);   /* 0: GIM_THREADS, else all cores; OpenBLAS one thread */
+    int threads = gim_rt_threads();
     if (gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
         fprintf(stderr, "gimc bench: error: %s\n", err);
         status = GIMC_BAD_INPUT;

@@ -35,12 +35,11 @@ static gim_exec_model *compile_model(gim_session *s, int opt_level) {
 }
 
 /* The runtime pool's threads (OpenBLAS then runs one; the pool cuts the
- * work): all cores unless asked, one per module thread under the async
+ * work): GIM_THREADS or all cores unless asked, one per module thread under the async
  * schedule (the modules themselves then share the cores). */
 static void set_blas_threads(const gim_train_config *cfg) {
-    int n = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cfg->threads > 0 ? cfg->threads : 0;   /* 0: GIM_THREADS, else all cores */
     if (cfg->schedule == GIM_SCHED_ASYNC) n = 1;
-    if (n < 1) n = 1;
     gim_rt_set_threads(n);
 }
 
@@ -80,7 +79,7 @@ static const char train_usage[] =
     "  --batch B          batch size, bound at compile time (default 32)\n"
     "  --lr X             learning rate\n"
     "  --schedule S       simultaneous (default), sequential or async\n"
-    "  --threads T        threads for matrix products (default: all cores)\n"
+    "  --threads T        threads for parallel loops and matrix products (default: GIM_THREADS, else all cores)\n"
     "  --seed S           fixes initialisation, negatives and data order (default 0)\n"
     "  --e2e              train end to end from the last module's loss instead\n"
     "  --out DIR          metrics.csv and checkpoints (default runs/<model>)\n"
