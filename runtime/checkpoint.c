@@ -14,7 +14,6 @@
 
 #include <dirent.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +21,6 @@
 
 #include "gim_checkpoint.h"
 #include "gim_util.h"
-
-static void ck_err(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void ck_err(char *err, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
 
 enum { CK_COUNTERS_EXTRA = 3 };   /* epoch, batch_in_epoch, sequential_module */
 
@@ -49,7 +40,7 @@ enum { CK_MAX_EXTRA_META = 8 };
 int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, const char *dir,
                              const gim_ckpt_meta *extra, int n_extra, char *err, size_t errlen) {
     if (n_extra < 0 || n_extra > CK_MAX_EXTRA_META) {
-        ck_err(err, errlen, "a checkpoint takes at most %d extra metadata entries", CK_MAX_EXTRA_META);
+        gim_errf(err, errlen, "a checkpoint takes at most %d extra metadata entries", CK_MAX_EXTRA_META);
         return -1;
     }
     uint64_t id = save_id_of(m, s);
@@ -64,7 +55,7 @@ int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, 
     int64_t *counters = gim_calloc((size_t)(m->n_modules + CK_COUNTERS_EXTRA), sizeof(int64_t));
     if (!ot || !names || !counters) {
         gim_free(ot); gim_free(names); gim_free(counters);
-        ck_err(err, errlen, "out of memory writing a checkpoint");
+        gim_errf(err, errlen, "out of memory writing a checkpoint");
         return -1;
     }
     for (int i = 0; i < m->n_modules; i++) {
@@ -96,7 +87,7 @@ int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, 
     for (int i = 0; i < m->n_modules; i++) n_w += m->modules[i].n_params;
     gim_ckpt_tensor *wt = gim_calloc((size_t)(n_w ? n_w : 1), sizeof *wt);
     if (!wt) {
-        ck_err(err, errlen, "out of memory writing a checkpoint");
+        gim_errf(err, errlen, "out of memory writing a checkpoint");
         return -1;
     }
     int k = 0;
@@ -165,8 +156,8 @@ static int load_params(const gim_exec_model *m, gim_train_state *s, const gim_ck
             }
             n_params++;
             if (!t) {
-                ck_err(err, errlen, "%s does not match the model: it has no tensor '%s' (a parameter of module %d)",
-                       path, p->name, i + 1);
+                gim_errf(err, errlen, "%s does not match the model: it has no tensor '%s' (a parameter of module %d)",
+                         path, p->name, i + 1);
                 return -1;
             }
             bool same = t->dtype == GIM_DT_F32 && t->rank == p->rank;
@@ -175,8 +166,8 @@ static int load_params(const gim_exec_model *m, gim_train_state *s, const gim_ck
                 char want[160], got[160];
                 shape_text(want, sizeof want, p->rank, p->shape);
                 shape_text(got, sizeof got, t->rank, t->shape);
-                ck_err(err, errlen, "%s does not match the model: '%s' is %s %s in the file but F32 %s in the model",
-                       path, p->name, gim_dtype_name(t->dtype), got, want);
+                gim_errf(err, errlen, "%s does not match the model: '%s' is %s %s in the file but F32 %s in the model",
+                         path, p->name, gim_dtype_name(t->dtype), got, want);
                 return -1;
             }
             memcpy(s->params[i] + p->offset, t->data, (size_t)p->numel * sizeof(float));
@@ -188,8 +179,8 @@ static int load_params(const gim_exec_model *m, gim_train_state *s, const gim_ck
                 for (int j = 0; j < m->modules[i].n_params && !known; j++)
                     known = !strcmp(m->modules[i].params[j].name, c->tensors[k].name);
             if (!known) {
-                ck_err(err, errlen, "%s does not match the model: tensor '%s' is not a parameter of the model",
-                       path, c->tensors[k].name);
+                gim_errf(err, errlen, "%s does not match the model: tensor '%s' is not a parameter of the model",
+                         path, c->tensors[k].name);
                 return -1;
             }
         }
@@ -235,7 +226,7 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
         return rc;
     }
     if (!oname || strchr(oname, '/')) {
-        ck_err(err, errlen, "%s has no optimizer state to resume from (weights only)", path);
+        gim_errf(err, errlen, "%s has no optimizer state to resume from (weights only)", path);
         gim_ckpt_free(c);
         return -1;
     }
@@ -246,13 +237,13 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
     rc = -1;
     const char *batch = gim_ckpt_meta_get(o, "batch");
     if (batch && strtoll(batch, NULL, 10) != m->batch) {
-        ck_err(err, errlen, "%s was saved training with batch %s, and its position in the data counts such "
-               "batches; resume with --batch %s (this run has %" PRId64 ")", opath, batch, batch, m->batch);
+        gim_errf(err, errlen, "%s was saved training with batch %s, and its position in the data counts such "
+                 "batches; resume with --batch %s (this run has %" PRId64 ")", opath, batch, batch, m->batch);
         goto done;
     }
     const gim_ckpt_tensor *ct = gim_ckpt_find(o, "counters");
     if (!ct || ct->dtype != GIM_DT_I64 || ct->rank != 1 || ct->shape[0] != m->n_modules + CK_COUNTERS_EXTRA) {
-        ck_err(err, errlen, "%s does not match the model: its counters are not for %d modules", opath, m->n_modules);
+        gim_errf(err, errlen, "%s does not match the model: its counters are not for %d modules", opath, m->n_modules);
         goto done;
     }
     for (int i = 0; i < m->n_modules; i++) {
@@ -260,8 +251,8 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
         snprintf(name, sizeof name, "module%d/optimizer", i + 1);
         const gim_ckpt_tensor *t = gim_ckpt_find(o, name);
         if (!t || t->dtype != GIM_DT_F32 || t->numel != m->modules[i].n_opt_floats) {
-            ck_err(err, errlen, "%s does not match the model: '%s' %s", opath, name,
-                   t ? "has the wrong size (another optimizer?)" : "is missing");
+            gim_errf(err, errlen, "%s does not match the model: '%s' %s", opath, name,
+                     t ? "has the wrong size (another optimizer?)" : "is missing");
             goto done;
         }
         memcpy(s->opt[i], t->data, (size_t)t->numel * sizeof(float));
@@ -272,7 +263,7 @@ int gim_checkpoint_load(const gim_exec_model *m, gim_train_state *s, const char 
     s->batch_in_epoch = cv[m->n_modules + 1];
     s->sequential_module = (int)cv[m->n_modules + 2];
     if (s->epoch < 0 || s->batch_in_epoch < 0 || s->sequential_module < 0 || s->sequential_module >= m->n_modules) {
-        ck_err(err, errlen, "%s: counters out of range", opath);
+        gim_errf(err, errlen, "%s: counters out of range", opath);
         goto done;
     }
     rc = 0;

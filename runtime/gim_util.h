@@ -61,6 +61,11 @@ void gim_sb_puts(gim_sb *sb, const char *s);
 void gim_sb_putc(gim_sb *sb, char c);
 void gim_sb_free(gim_sb *sb);
 
+/* Formats a message into the caller's error buffer err[n] (nothing when err
+ * is NULL or n is 0; truncated to fit) and returns -1, so an error path reads
+ * `return gim_errf(err, n, "...", ...);`. */
+int gim_errf(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Reads a whole file into a NUL-terminated heap buffer; returns NULL and sets
  * errno on failure. *len receives the byte count (may contain NULs). */
 char *gim_read_file(const char *path, size_t *len);

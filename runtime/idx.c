@@ -4,7 +4,6 @@
  * alike) into a buffer sized by the bytes actually read, then its header is
  * checked against that size; nothing is allocated from a header's claims. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,17 +17,6 @@
 #define IDX_MAX_BYTES ((int64_t)1 << 30)
 #define IDX_CHUNK (1 << 22)
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* Reads up to n bytes; returns the count (short only at end of file), or -1
  * on a read or decompression error (message in err). */
 static int64_t gz_read_full(gzFile f, const char *path, uint8_t *buf, int64_t n, char *err,
@@ -41,8 +29,8 @@ static int64_t gz_read_full(gzFile f, const char *path, uint8_t *buf, int64_t n,
         const char *msg = gzerror(f, &code);
         if (r < 0 || (code != Z_OK && code != Z_STREAM_END)) {
             /* zlib reports a gzip stream cut short as Z_BUF_ERROR */
-            fail(err, errlen, "%s: corrupt or truncated gzip data: %s", path,
-                 code == Z_ERRNO ? strerror(errno) : msg);
+            gim_errf(err, errlen, "%s: corrupt or truncated gzip data: %s", path,
+                     code == Z_ERRNO ? strerror(errno) : msg);
             return -1;
         }
         if (r == 0) break;
@@ -55,17 +43,17 @@ static int64_t gz_read_full(gzFile f, const char *path, uint8_t *buf, int64_t n,
 static gzFile idx_open(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        gim_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        fail(err, errlen, "%s: not a regular file", path);
+        gim_errf(err, errlen, "%s: not a regular file", path);
         return NULL;
     }
     errno = 0;
     gzFile f = gzopen(path, "rb");
     if (!f) {
-        fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+        gim_errf(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         return NULL;
     }
     gzbuffer(f, 1 << 17);
@@ -82,7 +70,7 @@ static uint32_t be32(const uint8_t *p) {
  * what the file really holds (and never over IDX_MAX_BYTES). */
 int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (ndims < 1 || ndims > 3) return fail(err, errlen, "%s: bad dimension count %d", path, ndims);
+    if (ndims < 1 || ndims > 3) return gim_errf(err, errlen, "%s: bad dimension count %d", path, ndims);
     gzFile f = idx_open(path, err, errlen);
     if (!f) return -1;
     uint8_t hdr[16], *buf = NULL;
@@ -91,19 +79,19 @@ int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t er
     int64_t n = gz_read_full(f, path, hdr, hsize, err, errlen);
     if (n < 0) goto bad;
     if (n < 4) {
-        fail(err, errlen, "%s: truncated: %lld bytes, an IDX header needs %lld", path, (long long)n,
-             (long long)hsize);
+        gim_errf(err, errlen, "%s: truncated: %lld bytes, an IDX header needs %lld", path, (long long)n,
+                 (long long)hsize);
         goto bad;
     }
     uint32_t magic = be32(hdr);
     if (magic != want) {
-        fail(err, errlen, "%s: bad magic 0x%08x: expected 0x%08x (idx%d-ubyte: unsigned bytes, %d "
-             "dimension%s)", path, magic, want, ndims, ndims, ndims > 1 ? "s" : "");
+        gim_errf(err, errlen, "%s: bad magic 0x%08x: expected 0x%08x (idx%d-ubyte: unsigned bytes, %d "
+                 "dimension%s)", path, magic, want, ndims, ndims, ndims > 1 ? "s" : "");
         goto bad;
     }
     if (n < hsize) {
-        fail(err, errlen, "%s: truncated header: %lld bytes, the header needs %lld", path,
-             (long long)n, (long long)hsize);
+        gim_errf(err, errlen, "%s: truncated header: %lld bytes, the header needs %lld", path,
+                 (long long)n, (long long)hsize);
         goto bad;
     }
     int64_t total = 1;
@@ -114,7 +102,7 @@ int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t er
         k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%lld", i ? " x " : "",
                       (long long)out->dims[i]);
         if (out->dims[i] == 0) {
-            fail(err, errlen, "%s: dimension %d is 0", path, i);
+            gim_errf(err, errlen, "%s: dimension %d is 0", path, i);
             goto bad;
         }
         if (gim_mul_overflows(total, out->dims[i], &total)) total = INT64_MAX;
@@ -126,8 +114,8 @@ int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t er
         if (step <= 0) break;
         if ((size_t)(have + step) > cap) {
             if (have + step > IDX_MAX_BYTES) {
-                fail(err, errlen, "%s: over %lld bytes of data; not an IDX data set this reader "
-                     "takes", path, (long long)IDX_MAX_BYTES);
+                gim_errf(err, errlen, "%s: over %lld bytes of data; not an IDX data set this reader "
+                         "takes", path, (long long)IDX_MAX_BYTES);
                 goto bad;
             }
             size_t nc = cap ? cap * 2 : (size_t)1 << 20;
@@ -135,7 +123,7 @@ int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t er
             if ((int64_t)nc > total) nc = (size_t)total;
             uint8_t *nb = gim_realloc(buf, nc);
             if (!nb) {
-                fail(err, errlen, "%s: out of memory", path);
+                gim_errf(err, errlen, "%s: out of memory", path);
                 goto bad;
             }
             buf = nb;
@@ -147,16 +135,16 @@ int gim_idx_read(const char *path, int ndims, gim_idx *out, char *err, size_t er
         if (got < step) break;
     }
     if (have < total) {
-        fail(err, errlen, "%s: truncated: the header says %s = %lld bytes of data, the file has "
-             "%lld", path, shape, (long long)total, (long long)have);
+        gim_errf(err, errlen, "%s: truncated: the header says %s = %lld bytes of data, the file has "
+                 "%lld", path, shape, (long long)total, (long long)have);
         goto bad;
     }
     uint8_t extra[1];
     int64_t more = gz_read_full(f, path, extra, 1, err, errlen);
     if (more < 0) goto bad;
     if (more > 0) {
-        fail(err, errlen, "%s: size mismatch: the header says %s = %lld bytes of data, the file "
-             "has more", path, shape, (long long)total);
+        gim_errf(err, errlen, "%s: size mismatch: the header says %s = %lld bytes of data, the file "
+                 "has more", path, shape, (long long)total);
         goto bad;
     }
     gzclose(f);
@@ -206,27 +194,27 @@ static int load_split(const char *dir, const char *prefix, gim_split *s, char *e
     if (gim_idx_read(ipath, 3, &im, err, errlen)) return -1;
     if (im.dims[1] > 4096 || im.dims[2] > 4096) {
         gim_free(im.data);
-        return fail(err, errlen, "%s: images of %lld x %lld pixels; at most 4096 x 4096", ipath,
-                    (long long)im.dims[1], (long long)im.dims[2]);
+        return gim_errf(err, errlen, "%s: images of %lld x %lld pixels; at most 4096 x 4096", ipath,
+                        (long long)im.dims[1], (long long)im.dims[2]);
     }
     if (gim_idx_read(lpath, 1, &lb, err, errlen)) {
         gim_free(im.data);
         return -1;
     }
     if (lb.dims[0] != im.dims[0]) {
-        fail(err, errlen, "%s: %lld labels, but %s holds %lld images", lpath, (long long)lb.dims[0],
-             ipath, (long long)im.dims[0]);
+        gim_errf(err, errlen, "%s: %lld labels, but %s holds %lld images", lpath, (long long)lb.dims[0],
+                 ipath, (long long)im.dims[0]);
         goto bad;
     }
     for (int64_t i = 0; i < lb.dims[0]; i++)
         if (lb.data[i] >= GIM_DATA_CLASSES) {
-            fail(err, errlen, "%s: label %d of example %lld is out of range [0, %d)", lpath,
-                 lb.data[i], (long long)i, GIM_DATA_CLASSES);
+            gim_errf(err, errlen, "%s: label %d of example %lld is out of range [0, %d)", lpath,
+                     lb.data[i], (long long)i, GIM_DATA_CLASSES);
             goto bad;
         }
     s->labels = gim_malloc(sizeof(int32_t) * (size_t)lb.dims[0]);
     if (!s->labels) {
-        fail(err, errlen, "%s: out of memory", lpath);
+        gim_errf(err, errlen, "%s: out of memory", lpath);
         goto bad;
     }
     for (int64_t i = 0; i < lb.dims[0]; i++) s->labels[i] = lb.data[i];
@@ -249,21 +237,21 @@ int gim_dataset_load(const char *name_or_dir, gim_dataset *out, char *err, size_
     if (!strcmp(name_or_dir, "fashion-mnist") || !strcmp(name_or_dir, "mnist"))
         snprintf(out->dir, sizeof out->dir, "%s/%s", GIM_DATA_DIR, name_or_dir);
     else if (strlen(name_or_dir) >= sizeof out->dir)
-        return fail(err, errlen, "data set path too long: %.60s...", name_or_dir);
+        return gim_errf(err, errlen, "data set path too long: %.60s...", name_or_dir);
     else
         snprintf(out->dir, sizeof out->dir, "%s", name_or_dir);
     struct stat st;
     if (stat(out->dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fail(err, errlen, "data set '%s': %s is not a directory (a data set is "
-                    "'fashion-mnist', 'mnist' or a directory of IDX files)", name_or_dir, out->dir);
+        return gim_errf(err, errlen, "data set '%s': %s is not a directory (a data set is "
+                        "'fashion-mnist', 'mnist' or a directory of IDX files)", name_or_dir, out->dir);
     if (load_split(out->dir, "train", &out->train, err, errlen)) return -1;
     if (load_split(out->dir, "t10k", &out->test, err, errlen)) {
         split_free(&out->train);
         return -1;
     }
     if (out->test.rows != out->train.rows || out->test.cols != out->train.cols) {
-        fail(err, errlen, "%s: test images are %d x %d but training images are %d x %d", out->dir,
-             out->test.rows, out->test.cols, out->train.rows, out->train.cols);
+        gim_errf(err, errlen, "%s: test images are %d x %d but training images are %d x %d", out->dir,
+                 out->test.rows, out->test.cols, out->train.rows, out->train.cols);
         gim_dataset_free(out);
         return -1;
     }
@@ -291,11 +279,11 @@ int gim_dataset_examples(const gim_dataset *d, const gim_split *s, gim_examples 
     *storage = NULL;
     int64_t sz = (int64_t)s->rows * s->cols, total;
     if (gim_mul_overflows(s->n, sz, &total) || total > ((int64_t)1 << 40))
-        return fail(err, errlen, "%s: data set too large", d->dir);
+        return gim_errf(err, errlen, "%s: data set too large", d->dir);
     float *x = gim_malloc_aligned(sizeof(float) * (size_t)(total ? total : 1));
     if (!x)
-        return fail(err, errlen, "%s: out of memory for %lld images as float32", d->dir,
-                    (long long)s->n);
+        return gim_errf(err, errlen, "%s: out of memory for %lld images as float32", d->dir,
+                        (long long)s->n);
     gim_dataset_images(d, s, 0, s->n, x);
     ex->n = s->n;
     ex->x_rank = 3;
@@ -316,7 +304,7 @@ int gim_batch_iter_init(gim_batch_iter *it, const gim_dataset *ds, const gim_spl
                         int64_t batch, uint64_t seed, bool shuffle, bool drop_last, char *err,
                         size_t errlen) {
     memset(it, 0, sizeof *it);
-    if (batch < 1) return fail(err, errlen, "batch size %lld: must be at least 1", (long long)batch);
+    if (batch < 1) return gim_errf(err, errlen, "batch size %lld: must be at least 1", (long long)batch);
     it->ds = ds;
     it->split = split;
     it->batch = batch;
@@ -324,8 +312,8 @@ int gim_batch_iter_init(gim_batch_iter *it, const gim_dataset *ds, const gim_spl
     it->shuffle = shuffle;
     it->drop_last = drop_last;
     it->order = gim_malloc(sizeof(int64_t) * (size_t)(split->n ? split->n : 1));
-    if (!it->order) return fail(err, errlen, "out of memory for the order of %lld examples",
-                                (long long)split->n);
+    if (!it->order) return gim_errf(err, errlen, "out of memory for the order of %lld examples",
+                                    (long long)split->n);
     gim_batch_iter_seek(it, 0, 0);
     return 0;
 }

@@ -1,7 +1,6 @@
 /* safetensors files: an atomic writer and a strict, validating reader. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,17 +18,6 @@
 /* Python's safetensors refuses headers over 100 MB; so do we. */
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
 #define ST_MAX_DEPTH 8
-
-static int st_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int st_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 const char *gim_dtype_name(gim_dtype t) {
     switch (t) {
@@ -106,7 +94,7 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
             for (int j = 0; j < i; j++)
                 if (!strcmp(meta[i].key, meta[j].key)) {
                     gim_sb_free(&h);
-                    return st_fail(err, errlen, "%s: metadata key '%s' given twice", path, meta[i].key);
+                    return gim_errf(err, errlen, "%s: metadata key '%s' given twice", path, meta[i].key);
                 }
             if (i) gim_sb_putc(&h, ',');
             json_string(&h, meta[i].key);
@@ -121,7 +109,7 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
     int64_t *begin = gim_malloc(sizeof(int64_t) * (size_t)(n + 1));
     if (!begin) {
         gim_sb_free(&h);
-        return st_fail(err, errlen, "%s: out of memory", path);
+        return gim_errf(err, errlen, "%s: out of memory", path);
     }
     for (int i = 0; i < n; i++) {
         int64_t numel, bytes;
@@ -131,15 +119,15 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
         if (bad) {
             gim_sb_free(&h);
             gim_free(begin);
-            return st_fail(err, errlen, "%s: tensor name '%s' is empty, reserved or repeated", path,
-                           name ? name : "(null)");
+            return gim_errf(err, errlen, "%s: tensor name '%s' is empty, reserved or repeated", path,
+                            name ? name : "(null)");
         }
         if (t[i].rank < 0 || t[i].rank > GIM_RT_MAX_RANK ||
             shape_bytes(t[i].shape, t[i].rank, gim_dtype_size(t[i].dtype), &numel, &bytes) ||
             (bytes > 0 && !t[i].data)) {
             gim_sb_free(&h);
             gim_free(begin);
-            return st_fail(err, errlen, "%s: tensor '%s': bad rank, shape or data", path, name);
+            return gim_errf(err, errlen, "%s: tensor '%s': bad rank, shape or data", path, name);
         }
         begin[i] = bytes;   /* sizes for now */
     }
@@ -152,7 +140,7 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
             if (__builtin_add_overflow(off, bytes, &off)) {
                 gim_sb_free(&h);
                 gim_free(begin);
-                return st_fail(err, errlen, "%s: tensors too large", path);
+                return gim_errf(err, errlen, "%s: tensors too large", path);
             }
         }
     for (int i = 0; i < n; i++) {
@@ -173,12 +161,12 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
     if (!tmp) {
         gim_sb_free(&h);
         gim_free(begin);
-        return st_fail(err, errlen, "%s: out of memory", path);
+        return gim_errf(err, errlen, "%s: out of memory", path);
     }
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        gim_errf(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         gim_free(tmp);
         gim_free(begin);
         gim_sb_free(&h);
@@ -207,7 +195,7 @@ int gim_safetensors_write(const char *path, const gim_ckpt_tensor *t, int n, con
     }
     gim_sb_free(&h);
     if (!ok) {
-        st_fail(err, errlen, "%s: cannot write: %s", path, strerror(saved));
+        gim_errf(err, errlen, "%s: cannot write: %s", path, strerror(saved));
         unlink(tmp);
         gim_free(tmp);
         return -1;
@@ -255,8 +243,8 @@ typedef struct jparser {
 
 static jval *jerr(jparser *j, const char *what) {
     if (!j->failed)
-        st_fail(j->err, j->errlen, "%s: bad JSON header at byte %ld: %s", j->path,
-                (long)(j->p - j->start), what);
+        gim_errf(j->err, j->errlen, "%s: bad JSON header at byte %ld: %s", j->path,
+                 (long)(j->p - j->start), what);
     j->failed = true;
     return NULL;
 }
@@ -455,44 +443,44 @@ static int tensor_cmp(const void *a, const void *b) {
 static int parse_entry(const char *path, const char *name, const jval *v, int64_t data_len,
                        gim_ckpt_tensor *t, span *sp, char *err, size_t errlen) {
     if (v->kind != J_OBJECT)
-        return st_fail(err, errlen, "%s: tensor '%s': expected an object", path, name);
+        return gim_errf(err, errlen, "%s: tensor '%s': expected an object", path, name);
     const jval *dtype = NULL, *shape = NULL, *offs = NULL;
     for (int i = 0; i < v->n; i++) {
         if (!strcmp(v->keys[i], "dtype")) dtype = v->items[i];
         else if (!strcmp(v->keys[i], "shape")) shape = v->items[i];
         else if (!strcmp(v->keys[i], "data_offsets")) offs = v->items[i];
-        else return st_fail(err, errlen, "%s: tensor '%s': unknown field \"%s\"", path, name, v->keys[i]);
+        else return gim_errf(err, errlen, "%s: tensor '%s': unknown field \"%s\"", path, name, v->keys[i]);
     }
     if (!dtype || !shape || !offs)
-        return st_fail(err, errlen, "%s: tensor '%s': missing \"%s\"", path, name,
-                       !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
-    if (dtype->kind != J_STRING) return st_fail(err, errlen, "%s: tensor '%s': dtype is not a string", path, name);
+        return gim_errf(err, errlen, "%s: tensor '%s': missing \"%s\"", path, name,
+                        !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+    if (dtype->kind != J_STRING) return gim_errf(err, errlen, "%s: tensor '%s': dtype is not a string", path, name);
     if (!strcmp(dtype->str, "F32")) t->dtype = GIM_DT_F32;
     else if (!strcmp(dtype->str, "I32")) t->dtype = GIM_DT_I32;
     else if (!strcmp(dtype->str, "I64")) t->dtype = GIM_DT_I64;
-    else return st_fail(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, I32, I64)", path, name, dtype->str);
-    if (shape->kind != J_ARRAY) return st_fail(err, errlen, "%s: tensor '%s': shape is not an array", path, name);
+    else return gim_errf(err, errlen, "%s: tensor '%s': dtype %s is not supported (F32, I32, I64)", path, name, dtype->str);
+    if (shape->kind != J_ARRAY) return gim_errf(err, errlen, "%s: tensor '%s': shape is not an array", path, name);
     if (shape->n > GIM_RT_MAX_RANK)
-        return st_fail(err, errlen, "%s: tensor '%s': rank %d is above %d", path, name, shape->n, GIM_RT_MAX_RANK);
+        return gim_errf(err, errlen, "%s: tensor '%s': rank %d is above %d", path, name, shape->n, GIM_RT_MAX_RANK);
     t->rank = shape->n;
     for (int i = 0; i < shape->n; i++) {
         if (shape->items[i]->kind != J_INT || shape->items[i]->num < 0)
-            return st_fail(err, errlen, "%s: tensor '%s': shape entries must be non-negative integers", path, name);
+            return gim_errf(err, errlen, "%s: tensor '%s': shape entries must be non-negative integers", path, name);
         t->shape[i] = shape->items[i]->num;
     }
     if (offs->kind != J_ARRAY || offs->n != 2 || offs->items[0]->kind != J_INT || offs->items[1]->kind != J_INT)
-        return st_fail(err, errlen, "%s: tensor '%s': data_offsets must be [begin, end]", path, name);
+        return gim_errf(err, errlen, "%s: tensor '%s': data_offsets must be [begin, end]", path, name);
     int64_t b = offs->items[0]->num, e = offs->items[1]->num, bytes;
     char sh[160];
     shape_str(sh, sizeof sh, t->shape, t->rank);
     if (shape_bytes(t->shape, t->rank, gim_dtype_size(t->dtype), &t->numel, &bytes))
-        return st_fail(err, errlen, "%s: tensor '%s': shape %s is too large", path, name, sh);
+        return gim_errf(err, errlen, "%s: tensor '%s': shape %s is too large", path, name, sh);
     if (b < 0 || e < b || e > data_len)
-        return st_fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] outside the %lld bytes of data",
-                       path, name, (long long)b, (long long)e, (long long)data_len);
+        return gim_errf(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] outside the %lld bytes of data",
+                        path, name, (long long)b, (long long)e, (long long)data_len);
     if (e - b != bytes)
-        return st_fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] but shape %s needs %lld bytes",
-                       path, name, (long long)b, (long long)e, sh, (long long)bytes);
+        return gim_errf(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] but shape %s needs %lld bytes",
+                        path, name, (long long)b, (long long)e, sh, (long long)bytes);
     sp->begin = b;
     sp->end = e;
     return 0;
@@ -501,12 +489,12 @@ static int parse_entry(const char *path, const char *name, const jval *v, int64_
 gim_ckpt *gim_safetensors_read(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        gim_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        st_fail(err, errlen, "%s: not a regular file", path);
+        gim_errf(err, errlen, "%s: not a regular file", path);
         close(fd);
         return NULL;
     }
@@ -514,28 +502,28 @@ gim_ckpt *gim_safetensors_read(const char *path, char *err, size_t errlen) {
     gim_ckpt *c = gim_calloc(1, sizeof *c);
     char *hdr = NULL;
     span *spans = NULL;
-    if (!c) { st_fail(err, errlen, "%s: out of memory", path); goto fail; }
+    if (!c) { gim_errf(err, errlen, "%s: out of memory", path); goto fail; }
     c->arena = gim_arena_new();
     unsigned char len8[8];
     if (size < 8) {
-        st_fail(err, errlen, "%s: truncated: %lld bytes, the header length alone needs 8", path, (long long)size);
+        gim_errf(err, errlen, "%s: truncated: %lld bytes, the header length alone needs 8", path, (long long)size);
         goto fail;
     }
-    if (read_at(fd, len8, 8, 0)) { st_fail(err, errlen, "%s: read error: %s", path, strerror(errno)); goto fail; }
+    if (read_at(fd, len8, 8, 0)) { gim_errf(err, errlen, "%s: read error: %s", path, strerror(errno)); goto fail; }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | len8[i];
     if (hlen > (uint64_t)(size - 8)) {
-        st_fail(err, errlen, "%s: truncated or corrupt: the header length says %llu bytes, the file "
-                "has %lld after it", path, (unsigned long long)hlen, (long long)(size - 8));
+        gim_errf(err, errlen, "%s: truncated or corrupt: the header length says %llu bytes, the file "
+                 "has %lld after it", path, (unsigned long long)hlen, (long long)(size - 8));
         goto fail;
     }
     if (hlen > ST_MAX_HEADER || hlen < 2) {
-        st_fail(err, errlen, "%s: implausible header length %llu", path, (unsigned long long)hlen);
+        gim_errf(err, errlen, "%s: implausible header length %llu", path, (unsigned long long)hlen);
         goto fail;
     }
     hdr = gim_malloc((size_t)hlen);
-    if (!hdr) { st_fail(err, errlen, "%s: out of memory", path); goto fail; }
-    if (read_at(fd, hdr, (size_t)hlen, 8)) { st_fail(err, errlen, "%s: read error: %s", path, strerror(errno)); goto fail; }
+    if (!hdr) { gim_errf(err, errlen, "%s: out of memory", path); goto fail; }
+    if (read_at(fd, hdr, (size_t)hlen, 8)) { gim_errf(err, errlen, "%s: read error: %s", path, strerror(errno)); goto fail; }
     int64_t data_len = size - 8 - (int64_t)hlen;
 
     jparser j = {hdr, hdr + hlen, hdr, c->arena, path, err, errlen, false};
@@ -548,16 +536,16 @@ gim_ckpt *gim_safetensors_read(const char *path, char *err, size_t errlen) {
 
     c->tensors = gim_arena_alloc(c->arena, sizeof(gim_ckpt_tensor) * (size_t)(root->n + 1));
     spans = gim_malloc(sizeof(span) * (size_t)(root->n + 1));
-    if (!spans) { st_fail(err, errlen, "%s: out of memory", path); goto fail; }
+    if (!spans) { gim_errf(err, errlen, "%s: out of memory", path); goto fail; }
     for (int i = 0; i < root->n; i++) {
         const char *key = root->keys[i];
         const jval *v = root->items[i];
         if (!strcmp(key, "__metadata__")) {
-            if (v->kind != J_OBJECT) { st_fail(err, errlen, "%s: __metadata__ is not an object", path); goto fail; }
+            if (v->kind != J_OBJECT) { gim_errf(err, errlen, "%s: __metadata__ is not an object", path); goto fail; }
             c->meta = gim_arena_alloc(c->arena, sizeof(gim_ckpt_meta) * (size_t)(v->n + 1));
             for (int k = 0; k < v->n; k++) {
                 if (v->items[k]->kind != J_STRING) {
-                    st_fail(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", path, v->keys[k]);
+                    gim_errf(err, errlen, "%s: __metadata__ value of \"%s\" is not a string", path, v->keys[k]);
                     goto fail;
                 }
                 c->meta[k].key = v->keys[k];
@@ -581,21 +569,21 @@ gim_ckpt *gim_safetensors_read(const char *path, char *err, size_t errlen) {
         const span *s = &spans[i];
         if (s->begin < at) {
             const span *p = &spans[i - 1];
-            st_fail(err, errlen, "%s: tensors '%s' [%lld, %lld] and '%s' [%lld, %lld] overlap", path,
-                    c->tensors[p->index].name, (long long)p->begin, (long long)p->end,
-                    c->tensors[s->index].name, (long long)s->begin, (long long)s->end);
+            gim_errf(err, errlen, "%s: tensors '%s' [%lld, %lld] and '%s' [%lld, %lld] overlap", path,
+                     c->tensors[p->index].name, (long long)p->begin, (long long)p->end,
+                     c->tensors[s->index].name, (long long)s->begin, (long long)s->end);
             goto fail;
         }
         if (s->begin > at) {
-            st_fail(err, errlen, "%s: bytes [%lld, %lld) of the data belong to no tensor (before '%s')",
-                    path, (long long)at, (long long)s->begin, c->tensors[s->index].name);
+            gim_errf(err, errlen, "%s: bytes [%lld, %lld) of the data belong to no tensor (before '%s')",
+                     path, (long long)at, (long long)s->begin, c->tensors[s->index].name);
             goto fail;
         }
         at = s->end;
     }
     if (at != data_len) {
-        st_fail(err, errlen, "%s: bytes [%lld, %lld) of the data belong to no tensor", path,
-                (long long)at, (long long)data_len);
+        gim_errf(err, errlen, "%s: bytes [%lld, %lld) of the data belong to no tensor", path,
+                 (long long)at, (long long)data_len);
         goto fail;
     }
 
@@ -604,10 +592,10 @@ gim_ckpt *gim_safetensors_read(const char *path, char *err, size_t errlen) {
         gim_ckpt_tensor *t = &c->tensors[spans[i].index];
         size_t bytes = (size_t)(spans[i].end - spans[i].begin);
         void *d = gim_malloc_aligned(bytes ? bytes : 1);
-        if (!d) { st_fail(err, errlen, "%s: tensor '%s': out of memory", path, t->name); goto fail; }
+        if (!d) { gim_errf(err, errlen, "%s: tensor '%s': out of memory", path, t->name); goto fail; }
         t->data = d;
         if (bytes && read_at(fd, d, bytes, (off_t)(8 + (int64_t)hlen + spans[i].begin))) {
-            st_fail(err, errlen, "%s: tensor '%s': read error: %s", path, t->name, strerror(errno));
+            gim_errf(err, errlen, "%s: tensor '%s': read error: %s", path, t->name, strerror(errno));
             goto fail;
         }
     }

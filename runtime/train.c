@@ -14,7 +14,6 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,14 +24,6 @@
 #include "gim_checkpoint.h"
 #include "gim_util.h"
 #include "rt_internal.h"
-
-static void set_err(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -103,7 +94,7 @@ oom:;
     for (int i = 0; i < n; i++)
         total += 4.0 * (double)(2 * m->modules[i].n_param_floats + m->modules[i].n_opt_floats +
                                 m->modules[i].n_work_floats);
-    set_err(err, errlen, "out of memory: the model's buffers need %.2f GiB", total / (1 << 30));
+    gim_errf(err, errlen, "out of memory: the model's buffers need %.2f GiB", total / (1 << 30));
     gim_train_state_free(s, m);
     return -1;
 }
@@ -175,14 +166,14 @@ static int bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding 
             continue;
         }
         if (b->x_slot >= 0) {
-            set_err(err, errlen, "the model has more than one input ('%s', '%s'); the data set provides one",
-                    m->slots[b->x_slot].name, s->name);
+            gim_errf(err, errlen, "the model has more than one input ('%s', '%s'); the data set provides one",
+                     m->slots[b->x_slot].name, s->name);
             return -1;
         }
         b->x_slot = i;
     }
     if (b->x_slot < 0) {
-        set_err(err, errlen, "the model has no input to feed the data to");
+        gim_errf(err, errlen, "the model has no input to feed the data to");
         return -1;
     }
     const gim_slot_info *x = &m->slots[b->x_slot];
@@ -198,11 +189,11 @@ static int bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding 
         for (int i = 0; i < d->x_rank; i++)
             at += (size_t)snprintf(ds + at, sizeof ds - at, ", %lld", (long long)d->x_shape[i]);
         snprintf(ds + at, sizeof ds - at, "]");
-        set_err(err, errlen, "the model's input '%s' is %s but the data gives batches of %s", x->name, ms, ds);
+        gim_errf(err, errlen, "the model's input '%s' is %s but the data gives batches of %s", x->name, ms, ds);
         return -1;
     }
     if (b->y_slot >= 0 && !d->labels) {
-        set_err(err, errlen, "the model reads labels ('%s') but the data set has none", m->slots[b->y_slot].name);
+        gim_errf(err, errlen, "the model reads labels ('%s') but the data set has none", m->slots[b->y_slot].name);
         return -1;
     }
     return 0;
@@ -329,7 +320,7 @@ static int metrics_trim(const char *dir, const gim_train_config *cfg, const gim_
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) {
-        set_err(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        gim_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         gim_free(text);
         return -1;
     }
@@ -358,7 +349,7 @@ static int metrics_trim(const char *dir, const gim_train_config *cfg, const gim_
     bool bad = fflush(f) != 0 || ferror(f);
     bad = fclose(f) != 0 || bad;
     if (bad || rename(tmp, path)) {
-        set_err(err, errlen, "cannot rewrite %s: %s", path, strerror(errno));
+        gim_errf(err, errlen, "cannot rewrite %s: %s", path, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -473,10 +464,10 @@ static int params_finite(const gim_exec_model *m, const gim_train_state *s, rt_p
                     if (k >= m->modules[i].params[j].offset &&
                         k < m->modules[i].params[j].offset + m->modules[i].params[j].numel)
                         name = m->modules[i].params[j].name;
-                set_err(err, errlen,
-                        "module %d's parameter '%s' became %s after its step %llu; stopped, the last "
-                        "checkpoint is kept",
-                        i + 1, name, isnan(x[k]) ? "NaN" : "infinite", (unsigned long long)s->module_step[i]);
+                gim_errf(err, errlen,
+                         "module %d's parameter '%s' became %s after its step %llu; stopped, the last "
+                         "checkpoint is kept",
+                         i + 1, name, isnan(x[k]) ? "NaN" : "infinite", (unsigned long long)s->module_step[i]);
                 p->diverged = true;
                 return -1;
             }
@@ -559,9 +550,9 @@ static int maybe_save(const gim_exec_model *m, const gim_train_state *s, const g
 
 static int diverged(const gim_exec_model *m, int mi, float loss, uint64_t step, char *err, size_t errlen) {
     if (isfinite(loss)) return 0;
-    set_err(err, errlen,
-            "module %d's loss became %s at its step %llu; stopped, the last good checkpoint is kept",
-            mi + 1, isnan(loss) ? "NaN" : "infinite", (unsigned long long)step);
+    gim_errf(err, errlen,
+             "module %d's loss became %s at its step %llu; stopped, the last good checkpoint is kept",
+             mi + 1, isnan(loss) ? "NaN" : "infinite", (unsigned long long)step);
     (void)m;
     return -1;
 }
@@ -596,7 +587,7 @@ static int train_simultaneous(const gim_exec_model *m, const gim_train_config *c
         item_free(m, it);
         gim_free(order.perm);
         gim_free(losses);
-        set_err(err, errlen, "out of memory for a batch");
+        gim_errf(err, errlen, "out of memory for a batch");
         return -1;
     }
     int rc = 0;
@@ -656,22 +647,22 @@ static int cache_open(rt_cache *c, const char *dir, int64_t n, int64_t per_examp
     snprintf(path, sizeof path, "%s/.cache.XXXXXX", dir ? dir : "/tmp");
     int fd = mkstemp(path);
     if (fd < 0) {
-        set_err(err, errlen, "cannot create a cache file in %s: %s", dir ? dir : "/tmp", strerror(errno));
+        gim_errf(err, errlen, "cannot create a cache file in %s: %s", dir ? dir : "/tmp", strerror(errno));
         return -1;
     }
     unlink(path);
     int e = posix_fallocate(fd, 0, (off_t)c->bytes);
     if (e) {
         close(fd);
-        set_err(err, errlen, "cannot reserve %.2f GiB for the sequential schedule's cache in %s: %s",
-                (double)c->bytes / (1 << 30), dir ? dir : "/tmp", strerror(e));
+        gim_errf(err, errlen, "cannot reserve %.2f GiB for the sequential schedule's cache in %s: %s",
+                 (double)c->bytes / (1 << 30), dir ? dir : "/tmp", strerror(e));
         return -1;
     }
     c->data = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (c->data == MAP_FAILED) {
         c->data = NULL;
-        set_err(err, errlen, "cannot map the cache: %s", strerror(errno));
+        gim_errf(err, errlen, "cannot map the cache: %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -704,8 +695,8 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
     int64_t nb = d->n / m->batch;
     for (int i = 0; i < m->n_slots; i++)
         if (m->slots[i].producer >= 0 && (m->slots[i].rank < 1 || m->slots[i].shape[0] != m->batch)) {
-            set_err(err, errlen, "the sequential schedule caches module outputs per example, but '%s' "
-                    "does not have the batch as its first dimension", m->slots[i].name);
+            gim_errf(err, errlen, "the sequential schedule caches module outputs per example, but '%s' "
+                     "does not have the batch as its first dimension", m->slots[i].name);
             return -1;
         }
     rt_cache *caches = gim_calloc((size_t)m->n_slots, sizeof(rt_cache));
@@ -715,7 +706,7 @@ static int train_sequential(const gim_exec_model *m, const gim_train_config *cfg
     bool *need = gim_calloc((size_t)m->n_slots, sizeof(bool));
     int rc = 0;
     if (!caches || !it || !order.perm || !seq || !need) {
-        set_err(err, errlen, "out of memory for the sequential schedule");
+        gim_errf(err, errlen, "out of memory for the sequential schedule");
         rc = -1;
         goto done;
     }
@@ -1027,7 +1018,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
     rt_worker *workers = gim_calloc((size_t)n, sizeof(rt_worker));
     int rc = 0;
     if (!a.order.perm || !a.queues || !a.loss_sum || !a.loss_count || !a.done || !items || !threads || !workers) {
-        set_err(err, errlen, "out of memory for the async schedule");
+        gim_errf(err, errlen, "out of memory for the async schedule");
         rc = -1;
         goto done;
     }
@@ -1045,7 +1036,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
     queue_init(&a.queues[n], n_items);
     for (int i = 0; i < n_items; i++) {
         if (!(items[i] = item_new(m))) {
-            set_err(err, errlen, "out of memory for the async schedule's batches");
+            gim_errf(err, errlen, "out of memory for the async schedule's batches");
             rc = -1;
             goto joined;
         }
@@ -1061,7 +1052,7 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
     if (started < n) {
         set_stop(1);
         for (int i = 0; i <= n; i++) queue_close(&a.queues[i]);
-        set_err(err, errlen, "cannot start a thread per module");
+        gim_errf(err, errlen, "cannot start a thread per module");
         rc = -1;
     }
     /* The main thread reports progress and saves checkpoints while the
@@ -1202,24 +1193,24 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     rt_binding b;
     if (bind_data(m, d, &b, err, errlen)) return -1;
     if (d->n < m->batch) {
-        set_err(err, errlen, "the data set has %lld examples, fewer than one batch of %lld",
-                (long long)d->n, (long long)m->batch);
+        gim_errf(err, errlen, "the data set has %lld examples, fewer than one batch of %lld",
+                 (long long)d->n, (long long)m->batch);
         return -1;
     }
     for (int i = 0; i < m->n_modules; i++)
         if (m->modules[i].n_inputs > RT_MAX_IO || m->modules[i].n_exports > RT_MAX_IO) {
-            set_err(err, errlen, "module %d has more than %d inputs or outputs", i + 1, RT_MAX_IO);
+            gim_errf(err, errlen, "module %d has more than %d inputs or outputs", i + 1, RT_MAX_IO);
             return -1;
         }
     if (cfg->out_dir && make_dirs(cfg->out_dir)) {
-        set_err(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
+        gim_errf(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
         return -1;
     }
     if (cfg->resume && cfg->out_dir && metrics_trim(cfg->out_dir, cfg, s, d->n / m->batch, err, errlen)) return -1;
     rt_progress p;
     progress_init(&p, progress, m, cfg->out_dir, cfg->resume);
     if (cfg->out_dir && !p.csv) {
-        set_err(err, errlen, "cannot write %s/metrics.csv: %s", cfg->out_dir, strerror(errno));
+        gim_errf(err, errlen, "cannot write %s/metrics.csv: %s", cfg->out_dir, strerror(errno));
         progress_free(&p, m);
         return -1;
     }
@@ -1259,7 +1250,7 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
     int64_t *idx = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
     int rc = 0;
     if (!it || !idx) {
-        set_err(err, errlen, "out of memory");
+        gim_errf(err, errlen, "out of memory");
         rc = -1;
         goto done;
     }
@@ -1269,8 +1260,8 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
         if (sl < 0) continue;
         feats[i] = alloc_floats(d->n * feat_numel[i]);
         if (!feats[i]) {
-            set_err(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
-                    4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
+            gim_errf(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
+                     4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
             rc = -1;
             goto done;
         }

@@ -164,6 +164,16 @@ void gim_sb_printf(gim_sb *sb, const char *fmt, ...) {
     va_end(ap);
 }
 
+int gim_errf(char *err, size_t n, const char *fmt, ...) {
+    if (err && n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
 void gim_sb_puts(gim_sb *sb, const char *s) { gim_sb_printf(sb, "%s", s); }
 void gim_sb_putc(gim_sb *sb, char c) { gim_sb_printf(sb, "%c", c); }
 
