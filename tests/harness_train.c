@@ -2,6 +2,7 @@
 
 #include <ftw.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,21 @@
 
 const char *tt_path(const char *name) {
     return gim_tmppath(name);   /* kept reachable until exit: no leak under LeakSanitizer */
+}
+
+int tt_gimc(char **out, char **err, const char *fmt, ...) {
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    char *o = NULL, *e = NULL;
+    int rc = gim_run_gimc(args, &o, &e);
+    if (out) *out = o;
+    else gim_free(o);
+    if (err) *err = e;
+    else gim_free(e);
+    return rc;
 }
 
 /* ---- the data set ----------------------------------------------------------- */

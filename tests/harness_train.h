@@ -44,6 +44,11 @@ bool tt_same_file(const char *a, const char *b);
 /* Whether `hay` contains `needle`. */
 bool tt_has(const char *hay, const char *needle);
 
+/* Runs gimc with printf-style arguments and waits; returns its exit status
+ * as gim_run_gimc. Its stdout and stderr go to *out and *err (heap,
+ * gim_free), or are freed when out or err is NULL. */
+int tt_gimc(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Runs gimc with args in the background: returns its pid; stdout and stderr
  * go to files under gim_tmpdir(), the first's path in *out_path (static
  * storage, valid until the next call). */

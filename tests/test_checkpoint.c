@@ -4,7 +4,6 @@
  * writing one and exiting with 130, and refusal of another model's. */
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,22 +25,6 @@ static void setup(void) {
     data12 = tt_dataset("d12", 12, 256, 128, false);
     model2 = tt_model("tiny2.gim", 12, 2);
     model3 = tt_model("tiny3.gim", 12, 3);
-}
-
-static int gimc(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int gimc(char **out, char **err, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char *o = NULL, *e = NULL;
-    int rc = gim_run_gimc(args, &o, &e);
-    if (out) *out = o;
-    else gim_free(o);
-    if (err) *err = e;
-    else gim_free(e);
-    return rc;
 }
 
 static const char *weights_of(const char *dir) {
@@ -120,7 +103,7 @@ static int stray_files(const char *dir) {
 static void test_checkpoint_contents(void) {
     setup();
     const char *out = tt_path("contents");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 10", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 10", model2, data12, out), 0);
     char err[512];
     gim_ckpt *w = gim_safetensors_read(weights_of(out), err, sizeof err);
     CU_ASSERT_FATAL(w != NULL);
@@ -171,7 +154,7 @@ static void test_checkpoint_contents(void) {
      * into the model's buffers and saves it again, byte for byte. */
     size_t n0, n1;
     char *before = gim_read_file(weights_of(out), &n0);
-    CU_ASSERT_EQUAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 10 --resume", model2, data12, out), 0);
+    CU_ASSERT_EQUAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 10 --resume", model2, data12, out), 0);
     char *after = gim_read_file(weights_of(out), &n1);
     CU_ASSERT_FATAL(before && after);
     CU_ASSERT(n0 == n1 && memcmp(before, after, n0) == 0);
@@ -186,14 +169,14 @@ static void test_checkpoint_contents(void) {
 static void test_resume_equals_uninterrupted(void) {
     setup();
     const char *a = tt_path("resume_a"), *b = tt_path("resume_b");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 7", model2,
-                               data12, a), 0);
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 10 --seed 7", model2,
-                               data12, b), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 7", model2,
+                                  data12, a), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 10 --seed 7", model2,
+                                  data12, b), 0);
     CU_ASSERT(!tt_same_file(weights_of(a), weights_of(b)));
     char *so = NULL;
-    CU_ASSERT_EQUAL_FATAL(gimc(&so, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 7 --resume",
-                               model2, data12, b), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(&so, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 7 --resume",
+                                  model2, data12, b), 0);
     CU_ASSERT(tt_has(so, "resuming"));
     gim_free(so);
     CU_ASSERT(tt_same_file(weights_of(a), weights_of(b)));
@@ -209,8 +192,8 @@ static void test_resume_equals_uninterrupted(void) {
     CU_ASSERT(same_metrics(a, b));
     /* a different seed gives different weights: the comparison can fail */
     const char *c = tt_path("resume_c");
-    CU_ASSERT_EQUAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 8", model2,
-                         data12, c), 0);
+    CU_ASSERT_EQUAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 8", model2,
+                            data12, c), 0);
     CU_ASSERT(!tt_same_file(weights_of(a), weights_of(c)));
 }
 
@@ -295,7 +278,7 @@ static void interrupt_and_resume(const char *args, const char *ref, const char *
     CU_ASSERT(o != NULL);
     gim_ckpt_free(o);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train %s --out '%s' --resume", args, dir);
+    int rc = tt_gimc(&so, &se, "train %s --out '%s' --resume", args, dir);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc) fprintf(stderr, "\nresume of %s: %s\n", dir, se);
     gim_free(so);
@@ -393,17 +376,17 @@ static void test_sigterm_sigint(void) {
 static void test_mismatch_refused(void) {
     setup();
     const char *two = tt_path("mm_two"), *three = tt_path("mm_three");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, two), 0);
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model3, data12, three), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, two), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model3, data12, three), 0);
     char *se = NULL;
     /* a parameter missing from the file */
-    int rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model3, data12, two);
+    int rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model3, data12, two);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "'conv2d.3/w'"));
     CU_ASSERT(tt_has(se, "weights.safetensors"));
     gim_free(se);
     /* a tensor the model does not have */
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model2, data12, three);
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model2, data12, three);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "'conv2d.3/"));
     CU_ASSERT(tt_has(se, "not a parameter"));
@@ -422,7 +405,7 @@ static void test_mismatch_refused(void) {
                                "    batch 16\n"
                                "}\n";
     const char *mw = gim_tmpfile("wide.gim", wide, sizeof wide - 1);
-    rc = gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", mw, data12, weights_of(two));
+    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", mw, data12, weights_of(two));
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "'conv2d.1/w'"));
     CU_ASSERT(tt_has(se, "[4, 1, 3, 3]"));
@@ -435,25 +418,25 @@ static void test_mismatch_refused(void) {
     CU_ASSERT_FATAL(bytes && n > 100);
     const char *cut = gim_tmpfile("cut.safetensors", bytes, n - 40);
     gim_free(bytes);
-    rc = gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, cut);
+    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, cut);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "cut.safetensors"));
     gim_free(se);
     /* resuming with another batch size: the data position would be wrong */
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume --batch 8", model2, data12, two);
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume --batch 8", model2, data12, two);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "--batch 16"));
     gim_free(se);
     /* a sequential run's position means nothing to the simultaneous schedule */
     const char *seq = tt_path("mm_seq");
     CU_ASSERT_EQUAL_FATAL(
-        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --schedule sequential", model2, data12, seq), 0);
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model2, data12, seq);
+        tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --schedule sequential", model2, data12, seq), 0);
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --resume", model2, data12, seq);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "--schedule sequential"));
     gim_free(se);
     /* --resume with no checkpoint at all */
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --resume", model2, data12, tt_path("nothing"));
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2 --resume", model2, data12, tt_path("nothing"));
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "resume"));
     gim_free(se);

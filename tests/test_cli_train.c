@@ -25,22 +25,6 @@ static void setup(void) {
     model2 = tt_model("tiny2.gim", 12, 2);
 }
 
-static int gimc(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int gimc(char **out, char **err, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char *o = NULL, *e = NULL;
-    int rc = gim_run_gimc(args, &o, &e);
-    if (out) *out = o;
-    else gim_free(o);
-    if (err) *err = e;
-    else gim_free(e);
-    return rc;
-}
-
 /* ---- gimc eval -------------------------------------------------------------------- */
 
 typedef struct probe_line {
@@ -75,26 +59,26 @@ static bool percent(double x) { return x >= 0 && x <= 100; }
 static void test_eval_table(void) {
     setup();
     const char *out = tt_path("eval_run");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 2", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 2", model2, data12, out), 0);
     char w[1024];
     snprintf(w, sizeof w, "%s/weights.safetensors", out);
     probe_line flat[4], mean[4], rnd[4], both[4];
     char *so = NULL, *se = NULL;
-    CU_ASSERT_EQUAL(gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w), 0);
+    CU_ASSERT_EQUAL(tt_gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w), 0);
     CU_ASSERT(tt_has(so, "flattened"));
     int n = parse_table(so, flat, 4, false);
     CU_ASSERT_EQUAL(n, 2);
     if (n != 2) fprintf(stderr, "\n%s%s\n", so, se);
     gim_free(so);
     gim_free(se);
-    CU_ASSERT_EQUAL(gimc(&so, NULL, "eval -O0 '%s' --data '%s' --weights '%s' --pool mean", model2, data12, w), 0);
+    CU_ASSERT_EQUAL(tt_gimc(&so, NULL, "eval -O0 '%s' --data '%s' --weights '%s' --pool mean", model2, data12, w), 0);
     CU_ASSERT(tt_has(so, "mean-pooled"));
     CU_ASSERT_EQUAL(parse_table(so, mean, 4, false), 2);
     gim_free(so);
-    CU_ASSERT_EQUAL(gimc(&so, NULL, "eval -O0 '%s' --data '%s' --random-init", model2, data12), 0);
+    CU_ASSERT_EQUAL(tt_gimc(&so, NULL, "eval -O0 '%s' --data '%s' --random-init", model2, data12), 0);
     CU_ASSERT_EQUAL(parse_table(so, rnd, 4, false), 2);
     gim_free(so);
-    CU_ASSERT_EQUAL(gimc(&so, NULL, "eval -O0 '%s' --data '%s' --weights '%s' --compare-random", model2, data12, w), 0);
+    CU_ASSERT_EQUAL(tt_gimc(&so, NULL, "eval -O0 '%s' --data '%s' --weights '%s' --compare-random", model2, data12, w), 0);
     CU_ASSERT_EQUAL_FATAL(parse_table(so, both, 4, true), 2);
     gim_free(so);
     if (n != 2) return;
@@ -121,11 +105,11 @@ static void test_eval_table(void) {
 static void test_eval_e2e_weights(void) {
     setup();
     const char *out = tt_path("eval_e2e");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --e2e", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --e2e", model2, data12, out), 0);
     char w[1024];
     snprintf(w, sizeof w, "%s/weights.safetensors", out);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w);
+    int rc = tt_gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w);
     CU_ASSERT_EQUAL(rc, 0);
     CU_ASSERT(tt_has(se, "end to end"));
     CU_ASSERT(tt_has(se, "'infonce.1/w'"));
@@ -147,7 +131,7 @@ static void test_eval_e2e_weights(void) {
     memcpy(at, "\"training\":\"xxx\"", 16);
     const char *forged = gim_tmpfile("forged.safetensors", text, n);
     gim_free(text);
-    rc = gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, forged);
+    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, forged);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "no tensor 'infonce.1/w'"));
     gim_free(se);
@@ -206,7 +190,7 @@ static void test_default_out_dir(void) {
     CU_ASSERT_FATAL(getcwd(here, sizeof here) != NULL);
     CU_ASSERT_EQUAL_FATAL(chdir(cwd), 0);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "'%s' -O0 --data '%s' --steps 3", model2, data12);   /* `gimc FILE` trains */
+    int rc = tt_gimc(&so, &se, "'%s' -O0 --data '%s' --steps 3", model2, data12);   /* `gimc FILE` trains */
     CU_ASSERT_EQUAL(chdir(here), 0);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc) fprintf(stderr, "\n%s\n", se);
@@ -229,8 +213,8 @@ static void test_default_out_dir(void) {
 static void test_async_staleness_reported(void) {
     setup();
     char *so = NULL;
-    CU_ASSERT_EQUAL_FATAL(gimc(&so, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 2 --schedule async",
-                               model2, data12, tt_path("async_run")),
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(&so, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 2 --schedule async",
+                                  model2, data12, tt_path("async_run")),
                           0);
     const char *at = so ? strstr(so, "async: a module's input is at most ") : NULL;
     CU_ASSERT_FATAL(at != NULL);
@@ -309,7 +293,7 @@ static void test_usage_and_input_errors(void) {
     expect(1, "no loss", "train -O0 '%s' --data '%s' --out '%s'", m, data12, out);
     /* --help: status 0, the options on stdout */
     char *so = NULL;
-    CU_ASSERT_EQUAL(gimc(&so, NULL, "train --help"), 0);
+    CU_ASSERT_EQUAL(tt_gimc(&so, NULL, "train --help"), 0);
     CU_ASSERT(tt_has(so, "--save-every"));
     CU_ASSERT(tt_has(so, "--resume"));
     CU_ASSERT(tt_has(so, "130"));

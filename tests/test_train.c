@@ -4,7 +4,6 @@
  * last loss's gradients into module 1; divergence, progress lines and the
  * errors reported before training (shapes, output directory). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,23 +25,6 @@ static void setup(void) {
     model2 = tt_model("tiny2.gim", 12, 2);
 }
 
-/* Runs gimc with printf-style arguments; out/err as gim_run_gimc. */
-static int gimc(char **out, char **err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int gimc(char **out, char **err, const char *fmt, ...) {
-    char args[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    char *o = NULL, *e = NULL;
-    int rc = gim_run_gimc(args, &o, &e);
-    if (out) *out = o;
-    else gim_free(o);
-    if (err) *err = e;
-    else gim_free(e);
-    return rc;
-}
-
 /* ---- schedules ------------------------------------------------------------------ */
 
 static const char *const schedules[] = {"simultaneous", "sequential", "async"};
@@ -60,8 +42,8 @@ static void test_schedules_lower_losses(void) {
         const char *out = tt_path(name);
         char *so = NULL, *se = NULL;
         /* one BLAS thread for all three, as async uses: the same sums in the same order */
-        int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 4 --threads 1 --schedule %s", model3,
-                      data12, out, schedules[s]);
+        int rc = tt_gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 4 --threads 1 --schedule %s", model3,
+                         data12, out, schedules[s]);
         CU_ASSERT_EQUAL(rc, 0);
         if (rc) fprintf(stderr, "\n%s: %s\n", schedules[s], se);
         n[s] = tt_metrics(out, &rows[s]);
@@ -153,17 +135,17 @@ static void test_sequential_cache_matches_live_forward(void) {
     const char *seq = tt_path("cache_seq"), *sim = tt_path("cache_sim"), *init = tt_path("cache_init"),
                *mix = tt_path("cache_mix");
     char *se = NULL;
-    int rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24 --schedule sequential", model2,
-                  data12, seq);
+    int rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24 --schedule sequential", model2,
+                     data12, seq);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     gim_free(se);
     /* module 1's parameters after 6 steps: the same under both schedules */
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24", model2, data12, sim), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 6 --batch 24", model2, data12, sim), 0);
     /* initial parameters: one step whose Adam update (about lr = 1e-30 per
      * element) vanishes next to every weight; zero biases become at most
      * 1e-30, far below what changes a loss in its sixth digit */
     CU_ASSERT_EQUAL_FATAL(
-        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --lr 1e-30", model2, data12, init), 0);
+        tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --lr 1e-30", model2, data12, init), 0);
     char p_seq[1024], p_sim[1024], p_init[1024], p_mix[1024];
     snprintf(p_seq, sizeof p_seq, "%s/weights.safetensors", seq);
     snprintf(p_sim, sizeof p_sim, "%s/weights.safetensors", sim);
@@ -222,7 +204,7 @@ static void test_sequential_cache_matches_live_forward(void) {
     gim_free(zeros[1]);
 
     se = NULL;
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --resume", model2, data12, mix);
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --resume", model2, data12, mix);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc) fprintf(stderr, "\n%s\n", se);
     gim_free(se);
@@ -249,14 +231,14 @@ static void test_e2e_gradients_reach_module_1(void) {
     setup();
     const char *e2e = tt_path("e2e"), *greedy = tt_path("greedy"), *init = tt_path("e2e_init");
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --e2e", model3, data12, e2e);
+    int rc = tt_gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --e2e", model3, data12, e2e);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     CU_ASSERT(tt_has(so, "end to end"));
     gim_free(so);
     gim_free(se);
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 8", model3, data12, greedy), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 8", model3, data12, greedy), 0);
     CU_ASSERT_EQUAL_FATAL(
-        gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --e2e --lr 1e-30", model3, data12, init), 0);
+        tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --e2e --lr 1e-30", model3, data12, init), 0);
     tt_row *r = NULL;
     int n = tt_metrics(e2e, &r);
     CU_ASSERT_EQUAL(n, 8);
@@ -293,10 +275,10 @@ static void test_e2e_gradients_reach_module_1(void) {
 static void test_divergence_stops(void) {
     setup();
     const char *out = tt_path("nan");
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 5", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 5", model2, data12, out), 0);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1 --resume",
-                  model2, data12, out);
+    int rc = tt_gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 16 --lr 1e30 --save-every 1 --resume",
+                     model2, data12, out);
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "module 1's loss became"));
     CU_ASSERT(tt_has(se, "NaN") || tt_has(se, "infinite"));
@@ -316,7 +298,7 @@ static void test_divergence_stops(void) {
     CU_ASSERT_EQUAL(bad, 0);
     gim_ckpt_free(c);
     /* going on from it at a sane rate: finite losses again */
-    rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --resume", model2, data12, out);
+    rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 8 --resume", model2, data12, out);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc) fprintf(stderr, "\n%s\n", se);
     gim_free(se);
@@ -351,8 +333,8 @@ static void test_divergence_in_module_2(void) {
         snprintf(name, sizeof name, "blowup_%s", schedules[s]);
         const char *out = tt_path(name);
         char *se = NULL;
-        int rc = gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --schedule %s --save-every 1", model,
-                      data12, out, schedules[s]);
+        int rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --schedule %s --save-every 1", model,
+                         data12, out, schedules[s]);
         CU_ASSERT_EQUAL(rc, 1);
         CU_ASSERT(tt_has(se, "module 2's loss became"));
         CU_ASSERT(tt_has(se, "step 1;"));
@@ -375,7 +357,7 @@ static void test_progress_and_metrics(void) {
     setup();
     const char *out = tt_path("progress");
     char *so = NULL;
-    CU_ASSERT_EQUAL_FATAL(gimc(&so, NULL, "train '%s' --data '%s' --out '%s' --epochs 2", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(&so, NULL, "train '%s' --data '%s' --out '%s' --epochs 2", model2, data12, out), 0);
     CU_ASSERT(tt_has(so, "epoch 1/2 step 16/16"));
     CU_ASSERT(tt_has(so, "epoch 2/2 step 16/16"));
     CU_ASSERT(tt_has(so, " m1 "));
@@ -396,7 +378,7 @@ static void test_progress_and_metrics(void) {
     CU_ASSERT_EQUAL(bad, 0);
     gim_free(r);
     /* a new run (no --resume) into the same directory starts metrics.csv over */
-    CU_ASSERT_EQUAL_FATAL(gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 3", model2, data12, out), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 3", model2, data12, out), 0);
     CU_ASSERT_EQUAL(tt_metrics(out, &r), 6);
     gim_free(r);
 }
@@ -407,7 +389,7 @@ static void test_input_shape_mismatch(void) {
     setup();
     const char *m28 = tt_model("tiny28.gim", 28, 2);
     char *so = NULL, *se = NULL;
-    int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", m28, data12, tt_path("shape"));
+    int rc = tt_gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", m28, data12, tt_path("shape"));
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "[16, 1, 28, 28]"));
     CU_ASSERT(tt_has(se, "[16, 1, 12, 12]"));
@@ -426,7 +408,7 @@ static void test_unwritable_out(void) {
         char out[1024];
         snprintf(out, sizeof out, k ? "%s" : "%s/sub/dir", file);
         char *so = NULL, *se = NULL;
-        int rc = gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, out);
+        int rc = tt_gimc(&so, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, out);
         CU_ASSERT_EQUAL(rc, 1);
         CU_ASSERT(tt_has(se, file));
         CU_ASSERT(!tt_has(so, "step 1/"));
