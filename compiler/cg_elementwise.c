@@ -12,12 +12,37 @@ typedef LLVMValueRef (*binary_fn)(cg_ctx *c, const gim_node *n, LLVMValueRef a, 
 
 static int64_t numel(const gim_node *n) { return gim_shape_numel(&n->shape); }
 
+/* Elementwise loops over at least EW_PAR_MIN elements run over the runtime's
+ * pool in blocks of EW_BLOCK (each element is computed alone: the same bits
+ * whichever thread runs it). */
+#define EW_PAR_MIN ((int64_t)1 << 16)
+#define EW_BLOCK ((int64_t)1 << 12)
+
+/* y[i] = f(x[i]) or f(a[i], b[i]) for i < numel(y) (b NULL for unary f) */
+static void ew_loop(cg_ctx *c, const gim_node *n, unary_fn fu, binary_fn fb, LLVMValueRef a, LLVMValueRef b,
+                    LLVMValueRef y) {
+    int64_t total = numel(n);
+    if (total < EW_PAR_MIN) {
+        cg_loop i = cg_for(c, total, "i");
+        LLVMValueRef v = fb ? fb(c, n, cg_loadf(c, a, i.iv), cg_loadf(c, b, i.iv)) : fu(c, n, cg_loadf(c, a, i.iv));
+        cg_storef(c, y, i.iv, v);
+        cg_for_end(c, &i);
+        return;
+    }
+    LLVMValueRef v[3] = {a, y, fb ? b : a};
+    cg_par p = cg_par_begin(c, "ew", v, 3);
+    LLVMValueRef hi = cg_mulk(c, p.end, EW_BLOCK);
+    hi = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, cg_i64(c, total), ""), hi, cg_i64(c, total));
+    cg_loop i = cg_for_begin(c, cg_mulk(c, p.begin, EW_BLOCK), hi, "i");
+    LLVMValueRef r = fb ? fb(c, n, cg_loadf(c, v[0], i.iv), cg_loadf(c, v[2], i.iv)) : fu(c, n, cg_loadf(c, v[0], i.iv));
+    cg_storef(c, v[1], i.iv, r);
+    cg_for_end(c, &i);
+    cg_par_end(c, &p, (total + EW_BLOCK - 1) / EW_BLOCK);
+}
+
 /* y[i] = f(x[i]) for i < numel(y) */
 static int unary(cg_ctx *c, const gim_node *n, unary_fn f) {
-    LLVMValueRef x = cg_buf(c, n->in[0]), y = cg_buf(c, n);
-    cg_loop i = cg_for(c, numel(n), "i");
-    cg_storef(c, y, i.iv, f(c, n, cg_loadf(c, x, i.iv)));
-    cg_for_end(c, &i);
+    ew_loop(c, n, f, NULL, cg_buf(c, n->in[0]), NULL, cg_buf(c, n));
     return 0;
 }
 
@@ -26,9 +51,7 @@ static int binary(cg_ctx *c, const gim_node *n, binary_fn f) {
     LLVMValueRef a = cg_buf(c, n->in[0]), b = cg_buf(c, n->in[1]), y = cg_buf(c, n);
     if (numel(n->in[0]) != numel(n) || numel(n->in[1]) != numel(n))
         return cg_fail(c, n, "internal: %s of tensors of different sizes", gim_op_name(n->op));
-    cg_loop i = cg_for(c, numel(n), "i");
-    cg_storef(c, y, i.iv, f(c, n, cg_loadf(c, a, i.iv), cg_loadf(c, b, i.iv)));
-    cg_for_end(c, &i);
+    ew_loop(c, n, NULL, f, a, b, y);
     return 0;
 }
 
