@@ -22,163 +22,33 @@
 #include <string.h>
 #include <time.h>
 
-#include <llvm-c/Analysis.h>
-#include <llvm-c/Core.h>
-#include <llvm-c/LLJIT.h>
-#include <llvm-c/Orc.h>
-#include <llvm-c/Target.h>
-#include <llvm-c/TargetMachine.h>
-#include <llvm-c/Transforms/PassBuilder.h>
-
 #include "cg.h"
 #include "gim_runtime.h"
 #include "gim_util.h"
 #include "graph.h"
 #include "harness_jit.h"
+#include "harness_op.h"
 #include "ref_conv.h"
 #include "testutil.h"
 
 /* ---- a minimal JIT: one function computing the given nodes --------------------- */
-
-/* A compiled `void f(float **bufs)` that binds node i's buffer to bufs[i]
- * and runs the generators of the chosen nodes in order. */
-typedef struct conv_jit {
-    LLVMOrcLLJITRef jit;
-    void (*fn)(float **bufs);
-} conv_jit;
 
 /* The pass pipeline: O0 keeps the many small test compilations quick; the
  * lowering-path tests, the planned-scratch tests (through the harness) and
  * the benchmark use O2, as gimc does. */
 static const char *jit_passes = "default<O0>";
 
-static int jit_build(const gim_graph *g, gim_node *const *targets, int nt, conv_jit *out) {
-    static bool inited;
-    if (!inited) {
-        LLVMInitializeNativeTarget();
-        LLVMInitializeNativeAsmPrinter();
-        inited = true;
-    }
-    const char *const *names;
-    void *const *addrs;
-    int nsym = gim_rt_symbols(&names, &addrs);
-    out->jit = NULL;
-    out->fn = NULL;
-
-    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-    cg_ctx c;
-    memset(&c, 0, sizeof c);
-    c.ctx = LLVMOrcThreadSafeContextGetContext(tsc);
-    c.mod = LLVMModuleCreateWithNameInContext("test", c.ctx);
-    c.b = LLVMCreateBuilderInContext(c.ctx);
-    c.f32 = LLVMFloatTypeInContext(c.ctx);
-    c.f64 = LLVMDoubleTypeInContext(c.ctx);
-    c.i1 = LLVMInt1TypeInContext(c.ctx);
-    c.i32 = LLVMInt32TypeInContext(c.ctx);
-    c.i64 = LLVMInt64TypeInContext(c.ctx);
-    c.ptr = LLVMPointerTypeInContext(c.ctx, 0);
-    c.void_t = LLVMVoidTypeInContext(c.ctx);
-    gim_diag diag;
-    gim_diag_init(&diag, stderr);
-    c.diag = &diag;
-    c.graph = g;
-    LLVMTypeRef fty = LLVMFunctionType(c.void_t, &c.ptr, 1, 0);
-    c.fn = LLVMAddFunction(c.mod, "conv_test", fty);
-    LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(c.ctx, c.fn, "entry"));
-    c.buf = gim_xmalloc(sizeof(LLVMValueRef) * g->nodes.len);
-    LLVMValueRef arg = LLVMGetParam(c.fn, 0);
-    for (int i = 0; i < g->nodes.len; i++) {
-        LLVMValueRef idx = cg_i64(&c, i);
-        c.buf[i] = LLVMBuildLoad2(c.b, c.ptr, LLVMBuildGEP2(c.b, c.ptr, arg, &idx, 1, ""), "buf");
-    }
-    int rc = 0;
-    for (int t = 0; t < nt; t++) {
-        cg_op_fn fn = cg_conv_ops[targets[t]->op];
-        if (!fn || fn(&c, targets[t]) != 0) rc = -1;
-    }
-    LLVMBuildRetVoid(c.b);
-    LLVMDisposeBuilder(c.b);
-    gim_free(c.buf);
-    char *err = NULL;
-    if (rc == 0 && LLVMVerifyModule(c.mod, LLVMPrintMessageAction, &err)) rc = -1;
-    LLVMDisposeMessage(err);
-
-    if (rc == 0) {
-        char *triple = LLVMGetDefaultTargetTriple();
-        LLVMTargetRef target;
-        LLVMGetTargetFromTriple(triple, &target, NULL);
-        char *cpu = LLVMGetHostCPUName(), *feat = LLVMGetHostCPUFeatures();
-        LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, feat, LLVMCodeGenLevelDefault,
-                                                          LLVMRelocDefault, LLVMCodeModelJITDefault);
-        LLVMSetTarget(c.mod, triple);
-        LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
-        LLVMSetModuleDataLayout(c.mod, td);
-        LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-        LLVMErrorRef e = LLVMRunPasses(c.mod, jit_passes, tm, po);
-        if (e) {
-            char *m = LLVMGetErrorMessage(e);
-            fprintf(stderr, "passes: %s\n", m);
-            LLVMDisposeErrorMessage(m);
-            rc = -1;
-        }
-        LLVMDisposePassBuilderOptions(po);
-        LLVMDisposeTargetData(td);
-        LLVMDisposeTargetMachine(tm);
-        LLVMDisposeMessage(triple);
-        LLVMDisposeMessage(cpu);
-        LLVMDisposeMessage(feat);
-        if (rc == 0 && (e = LLVMOrcCreateLLJIT(&out->jit, NULL))) {
-            LLVMConsumeError(e);
-            rc = -1;
-        }
-    }
-    if (rc == 0) {
-        LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(out->jit);
-        LLVMOrcCSymbolMapPair *syms = gim_xmalloc(sizeof *syms * nsym);
-        for (int i = 0; i < nsym; i++) {
-            syms[i].Name = LLVMOrcLLJITMangleAndIntern(out->jit, names[i]);
-            syms[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)addrs[i];
-            syms[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported;
-            syms[i].Sym.Flags.TargetFlags = 0;
-        }
-        LLVMOrcJITDylibDefine(jd, LLVMOrcAbsoluteSymbols(syms, nsym));
-        gim_free(syms);
-        LLVMOrcDefinitionGeneratorRef gen = NULL;
-        if (!LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(out->jit),
-                                                                  NULL, NULL))
-            LLVMOrcJITDylibAddGenerator(jd, gen);
-        LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(c.mod, tsc);
-        c.mod = NULL;
-        LLVMOrcExecutorAddress addr = 0;
-        if (LLVMOrcLLJITAddLLVMIRModule(out->jit, jd, tsm) || LLVMOrcLLJITLookup(out->jit, &addr, "conv_test") ||
-            !addr) {
-            fprintf(stderr, "jit: failed to compile\n");
-            rc = -1;
-        } else {
-            out->fn = (void (*)(float **))(uintptr_t)addr;
-        }
-    }
-    if (c.mod) LLVMDisposeModule(c.mod);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    gim_diag_release(&diag);
-    if (rc != 0 && out->jit) {
-        LLVMOrcDisposeLLJIT(out->jit);
-        out->jit = NULL;
-    }
-    return rc;
-}
-
-static void jit_free(conv_jit *j) {
-    if (j->jit) LLVMOrcDisposeLLJIT(j->jit);
-    j->jit = NULL;
+/* The conv-family generators of targets[0..nt), compiled (harness_op.h). */
+static int jit_build(const gim_graph *g, gim_node *const *targets, int nt, hop_jit *out) {
+    return hop_build(g, targets, nt, cg_conv_ops, jit_passes, false, out);
 }
 
 /* Compiles and runs once. Returns 0, or -1 (reported). */
 static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs) {
-    conv_jit j;
+    hop_jit j;
     if (jit_build(g, targets, nt, &j) != 0) return -1;
-    j.fn(bufs);
-    jit_free(&j);
+    j.fn(bufs, 0, 0);
+    hop_free(&j);
     return 0;
 }
 
@@ -679,12 +549,12 @@ static double cpu_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-static double best_ms(conv_jit *j, float **bufs, int runs) {
+static double best_ms(hop_jit *j, float **bufs, int runs) {
     double t[32];
-    j->fn(bufs);   /* warm-up */
+    j->fn(bufs, 0, 0);   /* warm-up */
     for (int r = 0; r < runs; r++) {
         double t0 = bench_cpu_time ? cpu_ms() : now_ms();
-        j->fn(bufs);
+        j->fn(bufs, 0, 0);
         t[r] = (bench_cpu_time ? cpu_ms() : now_ms()) - t0;
     }
     for (int a = 0; a < runs; a++)
@@ -741,7 +611,7 @@ static void bench(void) {
                             O * C * k * k};
         for (int i = 0; i < 7; i++) bufs[i] = rand_f(sizes[i], 10 + i);
         gim_node *ops[3] = {y, dx, dw};
-        conv_jit jits[NCAP][3];
+        hop_jit jits[NCAP][3];
         double best[NCAP][3];
         for (int ci = 0; ci < NCAP; ci++) {
             cg_conv_chunk_cap = caps[ci].cap;
@@ -768,7 +638,7 @@ static void bench(void) {
             for (int o = 0; o < 3; o++) {
                 total[ci] += best[ci][o];
                 printf("  %s %7.2f ms (%5.1f)", names[o], best[ci][o], flops / best[ci][o] / 1e6);
-                jit_free(&jits[ci][o]);
+                hop_free(&jits[ci][o]);
             }
             printf("\n");
         }
