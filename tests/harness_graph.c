@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gim_util.h"
+#include "testutil.h"
 
 /* The graphs' source locations point into their diagnostics' source table,
  * so each diagnostics object lives until exit. */
@@ -53,6 +54,29 @@ gim_graph *hg_compile(const char *src, int64_t batch, bool partition, bool e2e, 
     if (messages) *messages = gim_xstrdup(buf ? buf : "");
     free(buf);
     return g;
+}
+
+gim_graph *hg_ok(const char *src, int64_t batch, bool partition, bool e2e) {
+    char *m;
+    gim_graph *g = hg_compile(src, batch, partition, e2e, &m);
+    if (!g) fprintf(stderr, "\nunexpected errors:\n%s", m);
+    gim_free(m);
+    return g;
+}
+
+char *hg_fails(const char *src, int64_t batch, bool partition, bool e2e) {
+    char *m;
+    gim_graph *g = hg_compile(src, batch, partition, e2e, &m);
+    CU_ASSERT_PTR_NULL(g);
+    gim_graph_free(g);
+    return m;
+}
+
+bool hg_shape_is(const gim_node *n, int rank, const int64_t *d) {
+    if (!n || n->shape.rank != rank) return false;
+    for (int i = 0; i < rank; i++)
+        if (n->shape.d[i] != d[i]) return false;
+    return true;
 }
 
 gim_node *hg_find(const gim_graph *g, const char *name) {

@@ -18,10 +18,8 @@ static char *model_source(const char *name) {
 }
 
 static gim_graph *fashion(int64_t batch) {
-    char *src = model_source("fashion_gim.gim"), *m;
-    gim_graph *g = hg_compile(src, batch, true, false, &m);
-    if (!g) fprintf(stderr, "%s", m);
-    gim_free(m);
+    char *src = model_source("fashion_gim.gim");
+    gim_graph *g = hg_ok(src, batch, true, false);
     gim_free(src);
     return g;
 }

@@ -21,35 +21,11 @@ static const char *fashion =
     "    output spatial_mean(h3)\n"
     "}\n";
 
-static bool shape_eq(const gim_node *n, int rank, const int64_t *d) {
-    if (!n || n->shape.rank != rank) return false;
-    for (int i = 0; i < rank; i++)
-        if (n->shape.d[i] != d[i]) return false;
-    return true;
-}
-#define SHAPE_IS(n, ...)                                                      \
-    do {                                                                      \
-        const int64_t want_[] = {__VA_ARGS__};                                \
-        CU_ASSERT(shape_eq(n, (int)(sizeof want_ / sizeof want_[0]), want_)); \
-    } while (0)
-
 /* Compiles src expecting success (prints the diagnostics otherwise). */
-static gim_graph *ok(const char *src, int64_t batch) {
-    char *m;
-    gim_graph *g = hg_compile(src, batch, false, false, &m);
-    if (!g) fprintf(stderr, "\nunexpected errors:\n%s", m);
-    gim_free(m);
-    return g;
-}
+static gim_graph *ok(const char *src, int64_t batch) { return hg_ok(src, batch, false, false); }
 
 /* Compiles src expecting errors; returns the messages (heap). */
-static char *fails(const char *src) {
-    char *m;
-    gim_graph *g = hg_compile(src, 4, true, false, &m);
-    CU_ASSERT_PTR_NULL(g);
-    gim_graph_free(g);
-    return m;
-}
+static char *fails(const char *src) { return hg_fails(src, 4, true, false); }
 
 static void test_param_names_and_shapes(void) {
     gim_graph *g = ok(fashion, 32);
@@ -57,23 +33,23 @@ static void test_param_names_and_shapes(void) {
     /* conv_pair.N/conv2d.M/{w,b}: n counts conv_pair calls in the model,
      * m conv2d calls inside that call */
     gim_node *w = hg_find(g, "conv_pair.1/conv2d.1/w");
-    SHAPE_IS(w, 32, 1, 3, 3);
+    HG_SHAPE_IS(w, 32, 1, 3, 3);
     CU_ASSERT_EQUAL(w->op, GIM_OP_PARAM);
     CU_ASSERT_DOUBLE_EQUAL(w->attr[0], 1.0 / 3.0, 1e-12);   /* 1/sqrt(1*3*3) */
-    SHAPE_IS(hg_find(g, "conv_pair.1/conv2d.2/w"), 32, 32, 3, 3);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.1/conv2d.2/w"), 32, 32, 3, 3);
     CU_ASSERT_DOUBLE_EQUAL(hg_find(g, "conv_pair.1/conv2d.2/b")->attr[0], 1.0 / sqrt(288.0), 1e-12);
-    SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1/w"), 64, 32, 3, 3);
-    SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/w"), 128, 128, 3, 3);
-    SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/b"), 128);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1/w"), 64, 32, 3, 3);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/w"), 128, 128, 3, 3);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.3/conv2d.2/b"), 128);
     /* InfoNCE maps: W [K, C, C], bound 1/sqrt(C) */
     gim_node *W3 = hg_find(g, "infonce.3/w");
-    SHAPE_IS(W3, 3, 128, 128);
+    HG_SHAPE_IS(W3, 3, 128, 128);
     CU_ASSERT_DOUBLE_EQUAL(W3->attr[0], 1.0 / sqrt(128.0), 1e-12);
     /* node names and shapes along the way */
-    SHAPE_IS(hg_find(g, "patches.1"), 32, 6, 6, 1, 8, 8);
-    SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1"), 32, 6, 6, 64, 4, 4);
-    SHAPE_IS(hg_find(g, "conv_pair.3/relu.2"), 32, 6, 6, 128, 2, 2);
-    SHAPE_IS(g->output, 32, 6, 6, 128);
+    HG_SHAPE_IS(hg_find(g, "patches.1"), 32, 6, 6, 1, 8, 8);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.2/conv2d.1"), 32, 6, 6, 64, 4, 4);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.3/relu.2"), 32, 6, 6, 128, 2, 2);
+    HG_SHAPE_IS(g->output, 32, 6, 6, 128);
     CU_ASSERT_EQUAL(hg_count(g, GIM_OP_PARAM), 15);   /* 3 x (2 convs x 2 + W) */
     /* every node's inputs come earlier (graph order is topological) */
     for (int i = 0; i < g->nodes.len; i++) {
@@ -136,13 +112,13 @@ static void test_defaults_and_kwargs(void) {
     CU_ASSERT_EQUAL(gim_attr_i(a, 0), 8);
     CU_ASSERT_EQUAL(gim_attr_i(a, 1), 3);
     CU_ASSERT_EQUAL(gim_attr_i(a, 3), 1);
-    SHAPE_IS(a, 1, 8, 9, 9);
+    HG_SHAPE_IS(a, 1, 8, 9, 9);
     /* b: out 2, k 5, pad 2 */
-    SHAPE_IS(b, 1, 2, 9, 9);
+    HG_SHAPE_IS(b, 1, 2, 9, 9);
     /* c: keywords in any order; no bias -> two inputs; default stride 1 */
     CU_ASSERT_EQUAL(c->n_in, 2);
     CU_ASSERT_EQUAL(gim_attr_i(c, 2), 1);
-    SHAPE_IS(c, 1, 6, 9, 9);
+    HG_SHAPE_IS(c, 1, 6, 9, 9);
     CU_ASSERT_PTR_NULL(hg_find(g, "conv2d.1/b"));
     gim_graph_free(g);
 }
@@ -180,7 +156,7 @@ static void test_scalar_ops(void) {
     gim_node *sub = hg_find(g, "sub.1");
     CU_ASSERT(sub && sub->in[0]->op == GIM_OP_ADD && sub->in[1]->op == GIM_OP_MUL);
     /* compile-time arithmetic: linear(s, 5) */
-    SHAPE_IS(g->output, 2, 5);
+    HG_SHAPE_IS(g->output, 2, 5);
     gim_graph_free(g);
 }
 
@@ -201,7 +177,7 @@ static void test_losses_and_inputs(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     gim_node *y = hg_find(g, "y");
     CU_ASSERT(y && y->op == GIM_OP_LABELS && y->is_int);
-    SHAPE_IS(y, 4);
+    HG_SHAPE_IS(y, 4);
     CU_ASSERT_EQUAL(g->inputs.len, 2);
     CU_ASSERT_EQUAL(g->losses.len, 3);
     gim_node *l1 = hg_find(g, "infonce.1"), *l2 = hg_find(g, "infonce.2");
@@ -210,10 +186,10 @@ static void test_losses_and_inputs(void) {
     /* without context= z is its own context; W [K, Cz, Cc] is the third input */
     CU_ASSERT_PTR_EQUAL(l1->in[1], l1->in[0]);
     CU_ASSERT_EQUAL(l1->n_in, 3);
-    SHAPE_IS(l1->in[2], 2, 8, 8);
+    HG_SHAPE_IS(l1->in[2], 2, 8, 8);
     CU_ASSERT_EQUAL(gim_attr_i(l1, 1), 5);
     CU_ASSERT_PTR_EQUAL(l2->in[1], hg_find(g, "gru.1"));
-    SHAPE_IS(l2->in[2], 4, 8, 6);
+    HG_SHAPE_IS(l2->in[2], 4, 8, 6);
     CU_ASSERT_DOUBLE_EQUAL(l2->in[2]->attr[0], 1.0 / sqrt(6.0), 1e-12);
     /* random streams 1, 2, ... per infonce in source order */
     CU_ASSERT_EQUAL(l1->rng_stream, 1);
@@ -221,14 +197,14 @@ static void test_losses_and_inputs(void) {
     /* transpose axis -1 normalised to 2 */
     gim_node *t = hg_find(g, "transpose.1");
     CU_ASSERT(t && gim_attr_i(t, 1) == 2);
-    SHAPE_IS(t, 4, 16, 8);
+    HG_SHAPE_IS(t, 4, 16, 8);
     /* gru parameters */
-    SHAPE_IS(hg_find(g, "gru.1/w_ih"), 18, 8);
-    SHAPE_IS(hg_find(g, "gru.1/w_hh"), 18, 6);
-    SHAPE_IS(hg_find(g, "gru.1/b_ih"), 18);
-    SHAPE_IS(hg_find(g, "gru.1/b_hh"), 18);
+    HG_SHAPE_IS(hg_find(g, "gru.1/w_ih"), 18, 8);
+    HG_SHAPE_IS(hg_find(g, "gru.1/w_hh"), 18, 6);
+    HG_SHAPE_IS(hg_find(g, "gru.1/b_ih"), 18);
+    HG_SHAPE_IS(hg_find(g, "gru.1/b_hh"), 18);
     /* reshape with batch and -1: [4, 16*6] */
-    SHAPE_IS(hg_find(g, "reshape.1"), 4, 96);
+    HG_SHAPE_IS(hg_find(g, "reshape.1"), 4, 96);
     gim_node *ce = hg_find(g, "cross_entropy.1");
     CU_ASSERT(ce && ce->in[1] == y && ce->shape.rank == 0);
     CU_ASSERT(ce && ce->rng_stream == 3);
@@ -247,9 +223,9 @@ static void test_rebinding_and_normalised_attrs(void) {
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     gim_node *a = hg_find(g, "avgpool2d.1"), *m = hg_find(g, "mean.1");
     CU_ASSERT(a && gim_attr_i(a, 1) == 3);   /* stride 0 -> k */
-    SHAPE_IS(a, 2, 3, 3, 3);
+    HG_SHAPE_IS(a, 2, 3, 3, 3);
     CU_ASSERT(m && gim_attr_i(m, 0) == 1);   /* -3 of rank 4 -> 1 */
-    SHAPE_IS(g->output, 2, 2, 2);
+    HG_SHAPE_IS(g->output, 2, 2, 2);
     gim_graph_free(g);
 }
 
@@ -369,22 +345,22 @@ static void test_stdlib_defs(void) {
                       "}\n",
                       2);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
-    SHAPE_IS(hg_find(g, "bottleneck.1/add.1"), 2, 64, 8, 8);
-    SHAPE_IS(hg_find(g, "bottleneck_proj.1/add.1"), 2, 32, 4, 4);
+    HG_SHAPE_IS(hg_find(g, "bottleneck.1/add.1"), 2, 64, 8, 8);
+    HG_SHAPE_IS(hg_find(g, "bottleneck_proj.1/add.1"), 2, 32, 4, 4);
     /* the projection: a 1x1 conv with the block's stride, no bias */
     gim_node *proj = hg_find(g, "bottleneck_proj.1/conv2d.4");
     CU_ASSERT(proj && gim_attr_i(proj, 1) == 1 && gim_attr_i(proj, 2) == 2 && proj->n_in == 2);
-    SHAPE_IS(hg_find(g, "res_stage.1/bottleneck.1/add.1"), 2, 128, 4, 4);
-    SHAPE_IS(hg_find(g, "conv_pair.1/relu.2"), 2, 16, 4, 4);
+    HG_SHAPE_IS(hg_find(g, "res_stage.1/bottleneck.1/add.1"), 2, 128, 4, 4);
+    HG_SHAPE_IS(hg_find(g, "conv_pair.1/relu.2"), 2, 16, 4, 4);
     /* CPC: 20480 samples -> 4095, 1023, 512, 257, 128 frames of 512 */
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/relu.1"), 2, 512, 4095);
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.2/relu.1"), 2, 512, 1023);
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.3/relu.1"), 2, 512, 512);
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.4/relu.1"), 2, 512, 257);
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.5/relu.1"), 2, 512, 128);
-    SHAPE_IS(hg_find(g, "frames.1/transpose.1"), 2, 128, 512);
-    SHAPE_IS(hg_find(g, "cpc_context.1/gru.1"), 2, 128, 256);
-    SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/conv1d.1/w"), 512, 1, 10);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/relu.1"), 2, 512, 4095);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.2/relu.1"), 2, 512, 1023);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.3/relu.1"), 2, 512, 512);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.4/relu.1"), 2, 512, 257);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.5/relu.1"), 2, 512, 128);
+    HG_SHAPE_IS(hg_find(g, "frames.1/transpose.1"), 2, 128, 512);
+    HG_SHAPE_IS(hg_find(g, "cpc_context.1/gru.1"), 2, 128, 256);
+    HG_SHAPE_IS(hg_find(g, "cpc_encoder.1/cpc_conv.1/conv1d.1/w"), 512, 1, 10);
     gim_graph_free(g);
 }
 

@@ -26,19 +26,10 @@ static bool contains(const gim_ptrvec *v, const gim_node *n) {
     return false;
 }
 
-static char *errors_of(const char *src, bool e2e) {
-    char *m;
-    gim_graph *g = hg_compile(src, 2, true, e2e, &m);
-    CU_ASSERT_PTR_NULL(g);
-    gim_graph_free(g);
-    return m;
-}
+static char *errors_of(const char *src, bool e2e) { return hg_fails(src, 2, true, e2e); }
 
 static void test_three_modules(void) {
-    char *m;
-    gim_graph *g = hg_compile(three_modules, 2, true, false, &m);
-    if (!g) fprintf(stderr, "%s", m);
-    gim_free(m);
+    gim_graph *g = hg_ok(three_modules, 2, true, false);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     CU_ASSERT_EQUAL_FATAL(g->n_modules, 3);
     gim_node *x = hg_find(g, "x"), *h1 = hg_find(g, "conv_pair.1/relu.2"), *h2 = hg_find(g, "conv_pair.2/relu.2");

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "harness_graph.h"
 #include "shape.h"
 #include "testutil.h"
 
@@ -31,29 +32,17 @@ static int run(gim_node *n, gim_op op, int n_in, gim_node **in, int n_attr, cons
     return gim_infer_shape(n, msg, sizeof msg);
 }
 
-static bool shape_is(const gim_node *n, int rank, const int64_t *d) {
-    if (n->shape.rank != rank) return false;
-    for (int i = 0; i < rank; i++)
-        if (n->shape.d[i] != d[i]) return false;
-    return true;
-}
-#define SHAPE_IS(n, ...)                                                  \
-    do {                                                                  \
-        const int64_t want_[] = {__VA_ARGS__};                            \
-        CU_ASSERT(shape_is(n, (int)(sizeof want_ / sizeof want_[0]), want_)); \
-    } while (0)
-
 static void test_patches(void) {
     gim_node x = S(4, L(2), L(1), L(28), L(28)), n;
     gim_node *in[] = {&x};
     /* G = (28 - 8)/4 + 1 = 6 */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_PATCHES, 1, in, 2, (double[]){8, 4}), 0);
-    SHAPE_IS(&n, 2, 6, 6, 1, 8, 8);
+    HG_SHAPE_IS(&n, 2, 6, 6, 1, 8, 8);
     /* non-square image: H 20 -> (20-8)/4+1 = 4, W 28 -> 6 */
     gim_node y = S(4, L(3), L(2), L(20), L(28));
     in[0] = &y;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_PATCHES, 1, in, 2, (double[]){8, 4}), 0);
-    SHAPE_IS(&n, 3, 4, 6, 2, 8, 8);
+    HG_SHAPE_IS(&n, 3, 4, 6, 2, 8, 8);
     gim_node small = S(4, L(2), L(1), L(4), L(4));
     in[0] = &small;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_PATCHES, 1, in, 2, (double[]){8, 4}), -1);
@@ -71,12 +60,12 @@ static void test_conv2d(void) {
     gim_node *in[3] = {&x};
     /* out k stride pad bias: 8 + 2 - 3 + 1 = 8 */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV2D, 1, in, 5, (double[]){32, 3, 1, 1, 1}), 0);
-    SHAPE_IS(&n, 32, 6, 6, 32, 8, 8);
+    HG_SHAPE_IS(&n, 32, 6, 6, 32, 8, 8);
     /* stride 2: (8 + 2 - 3)/2 + 1 = 4 */
     gim_node h = S(6, L(32), L(6), L(6), L(32), L(8), L(8));
     in[0] = &h;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV2D, 1, in, 5, (double[]){64, 3, 2, 1, 1}), 0);
-    SHAPE_IS(&n, 32, 6, 6, 64, 4, 4);
+    HG_SHAPE_IS(&n, 32, 6, 6, 64, 4, 4);
     /* weights and bias checked when present */
     gim_node w = S(4, L(64), L(32), L(3), L(3)), b = S(1, L(64)), wbad = S(4, L(64), L(31), L(3), L(3));
     in[1] = &w;
@@ -93,7 +82,7 @@ static void test_conv2d(void) {
     CU_ASSERT(strstr(msg, "; got [32, 6, 6, 1, 2, 2]") != NULL);
     /* the same input is fine with padding 1: 2 + 2 - 3 + 1 = 2 */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV2D, 1, in, 5, (double[]){4, 3, 1, 1, 1}), 0);
-    SHAPE_IS(&n, 32, 6, 6, 4, 2, 2);
+    HG_SHAPE_IS(&n, 32, 6, 6, 4, 2, 2);
     gim_node r2 = S(2, L(8), L(8));
     in[0] = &r2;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV2D, 1, in, 5, (double[]){4, 3, 1, 1, 1}), -1);
@@ -110,7 +99,7 @@ static void test_conv1d(void) {
     gim_node *in[3] = {&x};
     /* (20480 + 4 - 10)/5 + 1 = 4095 */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV1D, 1, in, 5, (double[]){512, 10, 5, 2, 1}), 0);
-    SHAPE_IS(&n, 8, 512, 4095);
+    HG_SHAPE_IS(&n, 8, 512, 4095);
     gim_node w = S(3, L(512), L(1), L(10));
     in[1] = &w;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV1D, 2, in, 5, (double[]){512, 10, 5, 2, 0}), 0);
@@ -128,7 +117,7 @@ static void test_linear(void) {
     gim_node x = S(3, L(4), L(7), L(10)), n;
     gim_node *in[3] = {&x};
     CU_ASSERT_EQUAL(run(&n, GIM_OP_LINEAR, 1, in, 2, (double[]){3, 1}), 0);
-    SHAPE_IS(&n, 4, 7, 3);
+    HG_SHAPE_IS(&n, 4, 7, 3);
     gim_node w = S(2, L(3), L(10)), b = S(1, L(3)), bbad = S(1, L(4));
     in[1] = &w;
     in[2] = &bbad;
@@ -150,7 +139,7 @@ static void test_elementwise(void) {
     gim_node *in[] = {&x};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         CU_ASSERT_EQUAL(run(&n, ops[i], 1, in, 1, (double[]){0.5}), 0);
-        SHAPE_IS(&n, 2, 3, 5);
+        HG_SHAPE_IS(&n, 2, 3, 5);
     }
 }
 
@@ -160,7 +149,7 @@ static void test_binary(void) {
     for (int i = 0; i < 3; i++) {
         gim_node *in[] = {&a, &b};
         CU_ASSERT_EQUAL(run(&n, ops[i], 2, in, 0, NULL), 0);
-        SHAPE_IS(&n, 4, 6);
+        HG_SHAPE_IS(&n, 4, 6);
         gim_node *bad[] = {&a, &c};
         CU_ASSERT_EQUAL(run(&n, ops[i], 2, bad, 0, NULL), -1);
         CU_ASSERT(strstr(msg, "same shape; got [4, 6] and [6, 4]") != NULL);
@@ -173,11 +162,11 @@ static void test_pools(void) {
     gim_node *in[] = {&x};
     /* stride 0 -> k = 2: (7 - 2)/2 + 1 = 3, and the attr is normalised */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_AVGPOOL2D, 1, in, 2, (double[]){2, 0}), 0);
-    SHAPE_IS(&n, 1, 3, 3, 3);
+    HG_SHAPE_IS(&n, 1, 3, 3, 3);
     CU_ASSERT_EQUAL(gim_attr_i(&n, 1), 2);
     /* k 3 stride 1: 7 - 3 + 1 = 5 */
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MAXPOOL2D, 1, in, 2, (double[]){3, 1}), 0);
-    SHAPE_IS(&n, 1, 3, 5, 5);
+    HG_SHAPE_IS(&n, 1, 3, 5, 5);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MAXPOOL2D, 1, in, 2, (double[]){8, 1}), -1);
     CU_ASSERT(strstr(msg, "maxpool2d expects [..., C, H, W] with H, W >= k") && strstr(msg, "got [1, 3, 7, 7]"));
 }
@@ -186,17 +175,17 @@ static void test_means(void) {
     gim_node x = S(6, L(2), L(6), L(6), L(32), L(8), L(8)), n;
     gim_node *in[] = {&x};
     CU_ASSERT_EQUAL(run(&n, GIM_OP_SPATIAL_MEAN, 1, in, 0, NULL), 0);
-    SHAPE_IS(&n, 2, 6, 6, 32);
+    HG_SHAPE_IS(&n, 2, 6, 6, 32);
     gim_node r2 = S(2, L(8), L(8));
     in[0] = &r2;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_SPATIAL_MEAN, 1, in, 0, NULL), -1);
     gim_node y = S(3, L(2), L(3), L(4));
     in[0] = &y;
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MEAN, 1, in, 1, (double[]){-1}), 0);
-    SHAPE_IS(&n, 2, 3);
+    HG_SHAPE_IS(&n, 2, 3);
     CU_ASSERT_EQUAL(gim_attr_i(&n, 0), 2);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MEAN, 1, in, 1, (double[]){0}), 0);
-    SHAPE_IS(&n, 3, 4);
+    HG_SHAPE_IS(&n, 3, 4);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MEAN, 1, in, 1, (double[]){3}), -1);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_MEAN, 1, in, 1, (double[]){-4}), -1);
 }
@@ -210,7 +199,7 @@ static void test_reshape_transpose(void) {
     n.in[0] = &x;
     n.shape = (gim_shape){.rank = 2, .d = {-1, 4}};
     CU_ASSERT_EQUAL(gim_infer_shape(&n, msg, sizeof msg), 0);
-    SHAPE_IS(&n, 6, 4);
+    HG_SHAPE_IS(&n, 6, 4);
     n.shape = (gim_shape){.rank = 2, .d = {5, -1}};
     CU_ASSERT_EQUAL(gim_infer_shape(&n, msg, sizeof msg), -1);
     n.shape = (gim_shape){.rank = 2, .d = {7, 4}};
@@ -220,7 +209,7 @@ static void test_reshape_transpose(void) {
     CU_ASSERT_EQUAL(gim_infer_shape(&n, msg, sizeof msg), -1);
 
     CU_ASSERT_EQUAL(run(&n, GIM_OP_TRANSPOSE, 1, in, 2, (double[]){1, -1}), 0);
-    SHAPE_IS(&n, 2, 4, 3);
+    HG_SHAPE_IS(&n, 2, 4, 3);
     CU_ASSERT_EQUAL(gim_attr_i(&n, 1), 2);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_TRANSPOSE, 1, in, 2, (double[]){0, 3}), -1);
 }
@@ -229,7 +218,7 @@ static void test_gru(void) {
     gim_node x = S(3, L(2), L(10), L(5)), n;
     gim_node *in[5] = {&x};
     CU_ASSERT_EQUAL(run(&n, GIM_OP_GRU, 1, in, 1, (double[]){7}), 0);
-    SHAPE_IS(&n, 2, 10, 7);
+    HG_SHAPE_IS(&n, 2, 10, 7);
     gim_node wih = S(2, L(21), L(5)), whh = S(2, L(21), L(7)), b = S(1, L(21));
     in[1] = &wih;
     in[2] = &whh;
@@ -321,15 +310,15 @@ static void test_backward_rules(void) {
     gim_node dy = S(4, L(2), L(8), L(4), L(4)), x = S(4, L(2), L(3), L(8), L(8)), n;
     gim_node *in[7] = {&dy, &x};
     CU_ASSERT_EQUAL(run(&n, GIM_OP_CONV2D_BWD_WEIGHT, 2, in, 4, (double[]){8, 3, 2, 1}), 0);
-    SHAPE_IS(&n, 8, 3, 3, 3);
+    HG_SHAPE_IS(&n, 8, 3, 3, 3);
     CU_ASSERT_EQUAL(run(&n, GIM_OP_BIAS_BWD, 1, in, 1, (double[]){1}), 0);
-    SHAPE_IS(&n, 8);
+    HG_SHAPE_IS(&n, 8);
     /* gru_bwd packs dx | dw_ih | dw_hh | db_ih | db_hh: 2*10*5 + 21*5 + 21*7 + 21 + 21 */
     gim_node gx = S(3, L(2), L(10), L(5)), gy = S(3, L(2), L(10), L(7)), wih = S(2, L(21), L(5)),
              whh = S(2, L(21), L(7)), b = S(1, L(21));
     gim_node *gin[] = {&gy, &gx, &gy, &wih, &whh, &b, &b};
     CU_ASSERT_EQUAL(run(&n, GIM_OP_GRU_BWD, 7, gin, 1, (double[]){7}), 0);
-    SHAPE_IS(&n, 100 + 105 + 147 + 21 + 21);
+    HG_SHAPE_IS(&n, 100 + 105 + 147 + 21 + 21);
 }
 
 int main(void) {
