@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gim_util.h"
+
 typedef int (*shape_fn)(gim_node *n, char *msg, size_t len);
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -33,16 +35,6 @@ static int shape_expect(const gim_node *n, char *msg, size_t len, const gim_shap
     return -1;
 }
 
-/* A message without a shape (attribute errors). */
-static int shape_fail(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int shape_fail(char *msg, size_t len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static const gim_shape *in_shape(const gim_node *n, int i) { return &n->in[i]->shape; }
 
 static int64_t last(const gim_shape *s, int k) { return s->d[s->rank - k]; }
@@ -57,8 +49,8 @@ static int attr_at_least(const gim_node *n, int slot, int64_t lo, char *msg, siz
         if (info->params[i].slot == slot && info->params[i].type != GIM_PT_TENSOR &&
             info->params[i].type != GIM_PT_OPT_TENSOR)
             name = info->params[i].name;
-    return shape_fail(msg, len, "%s expects %s >= %" PRId64 "; got %s=%" PRId64, gim_op_name(n->op), name,
-                      lo, name, v);
+    return gim_errf(msg, len, "%s expects %s >= %" PRId64 "; got %s=%" PRId64, gim_op_name(n->op), name,
+                     lo, name, v);
 }
 
 /* Checks an optional learned parameter input against the expected shape. */
@@ -67,8 +59,8 @@ static int param_matches(const gim_node *n, int i, const gim_shape *want, const 
     if (i >= n->n_in) return 0;
     if (gim_shape_eq(in_shape(n, i), want)) return 0;
     char a[200], b[200];
-    return shape_fail(msg, len, "%s expects %s of shape %s; got %s", gim_op_name(n->op), what,
-                      gim_shape_str(want, a, sizeof a), gim_shape_str(in_shape(n, i), b, sizeof b));
+    return gim_errf(msg, len, "%s expects %s of shape %s; got %s", gim_op_name(n->op), what,
+                     gim_shape_str(want, a, sizeof a), gim_shape_str(in_shape(n, i), b, sizeof b));
 }
 
 static gim_shape shape_of(int rank, ...) {
@@ -87,7 +79,7 @@ static int shape_source(gim_node *n, char *msg, size_t len) {
     for (int i = 0; i < n->shape.rank; i++)
         if (n->shape.d[i] < 1) {
             char s[200];
-            return shape_fail(msg, len, "dimensions must be >= 1; got %s", gim_shape_str(&n->shape, s, sizeof s));
+            return gim_errf(msg, len, "dimensions must be >= 1; got %s", gim_shape_str(&n->shape, s, sizeof s));
         }
     return 0;
 }
@@ -177,8 +169,8 @@ static int shape_binary(gim_node *n, char *msg, size_t len) {
     const gim_shape *a = in_shape(n, 0), *b = in_shape(n, 1);
     if (!gim_shape_eq(a, b)) {
         char sa[200], sb[200];
-        return shape_fail(msg, len, "%s expects two tensors of the same shape; got %s and %s", gim_op_name(n->op),
-                          gim_shape_str(a, sa, sizeof sa), gim_shape_str(b, sb, sizeof sb));
+        return gim_errf(msg, len, "%s expects two tensors of the same shape; got %s and %s", gim_op_name(n->op),
+                         gim_shape_str(a, sa, sizeof sa), gim_shape_str(b, sb, sizeof sb));
     }
     n->shape = *a;
     return 0;
@@ -242,21 +234,21 @@ static int shape_reshape(gim_node *n, char *msg, size_t len) {
         int64_t d = n->shape.d[i];
         if (d == -1 && infer < 0) { infer = i; continue; }
         if (d < 1)
-            return shape_fail(msg, len, "reshape expects dimensions >= 1 and at most one -1; got %s",
-                              gim_shape_str(&n->shape, sa, sizeof sa));
+            return gim_errf(msg, len, "reshape expects dimensions >= 1 and at most one -1; got %s",
+                             gim_shape_str(&n->shape, sa, sizeof sa));
         if (gim_mul_overflows(known, d, &known) || known > GIM_MAX_NUMEL)
-            return shape_fail(msg, len, "tensor too large: %s", gim_shape_str(&n->shape, sa, sizeof sa));
+            return gim_errf(msg, len, "tensor too large: %s", gim_shape_str(&n->shape, sa, sizeof sa));
     }
     if (infer >= 0) {
         if (have % known)
-            return shape_fail(msg, len, "reshape cannot infer -1 in %s: %" PRId64 " elements of %s are not a multiple of %" PRId64,
-                              gim_shape_str(&n->shape, sa, sizeof sa), have, gim_shape_str(x, sb, sizeof sb), known);
+            return gim_errf(msg, len, "reshape cannot infer -1 in %s: %" PRId64 " elements of %s are not a multiple of %" PRId64,
+                             gim_shape_str(&n->shape, sa, sizeof sa), have, gim_shape_str(x, sb, sizeof sb), known);
         n->shape.d[infer] = have / known;
         known = have;
     }
     if (known != have)
-        return shape_fail(msg, len, "reshape expects the same number of elements; got %s (%" PRId64 ") to %s (%" PRId64 ")",
-                          gim_shape_str(x, sa, sizeof sa), have, gim_shape_str(&n->shape, sb, sizeof sb), known);
+        return gim_errf(msg, len, "reshape expects the same number of elements; got %s (%" PRId64 ") to %s (%" PRId64 ")",
+                         gim_shape_str(x, sa, sizeof sa), have, gim_shape_str(&n->shape, sb, sizeof sb), known);
     return 0;
 }
 
@@ -304,8 +296,8 @@ static int shape_infonce(gim_node *n, char *msg, size_t len) {
         for (int i = 0; ok && i < z->rank - 1; i++) ok = c->d[i] == z->d[i];
         if (!ok) {
             char sz[200], sc[200];
-            return shape_fail(msg, len, "infonce expects context with z's leading shape ([..., Cc] for z %s); got %s",
-                              gim_shape_str(z, sz, sizeof sz), gim_shape_str(c, sc, sizeof sc));
+            return gim_errf(msg, len, "infonce expects context with z's leading shape ([..., Cc] for z %s); got %s",
+                             gim_shape_str(z, sz, sizeof sz), gim_shape_str(c, sc, sizeof sc));
         }
     }
     if (n->n_in >= 3) {
@@ -321,11 +313,11 @@ static int shape_cross_entropy(gim_node *n, char *msg, size_t len) {
     const gim_shape *x = in_shape(n, 0), *y = in_shape(n, 1);
     if (x->rank != 2) return shape_expect(n, msg, len, x, "logits [N, classes]");
     if (!n->in[1]->is_int)
-        return shape_fail(msg, len, "cross_entropy expects labels (an `input y: labels[batch]`) as its second argument; got a float tensor");
+        return gim_errf(msg, len, "cross_entropy expects labels (an `input y: labels[batch]`) as its second argument; got a float tensor");
     if (y->rank != 1 || y->d[0] != x->d[0]) {
         char sx[200], sy[200];
-        return shape_fail(msg, len, "cross_entropy expects labels [N] for logits [N, classes]; got logits %s and labels %s",
-                          gim_shape_str(x, sx, sizeof sx), gim_shape_str(y, sy, sizeof sy));
+        return gim_errf(msg, len, "cross_entropy expects labels [N] for logits [N, classes]; got logits %s and labels %s",
+                         gim_shape_str(x, sx, sizeof sx), gim_shape_str(y, sy, sizeof sy));
     }
     n->shape = (gim_shape){.rank = 0};
     return 0;
@@ -338,8 +330,8 @@ static int shape_slice(gim_node *n, char *msg, size_t len) {
     int64_t off = gim_attr_i(n, 0), have = gim_shape_numel_checked(in_shape(n, 0));
     int64_t want = gim_shape_numel_checked(&n->shape);
     if (off < 0 || want < 0 || off + want > have)
-        return shape_fail(msg, len, "slice of %" PRId64 " floats at offset %" PRId64 " exceeds its source of %" PRId64,
-                          want, off, have);
+        return gim_errf(msg, len, "slice of %" PRId64 " floats at offset %" PRId64 " exceeds its source of %" PRId64,
+                         want, off, have);
     return 0;
 }
 
@@ -352,7 +344,7 @@ static int shape_like_in1(gim_node *n, char *msg, size_t len) { n->shape = *in_s
  * it to be set (rank >= 1 and at least as many elements as dy's rank-0 would). */
 static int shape_creator(gim_node *n, char *msg, size_t len) {
     if (gim_shape_numel_checked(&n->shape) < 0)
-        return shape_fail(msg, len, "%s: invalid shape set by its creator", gim_op_name(n->op));
+        return gim_errf(msg, len, "%s: invalid shape set by its creator", gim_op_name(n->op));
     return 0;
 }
 
@@ -480,21 +472,21 @@ int64_t gim_shape_numel_checked(const gim_shape *s) {
 int gim_infer_shape(gim_node *n, char *msg, size_t len) {
     msg[0] = 0;
     if (n->op >= GIM_OP_COUNT || !shape_rules[n->op])
-        return shape_fail(msg, len, "internal error: no shape rule for op %d", (int)n->op);
+        return gim_errf(msg, len, "internal error: no shape rule for op %d", (int)n->op);
     for (int i = 0; i < n->n_in; i++)
-        if (!n->in[i]) return shape_fail(msg, len, "internal error: %s input %d missing", gim_op_name(n->op), i);
+        if (!n->in[i]) return gim_errf(msg, len, "internal error: %s input %d missing", gim_op_name(n->op), i);
     if (shape_rules[n->op](n, msg, len)) return -1;
-    if (n->shape.rank > GIM_MAX_RANK) return shape_fail(msg, len, "tensor rank exceeds %d", GIM_MAX_RANK);
+    if (n->shape.rank > GIM_MAX_RANK) return gim_errf(msg, len, "tensor rank exceeds %d", GIM_MAX_RANK);
     for (int i = 0; i < n->shape.rank; i++)
         if (n->shape.d[i] < 1) {
             char s[200];
-            return shape_fail(msg, len, "%s would produce an empty tensor %s", gim_op_name(n->op),
-                              gim_shape_str(&n->shape, s, sizeof s));
+            return gim_errf(msg, len, "%s would produce an empty tensor %s", gim_op_name(n->op),
+                             gim_shape_str(&n->shape, s, sizeof s));
         }
     if (gim_shape_numel_checked(&n->shape) < 0) {
         char s[200];
-        return shape_fail(msg, len, "tensor too large: %s has more than 2^40 elements",
-                          gim_shape_str(&n->shape, s, sizeof s));
+        return gim_errf(msg, len, "tensor too large: %s has more than 2^40 elements",
+                         gim_shape_str(&n->shape, s, sizeof s));
     }
     return 0;
 }
