@@ -138,3 +138,12 @@ void hop_free(hop_jit *j) {
     if (j->jit) LLVMOrcDisposeLLJIT(j->jit);
     j->jit = NULL;
 }
+
+int hop_run(const gim_graph *g, gim_node *const *targets, int nt, const cg_op_fn *table, const char *passes,
+            bool rng, float **bufs, uint64_t step, uint64_t seed) {
+    hop_jit j;
+    if (hop_build(g, targets, nt, table, passes, rng, &j) != 0) return -1;
+    j.fn(bufs, step, seed);
+    hop_free(&j);
+    return 0;
+}

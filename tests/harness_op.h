@@ -28,5 +28,9 @@ typedef struct hop_jit {
 int hop_build(const gim_graph *g, gim_node *const *targets, int nt, const cg_op_fn *table, const char *passes,
               bool rng, hop_jit *out);
 void hop_free(hop_jit *j);
+/* hop_build, one call f(bufs, step, seed), hop_free. Returns 0, or -1
+ * (reported) when it did not compile. */
+int hop_run(const gim_graph *g, gim_node *const *targets, int nt, const cg_op_fn *table, const char *passes,
+            bool rng, float **bufs, uint64_t step, uint64_t seed);
 
 #endif

@@ -45,11 +45,7 @@ static int jit_build(const gim_graph *g, gim_node *const *targets, int nt, hop_j
 
 /* Compiles and runs once. Returns 0, or -1 (reported). */
 static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs) {
-    hop_jit j;
-    if (jit_build(g, targets, nt, &j) != 0) return -1;
-    j.fn(bufs, 0, 0);
-    hop_free(&j);
-    return 0;
+    return hop_run(g, targets, nt, cg_conv_ops, jit_passes, false, bufs, 0, 0);
 }
 
 /* ---- graphs, data, comparisons ----------------------------------------------------- */

@@ -234,11 +234,7 @@ static void test_ref_gru_by_hand(void) {
  * O2 for the host and calls it. Returns 0, or -1 (reported) on failure. */
 static int jit_run(const gim_graph *g, gim_node *const *targets, int nt, float **bufs, uint64_t step,
                    uint64_t seed) {
-    hop_jit j;
-    if (hop_build(g, targets, nt, cg_loss_ops, "default<O2>", true, &j) != 0) return -1;
-    j.fn(bufs, step, seed);
-    hop_free(&j);
-    return 0;
+    return hop_run(g, targets, nt, cg_loss_ops, "default<O2>", true, bufs, step, seed);
 }
 
 static gim_node *mk(gim_graph *g, gim_op op, int n_in, gim_node **in, int rank, const int64_t *d) {
