@@ -298,9 +298,7 @@ static void test_kill9_simultaneous(void) {
     char args[2048];
     snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 3", model2, data12);
     const char *ref = tt_path("kill_ref");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
-    CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
     static const int delays[] = {0, 13, 61};
     for (int k = 0; k < 3; k++) {
         char name[64];
@@ -318,9 +316,7 @@ static void test_kill9_between_checkpoints(void) {
     char args[2048];
     snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 2 --batch 1", model2, data12);
     const char *ref = tt_path("kbetween_ref");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
-    CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
     interrupt_and_resume(args, ref, tt_path("kbetween"), SIGKILL, 0, "metrics.csv:\n270,2,", true, 100000);
 }
 
@@ -332,9 +328,7 @@ static void test_kill9_sequential(void) {
     char args[2048];
     snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 1 --schedule sequential", model3, data12);
     const char *ref = tt_path("kseq_ref");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
-    CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
     interrupt_and_resume(args, ref, tt_path("kseq_1"), SIGKILL, 5, NULL, true, 1);
     interrupt_and_resume(args, ref, tt_path("kseq_2"), SIGKILL, 40, "module 2: training", true, 1);
     interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 5, "module 3: training", true, 1);
@@ -364,9 +358,7 @@ static void test_sigterm_sigint(void) {
     char args[2048];
     snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 3", model2, data12);
     const char *ref = tt_path("term_ref");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "train %s --out '%s'", args, ref);
-    CU_ASSERT_EQUAL_FATAL(gim_run_gimc(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
     interrupt_and_resume(args, ref, tt_path("term"), SIGTERM, 30, NULL, true, 1);
     interrupt_and_resume(args, ref, tt_path("int"), SIGINT, 10, NULL, true, 1);
 }
