@@ -72,6 +72,14 @@ char *hg_fails(const char *src, int64_t batch, bool partition, bool e2e) {
     return m;
 }
 
+void hg_expect_error(const char *src, int64_t batch, bool partition, bool e2e, const char *needle) {
+    char *m = hg_fails(src, batch, partition, e2e);
+    bool found = strstr(m, needle) != NULL;
+    CU_ASSERT(found);
+    if (!found) fprintf(stderr, "\nwanted \"%s\" in:\n%s", needle, m);
+    gim_free(m);
+}
+
 bool hg_shape_is(const gim_node *n, int rank, const int64_t *d) {
     if (!n || n->shape.rank != rank) return false;
     for (int i = 0; i < rank; i++)

@@ -22,6 +22,10 @@ gim_graph *hg_ok(const char *src, int64_t batch, bool partition, bool e2e);
  * returns the messages (heap; gim_free them). */
 char *hg_fails(const char *src, int64_t batch, bool partition, bool e2e);
 
+/* hg_fails, and asserts (CUnit) that the messages contain `needle`
+ * (printing them when they do not). */
+void hg_expect_error(const char *src, int64_t batch, bool partition, bool e2e, const char *needle);
+
 /* The node named `name`, or NULL. */
 gim_node *hg_find(const gim_graph *g, const char *name);
 
