@@ -17,6 +17,20 @@ const char *tt_path(const char *name) {
     return gim_tmppath(name);   /* kept reachable until exit: no leak under LeakSanitizer */
 }
 
+const char *tt_weights(const char *dir) {
+    static char **kept;   /* reachable until exit, like tt_path's paths */
+    static int n_kept, cap_kept;
+    size_t n = strlen(dir) + sizeof "/weights.safetensors";
+    char *p = gim_xmalloc(n);
+    snprintf(p, n, "%s/weights.safetensors", dir);
+    if (n_kept == cap_kept) {
+        cap_kept = cap_kept ? 2 * cap_kept : 32;
+        kept = gim_xrealloc(kept, sizeof *kept * (size_t)cap_kept);
+    }
+    kept[n_kept++] = p;
+    return p;
+}
+
 int tt_gimc(char **out, char **err, const char *fmt, ...) {
     char args[4096];
     va_list ap;

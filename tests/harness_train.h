@@ -23,6 +23,10 @@ const char *tt_model(const char *name, int side, int modules);
 /* A fresh path under gim_tmpdir() (not created). */
 const char *tt_path(const char *name);
 
+/* DIR/weights.safetensors: the weights file gimc train writes into `dir`
+ * (heap, kept reachable until exit). */
+const char *tt_weights(const char *dir);
+
 /* One row of metrics.csv. */
 typedef struct tt_row {
     int64_t step, epoch;

@@ -27,18 +27,10 @@ static void setup(void) {
     model3 = tt_model("tiny3.gim", 12, 3);
 }
 
-static const char *weights_of(const char *dir) {
-    static char path[8][1024];
-    static int k;
-    char *p = path[k++ % 8];
-    snprintf(p, 1024, "%s/weights.safetensors", dir);
-    return p;
-}
-
 /* The optimizer file a weights file names, read; NULL on any problem. */
 static gim_ckpt *optimizer_of(const char *dir) {
     char err[512], path[1024];
-    gim_ckpt *w = gim_safetensors_read(weights_of(dir), err, sizeof err);
+    gim_ckpt *w = gim_safetensors_read(tt_weights(dir), err, sizeof err);
     if (!w) {
         fprintf(stderr, "\n%s\n", err);
         return NULL;
@@ -105,7 +97,7 @@ static void test_checkpoint_contents(void) {
     const char *out = tt_path("contents");
     CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train '%s' --data '%s' --out '%s' --steps 10", model2, data12, out), 0);
     char err[512];
-    gim_ckpt *w = gim_safetensors_read(weights_of(out), err, sizeof err);
+    gim_ckpt *w = gim_safetensors_read(tt_weights(out), err, sizeof err);
     CU_ASSERT_FATAL(w != NULL);
     /* every parameter of the model, by its source name, with its shape */
     static const struct {
@@ -153,9 +145,9 @@ static void test_checkpoint_contents(void) {
     /* Round trip: resuming with nothing left to do loads the checkpoint
      * into the model's buffers and saves it again, byte for byte. */
     size_t n0, n1;
-    char *before = gim_read_file(weights_of(out), &n0);
+    char *before = gim_read_file(tt_weights(out), &n0);
     CU_ASSERT_EQUAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 10 --resume", model2, data12, out), 0);
-    char *after = gim_read_file(weights_of(out), &n1);
+    char *after = gim_read_file(tt_weights(out), &n1);
     CU_ASSERT_FATAL(before && after);
     CU_ASSERT(n0 == n1 && memcmp(before, after, n0) == 0);
     gim_free(before);
@@ -173,13 +165,13 @@ static void test_resume_equals_uninterrupted(void) {
                                   data12, a), 0);
     CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 10 --seed 7", model2,
                                   data12, b), 0);
-    CU_ASSERT(!tt_same_file(weights_of(a), weights_of(b)));
+    CU_ASSERT(!tt_same_file(tt_weights(a), tt_weights(b)));
     char *so = NULL;
     CU_ASSERT_EQUAL_FATAL(tt_gimc(&so, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 7 --resume",
                                   model2, data12, b), 0);
     CU_ASSERT(tt_has(so, "resuming"));
     gim_free(so);
-    CU_ASSERT(tt_same_file(weights_of(a), weights_of(b)));
+    CU_ASSERT(tt_same_file(tt_weights(a), tt_weights(b)));
     gim_ckpt *oa = optimizer_of(a), *ob = optimizer_of(b);
     CU_ASSERT_FATAL(oa && ob);
     for (int i = 0; i < oa->n_tensors; i++) {
@@ -194,7 +186,7 @@ static void test_resume_equals_uninterrupted(void) {
     const char *c = tt_path("resume_c");
     CU_ASSERT_EQUAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 3 --steps 24 --seed 8", model2,
                             data12, c), 0);
-    CU_ASSERT(!tt_same_file(weights_of(a), weights_of(c)));
+    CU_ASSERT(!tt_same_file(tt_weights(a), tt_weights(c)));
 }
 
 /* ---- interruption ------------------------------------------------------------------- */
@@ -242,7 +234,7 @@ static void interrupt_and_resume(const char *args, const char *ref, const char *
     char metrics[1024];
     snprintf(metrics, sizeof metrics, "%s/metrics.csv", dir);
     bool in_metrics = after && !strncmp(after, "metrics.csv:", 12);
-    int ready = !after ? wait_for(pid, weights_of(dir), NULL)
+    int ready = !after ? wait_for(pid, tt_weights(dir), NULL)
                 : in_metrics ? wait_for(pid, metrics, after + 12)
                              : wait_for(pid, bg_out, after);
     CU_ASSERT_EQUAL(ready, 1);
@@ -270,7 +262,7 @@ static void interrupt_and_resume(const char *args, const char *ref, const char *
     }
     /* the checkpoint left behind loads, and names an optimizer file that does */
     char err[512];
-    gim_ckpt *w = gim_safetensors_read(weights_of(dir), err, sizeof err);
+    gim_ckpt *w = gim_safetensors_read(tt_weights(dir), err, sizeof err);
     CU_ASSERT(w != NULL);
     if (!w) fprintf(stderr, "\n%s\n", err);
     gim_ckpt_free(w);
@@ -285,7 +277,7 @@ static void interrupt_and_resume(const char *args, const char *ref, const char *
     gim_free(se);
     CU_ASSERT_EQUAL(stray_files(dir), 0);
     if (deterministic) {
-        CU_ASSERT(tt_same_file(weights_of(ref), weights_of(dir)));
+        CU_ASSERT(tt_same_file(tt_weights(ref), tt_weights(dir)));
         CU_ASSERT(same_metrics(ref, dir));
     }
 }
@@ -397,7 +389,7 @@ static void test_mismatch_refused(void) {
                                "    batch 16\n"
                                "}\n";
     const char *mw = gim_tmpfile("wide.gim", wide, sizeof wide - 1);
-    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", mw, data12, weights_of(two));
+    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s'", mw, data12, tt_weights(two));
     CU_ASSERT_EQUAL(rc, 1);
     CU_ASSERT(tt_has(se, "'conv2d.1/w'"));
     CU_ASSERT(tt_has(se, "[4, 1, 3, 3]"));
@@ -406,7 +398,7 @@ static void test_mismatch_refused(void) {
     gim_free(se);
     /* a damaged file: cut in the middle of its data */
     size_t n;
-    char *bytes = gim_read_file(weights_of(two), &n);
+    char *bytes = gim_read_file(tt_weights(two), &n);
     CU_ASSERT_FATAL(bytes && n > 100);
     const char *cut = gim_tmpfile("cut.safetensors", bytes, n - 40);
     gim_free(bytes);

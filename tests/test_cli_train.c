@@ -60,8 +60,7 @@ static void test_eval_table(void) {
     setup();
     const char *out = tt_path("eval_run");
     CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --epochs 2", model2, data12, out), 0);
-    char w[1024];
-    snprintf(w, sizeof w, "%s/weights.safetensors", out);
+    const char *w = tt_weights(out);
     probe_line flat[4], mean[4], rnd[4], both[4];
     char *so = NULL, *se = NULL;
     CU_ASSERT_EQUAL(tt_gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w), 0);
@@ -106,8 +105,7 @@ static void test_eval_e2e_weights(void) {
     setup();
     const char *out = tt_path("eval_e2e");
     CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 4 --e2e", model2, data12, out), 0);
-    char w[1024];
-    snprintf(w, sizeof w, "%s/weights.safetensors", out);
+    const char *w = tt_weights(out);
     char *so = NULL, *se = NULL;
     int rc = tt_gimc(&so, &se, "eval -O0 '%s' --data '%s' --weights '%s'", model2, data12, w);
     CU_ASSERT_EQUAL(rc, 0);

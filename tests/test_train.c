@@ -146,11 +146,8 @@ static void test_sequential_cache_matches_live_forward(void) {
      * 1e-30, far below what changes a loss in its sixth digit */
     CU_ASSERT_EQUAL_FATAL(
         tt_gimc(NULL, NULL, "train -O0 '%s' --data '%s' --out '%s' --steps 1 --batch 24 --lr 1e-30", model2, data12, init), 0);
-    char p_seq[1024], p_sim[1024], p_init[1024], p_mix[1024];
-    snprintf(p_seq, sizeof p_seq, "%s/weights.safetensors", seq);
-    snprintf(p_sim, sizeof p_sim, "%s/weights.safetensors", sim);
-    snprintf(p_init, sizeof p_init, "%s/weights.safetensors", init);
-    snprintf(p_mix, sizeof p_mix, "%s/weights.safetensors", mix);
+    const char *p_seq = tt_weights(seq), *p_sim = tt_weights(sim), *p_init = tt_weights(init),
+               *p_mix = tt_weights(mix);
     int64_t n1 = 0, n2 = 0;
     float *a = read_tensor(p_seq, "conv2d.1/w", &n1), *b = read_tensor(p_sim, "conv2d.1/w", &n2);
     CU_ASSERT_FATAL(a && b && n1 == n2 && n1 == 36);
@@ -244,10 +241,7 @@ static void test_e2e_gradients_reach_module_1(void) {
     CU_ASSERT_EQUAL(n, 8);
     CU_ASSERT_EQUAL(tt_count(r, n, 1), 8);
     gim_free(r);
-    char pe[1024], pg[1024], pi[1024];
-    snprintf(pe, sizeof pe, "%s/weights.safetensors", e2e);
-    snprintf(pg, sizeof pg, "%s/weights.safetensors", greedy);
-    snprintf(pi, sizeof pi, "%s/weights.safetensors", init);
+    const char *pe = tt_weights(e2e), *pg = tt_weights(greedy), *pi = tt_weights(init);
     static const char *const blocks[] = {"conv2d.1/w", "conv2d.2/w", "conv2d.3/w"};
     for (int k = 0; k < 3; k++) {
         int64_t ne = 0, ng = 0, ni = 0;
@@ -286,8 +280,8 @@ static void test_divergence_stops(void) {
     if (rc != 1 || !tt_has(se, "step 7;")) fprintf(stderr, "\nrc %d\n%s\n%s\n", rc, so, se);
     gim_free(so);
     gim_free(se);
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/weights.safetensors", out);
+    char err[512];
+    const char *path = tt_weights(out);
     gim_ckpt *c = gim_safetensors_read(path, err, sizeof err);
     CU_ASSERT_FATAL(c != NULL);
     int bad = 0;
@@ -342,8 +336,8 @@ static void test_divergence_in_module_2(void) {
         gim_free(se);
         if (s == 1) {
             /* module 1 finished its 48 steps and was saved before module 2 started */
-            char path[1024], err[512];
-            snprintf(path, sizeof path, "%s/weights.safetensors", out);
+            char err[512];
+            const char *path = tt_weights(out);
             gim_ckpt *c = gim_safetensors_read(path, err, sizeof err);
             CU_ASSERT(c != NULL);
             gim_ckpt_free(c);
