@@ -82,9 +82,7 @@ static void test_three_modules(void) {
 }
 
 static void test_end_to_end(void) {
-    char *m;
-    gim_graph *g = hg_compile(three_modules, 2, true, true, &m);
-    gim_free(m);
+    gim_graph *g = hg_ok(three_modules, 2, true, true);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     CU_ASSERT_EQUAL_FATAL(g->n_modules, 1);
     CU_ASSERT(g->e2e);
@@ -106,7 +104,6 @@ static void test_end_to_end(void) {
 }
 
 static void test_module_without_loss(void) {
-    char *m;
     errors_with("model m {\n"
                 "    input x: [batch, 2, 16]\n"
                 "    h1 = conv1d(x, 4, k=3)\n"
@@ -116,10 +113,9 @@ static void test_module_without_loss(void) {
                 "}\n",
                 false, "test.gim:5:17: error: module 2 has no loss");
     /* a model with no loss at all partitions (train refuses it later) */
-    gim_graph *g = hg_compile("model m {\n    input x: [batch, 3]\n    h = linear(x, 2)\n"
-                              "    output linear(gradient_block(h), 2)\n}\n",
-                              2, true, false, &m);
-    gim_free(m);
+    gim_graph *g = hg_ok("model m {\n    input x: [batch, 3]\n    h = linear(x, 2)\n"
+                         "    output linear(gradient_block(h), 2)\n}\n",
+                         2, true, false);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     CU_ASSERT_EQUAL(g->n_modules, 2);
     CU_ASSERT_PTR_NULL(g->modules[0].loss);
@@ -141,7 +137,6 @@ static void test_two_losses(void) {
 }
 
 static void test_loss_reading_two_modules(void) {
-    char *m;
     errors_with("model m {\n"
                 "    input x: [batch, 2, 16]\n"
                 "    z1 = transpose(conv1d(x, 4, k=3), 1, 2)\n"
@@ -160,10 +155,9 @@ static void test_loss_reading_two_modules(void) {
                 "}\n",
                 false, "'add' reads values of module 1 and module 2");
     /* end to end, the same model is one module and fine */
-    gim_graph *g = hg_compile("model m {\n    input x: [batch, 3]\n    a = linear(x, 3)\n"
-                              "    b = linear(gradient_block(a), 3)\n    output a + b\n}\n",
-                              2, true, true, &m);
-    gim_free(m);
+    gim_graph *g = hg_ok("model m {\n    input x: [batch, 3]\n    a = linear(x, 3)\n"
+                         "    b = linear(gradient_block(a), 3)\n    output a + b\n}\n",
+                         2, true, true);
     CU_ASSERT_PTR_NOT_NULL(g);
     gim_graph_free(g);
 }
@@ -171,12 +165,10 @@ static void test_loss_reading_two_modules(void) {
 /* A block on a model input cuts nothing; two blocks in a row make an empty
  * module, which has no loss. */
 static void test_blocks_on_inputs(void) {
-    char *m;
-    gim_graph *g = hg_compile("model m {\n    input x: [batch, 2, 16]\n"
-                              "    z = transpose(conv1d(gradient_block(x), 4, k=3), 1, 2)\n"
-                              "    infonce(z, steps=2)\n    output z\n}\n",
-                              2, true, false, &m);
-    gim_free(m);
+    gim_graph *g = hg_ok("model m {\n    input x: [batch, 2, 16]\n"
+                         "    z = transpose(conv1d(gradient_block(x), 4, k=3), 1, 2)\n"
+                         "    infonce(z, steps=2)\n    output z\n}\n",
+                         2, true, false);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g);
     CU_ASSERT_EQUAL(g->n_modules, 1);
     gim_graph_free(g);
