@@ -147,3 +147,13 @@ int hop_run(const gim_graph *g, gim_node *const *targets, int nt, const cg_op_fn
     hop_free(&j);
     return 0;
 }
+
+double hop_fd(hop_fd_fn f, void *ctx, double *x, int64_t i, double h) {
+    double x0 = x[i];
+    x[i] = x0 + h;
+    double fp = f(ctx);
+    x[i] = x0 - h;
+    double fm = f(ctx);
+    x[i] = x0;
+    return (fp - fm) / (2 * h);
+}

@@ -33,4 +33,10 @@ void hop_free(hop_jit *j);
 int hop_run(const gim_graph *g, gim_node *const *targets, int nt, const cg_op_fn *table, const char *passes,
             bool rng, float **bufs, uint64_t step, uint64_t seed);
 
+/* A function of some doubles (reached through ctx), for finite differences. */
+typedef double (*hop_fd_fn)(void *ctx);
+/* The central difference (f(x + h e_i) - f(x - h e_i)) / 2h of f with respect
+ * to x[i]; x[i] is restored. */
+double hop_fd(hop_fd_fn f, void *ctx, double *x, int64_t i, double h);
+
 #endif

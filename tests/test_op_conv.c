@@ -83,7 +83,7 @@ static int close_fd(const char *what, const float *a, const double *b, int64_t n
 }
 
 /* f(ctx) = Σ dy ⊙ forward(...), evaluated in double by a reference. */
-typedef double (*fd_fn)(void *ctx);
+typedef hop_fd_fn fd_fn;
 
 /* Checks the gradient g (float, from generated code) of f with respect to the
  * n doubles at x: element by element by central differences when n is small,
@@ -95,13 +95,7 @@ static int check_grad(const char *what, fd_fn f, void *ctx, double *x, int64_t n
     if (n <= 400) {
         int ok = 1;
         for (int64_t i = 0; i < n && ok; i++) {
-            double x0 = x[i];
-            x[i] = x0 + h;
-            double fp = f(ctx);
-            x[i] = x0 - h;
-            double fm = f(ctx);
-            x[i] = x0;
-            double want = (fp - fm) / (2 * h);
+            double want = hop_fd(f, ctx, x, i, h);
             if (!(fabs(g[i] - want) <= atol + 1e-3 * fabs(want))) {
                 fprintf(stderr, "\n  %s[%lld]: got %.9g, finite difference %.9g\n", what, (long long)i, g[i], want);
                 ok = 0;

@@ -35,19 +35,9 @@ static int close_d(const char *what, const double *a, const double *b, size_t n,
 
 /* ---- finite differences of the references ---------------------------------- */
 
-typedef double (*fd_fn)(void *ctx);
-
 /* Central differences of f with respect to every element of x. */
-static void fd_grad(fd_fn f, void *ctx, double *x, size_t n, double h, double *g) {
-    for (size_t i = 0; i < n; i++) {
-        double x0 = x[i];
-        x[i] = x0 + h;
-        double fp = f(ctx);
-        x[i] = x0 - h;
-        double fm = f(ctx);
-        x[i] = x0;
-        g[i] = (fp - fm) / (2 * h);
-    }
+static void fd_grad(hop_fd_fn f, void *ctx, double *x, size_t n, double h, double *g) {
+    for (size_t i = 0; i < n; i++) g[i] = hop_fd(f, ctx, x, (int64_t)i, h);
 }
 
 typedef struct infonce_case {
