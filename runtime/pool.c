@@ -30,25 +30,38 @@
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_work_cv = PTHREAD_COND_INITIALIZER;  /* a loop was posted */
-static pthread_cond_t pool_done_cv = PTHREAD_COND_INITIALIZER;  /* a part finished or a worker left */
+static pthread_cond_t pool_done_cv = PTHREAD_COND_INITIALIZER;  /* a loop's last part finished */
 
 /* Guarded by pool_mu. */
 static int pool_threads;          /* configured threads, the caller included; 0: not yet decided */
 static int pool_started;          /* workers created */
-static uint64_t pool_gen;         /* loops posted so far */
-static bool pool_open;            /* the current loop still admits workers */
-static int pool_active;           /* workers inside the current loop */
 
-/* The current loop, written by its caller before it is posted. */
+/* The current loop, written by its caller under pool_mu before it is posted
+ * (a worker copies it under pool_mu). */
 static gim_rt_part_fn pool_fn;
 static void *pool_env;
 static int64_t pool_n;
 static int pool_parts;
-static atomic_int pool_next;      /* next part to claim */
-static atomic_int pool_done;      /* parts finished */
+static _Atomic uint32_t pool_gen;     /* loops posted so far (written under pool_mu) */
+/* (generation << 32) | next part to claim: a worker still holding an older
+ * loop's copy fails its claim, so a loop is over once its parts are done,
+ * without waiting for the workers to leave it. */
+static _Atomic uint64_t pool_claim;
+static atomic_int pool_done;          /* parts of the current loop finished */
 
 static atomic_flag pool_busy = ATOMIC_FLAG_INIT;
 static _Thread_local bool rt_in_part;
+
+/* Waits spin this many rounds before sleeping: a loop follows the previous
+ * one within microseconds, and a thread put to sleep on a loaded machine may
+ * wait milliseconds to run again. */
+#define POOL_SPIN 20000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static int default_threads(void) {
     const char *e = getenv("GIM_THREADS");
@@ -64,13 +77,22 @@ static void part_range(int64_t n, int parts, int t, int64_t *b, int64_t *e) {
     *e = (int64_t)((__int128)n * (t + 1) / parts);
 }
 
-/* Claims and runs parts of the current loop until none is left. */
-static void run_parts(gim_rt_part_fn fn, void *env, int64_t n, int parts) {
+/* The next part of loop gen, or -1 when none is left (or the loop is over). */
+static int claim(uint32_t gen, int parts) {
+    uint64_t cur = atomic_load(&pool_claim);
+    for (;;) {
+        if ((uint32_t)(cur >> 32) != gen) return -1;
+        int t = (int)(uint32_t)cur;
+        if (t >= parts) return -1;
+        if (atomic_compare_exchange_weak(&pool_claim, &cur, cur + 1)) return t;
+    }
+}
+
+/* Claims and runs parts of loop gen until none is left. */
+static void run_parts(uint32_t gen, gim_rt_part_fn fn, void *env, int64_t n, int parts) {
     bool outer = rt_in_part;
     rt_in_part = true;
-    for (;;) {
-        int t = atomic_fetch_add(&pool_next, 1);
-        if (t >= parts) break;
+    for (int t; (t = claim(gen, parts)) >= 0;) {
         int64_t b, e;
         part_range(n, parts, t, &b, &e);
         if (b < e) fn(env, b, e, t);
@@ -85,22 +107,19 @@ static void run_parts(gim_rt_part_fn fn, void *env, int64_t n, int parts) {
 
 static void *worker_main(void *arg) {
     int index = (int)(intptr_t)arg;   /* 1.. (0 is the caller) */
-    uint64_t seen = 0;
-    pthread_mutex_lock(&pool_mu);
+    uint32_t seen = 0;
     for (;;) {
-        while (!(pool_open && pool_gen != seen && index < pool_threads))
+        for (int i = 0; i < POOL_SPIN && atomic_load(&pool_gen) == seen; i++) cpu_relax();
+        pthread_mutex_lock(&pool_mu);
+        while (!(atomic_load(&pool_gen) != seen && index < pool_threads))
             pthread_cond_wait(&pool_work_cv, &pool_mu);
-        seen = pool_gen;
-        pool_active++;
+        seen = atomic_load(&pool_gen);
         gim_rt_part_fn fn = pool_fn;
         void *env = pool_env;
         int64_t n = pool_n;
         int parts = pool_parts;
         pthread_mutex_unlock(&pool_mu);
-        run_parts(fn, env, n, parts);
-        pthread_mutex_lock(&pool_mu);
-        pool_active--;
-        pthread_cond_broadcast(&pool_done_cv);
+        run_parts(seen, fn, env, n, parts);
     }
     return NULL;
 }
@@ -179,19 +198,20 @@ void gim_rt_parallel_for(int64_t n, gim_rt_part_fn fn, void *env) {
     pool_env = env;
     pool_n = n;
     pool_parts = parts;
-    atomic_store(&pool_next, 0);
     atomic_store(&pool_done, 0);
-    pool_gen++;
-    pool_open = true;
+    uint32_t gen = atomic_load(&pool_gen) + 1;
+    atomic_store(&pool_claim, (uint64_t)gen << 32);
+    atomic_store(&pool_gen, gen);
     pthread_cond_broadcast(&pool_work_cv);
     pthread_mutex_unlock(&pool_mu);
 
-    run_parts(fn, env, n, parts);
+    run_parts(gen, fn, env, n, parts);
 
-    pthread_mutex_lock(&pool_mu);
-    while (atomic_load(&pool_done) < parts) pthread_cond_wait(&pool_done_cv, &pool_mu);
-    pool_open = false;
-    while (pool_active > 0) pthread_cond_wait(&pool_done_cv, &pool_mu);
-    pthread_mutex_unlock(&pool_mu);
+    for (int i = 0; i < POOL_SPIN && atomic_load(&pool_done) < parts; i++) cpu_relax();
+    if (atomic_load(&pool_done) < parts) {
+        pthread_mutex_lock(&pool_mu);
+        while (atomic_load(&pool_done) < parts) pthread_cond_wait(&pool_done_cv, &pool_mu);
+        pthread_mutex_unlock(&pool_mu);
+    }
     atomic_flag_clear(&pool_busy);
 }
