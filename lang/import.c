@@ -214,13 +214,21 @@ static gim_program *import_program(import_ctx *c, const gim_source *main) {
     gim_program *prog = gim_arena_alloc(c->arena, sizeof *prog);
     prog->main = main;
 
-    /* Names of defs are global; the first definition wins. */
+    /* Names of defs are global; the first definition wins. An open-addressing
+     * table (at most half full) finds an earlier def of the same name in
+     * constant time, so a program of many defs is not quadratic. */
     prog->defs = gim_arena_alloc(c->arena, sizeof(gim_def *) * (size_t)(c->defs.len + 1));
+    size_t cap = 16;
+    while (cap < 2 * (size_t)c->defs.len) cap *= 2;
+    gim_def **seen = gim_arena_alloc(c->arena, sizeof(gim_def *) * cap);
     for (int i = 0; i < c->defs.len; i++) {
         gim_def *d = c->defs.items[i];
-        gim_def *first = NULL;
-        for (int j = 0; j < prog->n_defs && !first; j++)
-            if (!strcmp(prog->defs[j]->name, d->name)) first = prog->defs[j];
+        uint64_t h = 1469598103934665603ull;
+        for (const char *k = d->name; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ull;
+        size_t slot = (size_t)h & (cap - 1);
+        while (seen[slot] && strcmp(seen[slot]->name, d->name)) slot = (slot + 1) & (cap - 1);
+        gim_def *first = seen[slot];
+        if (!first) seen[slot] = d;
         if (first) {
             gim_error(c->diag, d->loc, "'%s' is defined twice", d->name);
             gim_note(c->diag, first->loc, "first defined here");
