@@ -116,13 +116,6 @@ uint32_t gim_rt_rand_below(uint64_t seed, uint64_t stream, uint64_t counter, uin
 /* 64 random bits. */
 uint64_t gim_rt_rand_u64(uint64_t seed, uint64_t stream, uint64_t counter);
 
-/* im2col for one image: x [C, H, W] -> cols [C*kh*kw, Ho*Wo]. */
-void gim_rt_im2col(const float *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *cols);
-/* The adjoint: accumulates cols [C*kh*kw, Ho*Wo] into dx [C, H, W] (dx is not cleared). */
-void gim_rt_col2im(const float *cols, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
-                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, float *dx);
-
 /* Thin wrapper over cblas_sgemm (row-major), so generated code has one stable
  * symbol: C = alpha * op(A) op(B) + beta * C. */
 void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
