@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target gimc
+# A Release build of its own, so the test build (build/) keeps its settings.
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j"$(nproc)" --target gimc
 out=runs/fashion_gim
-./build/compiler/gimc train models/fashion_gim.gim --out "$out" "$@"
-./build/compiler/gimc eval models/fashion_gim.gim --weights "$out/weights.safetensors" --compare-random
+./build-release/compiler/gimc train models/fashion_gim.gim --out "$out" "$@"
+./build-release/compiler/gimc eval models/fashion_gim.gim --weights "$out/weights.safetensors" --compare-random
