@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian package gim needs to build, test, train and benchmark.
+# Installs every Debian package gim needs to build, test and train, plus any
+# package names given as arguments (bench/setup.sh adds PyTorch's).
 # Idempotent: packages already present are left alone. Run as root (or with sudo).
 set -euo pipefail
 
@@ -12,6 +13,7 @@ packages=(
     zlib1g-dev
     dataset-fashion-mnist
     valgrind
+    "$@"
 )
 
 missing=()
