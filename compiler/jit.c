@@ -7,6 +7,7 @@
  * absolute symbols (gim_rt_symbols), so resolution depends neither on the
  * executable exporting them nor on the linker keeping OpenBLAS; a process
  * search generator finds anything else. */
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -418,6 +419,10 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
     ow->arena = a;
     em->owner = ow;
     em->release = release_model;
+    /* Compilation freed most of what LLVM allocated; hand those pages back
+     * before training allocates its buffers, so they do not count twice in
+     * the process's peak memory. */
+    malloc_trim(0);
     return em;
 
 fail:
