@@ -146,10 +146,16 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "  throughput     %8.1f examples/s\n", (double)m->batch / med);
     fprintf(stderr, "  arithmetic     %8.2f GFLOP/step, %.1f GFLOP/s\n", flops / 1e9, flops / med / 1e9);
     fprintf(stderr, "  peak RSS       %8.1f MiB\n", rss_mb);
-    for (int mi = 0; mi < m->n_modules; mi++)
+    int64_t arena = 0;
+    for (int mi = 0; mi < m->n_modules; mi++) {
         fprintf(stderr, "  module %-2d      %8.1f MiB planned work memory, %.1f MiB parameters\n", mi + 1,
                 4.0 * (double)m->modules[mi].n_work_floats / (1 << 20),
                 4.0 * (double)m->modules[mi].n_param_floats / (1 << 20));
+        if (m->modules[mi].n_work_floats > arena) arena = m->modules[mi].n_work_floats;
+    }
+    if (m->n_modules > 1)
+        fprintf(stderr, "  work arena     %8.1f MiB, the largest module's: the modules step one at a time\n",
+                4.0 * (double)arena / (1 << 20));
 
     printf("{\"impl\": \"gim\", \"mode\": \"%s\", \"model\": \"%s\", \"batch\": %" PRId64 ", \"steps\": %" PRId64
            ", \"threads\": %d, \"ms_per_step\": %.3f, \"examples_per_s\": %.1f, \"flops_per_step\": %.0f, "
@@ -158,7 +164,7 @@ int cmd_bench(int argc, char **argv) {
            rss_mb, compile_s);
     for (int mi = 0; mi < m->n_modules; mi++)
         printf("%s%" PRId64, mi ? ", " : "", 4 * m->modules[mi].n_work_floats);
-    printf("]}\n");
+    printf("], \"work_arena_bytes\": %" PRId64 "}\n", 4 * arena);
     goto done;
 oom:
     fprintf(stderr, "gimc bench: error: out of memory\n");

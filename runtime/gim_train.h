@@ -32,6 +32,11 @@ typedef struct gim_examples {
 
 typedef struct gim_train_state {
     float **params, **grads, **opt, **work;   /* per module */
+    /* The modules' work arenas are one: the schedules that run one module at
+     * a time share the largest module's arena among all of them (greedy
+     * training's memory is the largest module's, not the sum); the async
+     * schedule gives each module thread its own for the run. */
+    float *work_shared;
     uint64_t *module_step;                    /* optimizer steps taken, per module */
     int64_t epoch;                            /* next epoch to run (0-based) */
     int64_t batch_in_epoch;                   /* next batch within it */
@@ -39,7 +44,8 @@ typedef struct gim_train_state {
     bool owns;
 } gim_train_state;
 
-/* Allocates and initialises (from cfg->seed) the state for m. */
+/* Allocates and initialises (from cfg->seed) the state for m; work[i] all
+ * point into one arena of the largest module's n_work_floats. */
 int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t seed,
                          char *err, size_t errlen);
 void gim_train_state_free(gim_train_state *s, const gim_exec_model *m);

@@ -72,6 +72,7 @@ int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t s
                          char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     int n = m->n_modules;
+    int64_t work_max = 0;
     s->params = gim_calloc((size_t)n, sizeof(float *));
     s->grads = gim_calloc((size_t)n, sizeof(float *));
     s->opt = gim_calloc((size_t)n, sizeof(float *));
@@ -79,21 +80,23 @@ int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t s
     s->module_step = gim_calloc((size_t)n, sizeof(uint64_t));
     s->owns = true;
     if (!s->params || !s->grads || !s->opt || !s->work || !s->module_step) goto oom;
+    for (int i = 0; i < n; i++)
+        if (m->modules[i].n_work_floats > work_max) work_max = m->modules[i].n_work_floats;
+    if (!(s->work_shared = alloc_floats(work_max))) goto oom;
     for (int i = 0; i < n; i++) {
         const gim_exec_module *mod = &m->modules[i];
         s->params[i] = alloc_floats(mod->n_param_floats);
         s->grads[i] = alloc_floats(mod->n_param_floats);
         s->opt[i] = alloc_floats(mod->n_opt_floats);
-        s->work[i] = alloc_floats(mod->n_work_floats);
-        if (!s->params[i] || !s->grads[i] || !s->opt[i] || !s->work[i]) goto oom;
+        s->work[i] = s->work_shared;
+        if (!s->params[i] || !s->grads[i] || !s->opt[i]) goto oom;
         gim_rt_init_params(mod, s->params[i], seed);
     }
     return 0;
 oom:;
-    double total = 0;
+    double total = 4.0 * (double)work_max;
     for (int i = 0; i < n; i++)
-        total += 4.0 * (double)(2 * m->modules[i].n_param_floats + m->modules[i].n_opt_floats +
-                                m->modules[i].n_work_floats);
+        total += 4.0 * (double)(2 * m->modules[i].n_param_floats + m->modules[i].n_opt_floats);
     gim_errf(err, errlen, "out of memory: the model's buffers need %.2f GiB", total / (1 << 30));
     gim_train_state_free(s, m);
     return -1;
@@ -105,8 +108,8 @@ void gim_train_state_free(gim_train_state *s, const gim_exec_model *m) {
         if (s->params) gim_free(s->params[i]);
         if (s->grads) gim_free(s->grads[i]);
         if (s->opt) gim_free(s->opt[i]);
-        if (s->work) gim_free(s->work[i]);
     }
+    gim_free(s->work_shared);
     gim_free(s->params);
     gim_free(s->grads);
     gim_free(s->opt);
@@ -1016,12 +1019,24 @@ static int train_async(const gim_exec_model *m, const gim_train_config *cfg, gim
     rt_item **items = gim_calloc((size_t)n_items, sizeof(rt_item *));
     pthread_t *threads = gim_calloc((size_t)n, sizeof(pthread_t));
     rt_worker *workers = gim_calloc((size_t)n, sizeof(rt_worker));
+    /* modules step at once here: each but the first gets a work arena of its
+     * own for the run (the first keeps the state's shared one) */
+    float **own_work = gim_calloc((size_t)n, sizeof(float *));
     int rc = 0;
-    if (!a.order.perm || !a.queues || !a.loss_sum || !a.loss_count || !a.done || !items || !threads || !workers) {
+    if (!a.order.perm || !a.queues || !a.loss_sum || !a.loss_count || !a.done || !items || !threads || !workers ||
+        !own_work) {
         gim_errf(err, errlen, "out of memory for the async schedule");
         rc = -1;
         goto done;
     }
+    for (int i = 1; i < n; i++)
+        if (!(own_work[i] = alloc_floats(m->modules[i].n_work_floats))) {
+            gim_errf(err, errlen, "out of memory for the async schedule: module %d's work arena needs %.1f MiB",
+                     i + 1, 4.0 * (double)m->modules[i].n_work_floats / (1 << 20));
+            rc = -1;
+            goto done;
+        }
+    for (int i = 1; i < n; i++) s->work[i] = own_work[i];
     pthread_mutex_init(&a.mu, NULL);
     {
         /* writer preference: a checkpoint must not wait for the modules to
@@ -1146,6 +1161,13 @@ joined:
     pthread_mutex_destroy(&a.mu);
     pthread_rwlock_destroy(&a.step_lock);
 done:
+    if (own_work) {
+        for (int i = 1; i < n; i++) {
+            s->work[i] = s->work_shared;
+            gim_free(own_work[i]);
+        }
+        gim_free(own_work);
+    }
     gim_free(a.order.perm);
     gim_free(a.queues);
     gim_free(a.loss_sum);

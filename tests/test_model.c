@@ -217,6 +217,49 @@ static void test_reproducible(void) {
     CU_ASSERT_NOT_EQUAL(l1[0], l1[3 * (STEPS - 1)]);
 }
 
+/* (4b) One work arena shared by the modules, as the trainer runs them one
+ * at a time: the same bits as an arena per module. Before each module steps
+ * the shared arena is filled with NaN, so a module that read anything an
+ * earlier call (its own or another module's) left there would show it. */
+static void test_shared_work_arena(void) {
+    enum { STEPS = 12 };
+    gim_exec_model *em = base_model();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(em);
+    run *own = run_new(em, SEED), *shared = run_new(em, SEED);
+    int64_t most = 0;
+    for (int m = 0; m < em->n_modules; m++)
+        if (em->modules[m].n_work_floats > most) most = em->modules[m].n_work_floats;
+    float *arena = gim_malloc_aligned((size_t)most * sizeof(float));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(arena);
+    float **kept = gim_calloc((size_t)em->n_modules, sizeof(float *));
+    for (int m = 0; m < em->n_modules; m++) {
+        kept[m] = shared->work[m];
+        shared->work[m] = arena;
+    }
+    float nan = nanf("");
+    bool same = true;
+    for (int t = 1; t <= STEPS; t++) {
+        make_batch(input_x(own), 10u + (unsigned)(t % 4));
+        make_batch(input_x(shared), 10u + (unsigned)(t % 4));
+        for (int m = 0; m < em->n_modules; m++) {
+            for (int64_t i = 0; i < most; i++) arena[i] = nan;
+            float a = run_step(own, m, (uint64_t)t, SEED, 1e-2f, 0);
+            float b = run_step(shared, m, (uint64_t)t, SEED, 1e-2f, 0);
+            same &= memcmp(&a, &b, sizeof a) == 0 && isfinite(a);
+        }
+    }
+    CU_ASSERT_TRUE(same);
+    for (int m = 0; m < em->n_modules; m++) {
+        size_t bytes = (size_t)em->modules[m].n_param_floats * sizeof(float);
+        CU_ASSERT_EQUAL(memcmp(own->params[m], shared->params[m], bytes), 0);
+        shared->work[m] = kept[m];
+    }
+    gim_free(kept);
+    gim_free(arena);
+    run_free(own);
+    run_free(shared);
+}
+
 /* (5) End to end: one module, the last loss; its gradient reaches module 1's
  * convolution through both blocks, and is the derivative of that loss (which
  * greedy module 1's gradient is not: it differs from it). */
@@ -260,6 +303,7 @@ int main(void) {
         {"step gradients match finite differences", test_gradient_check},
         {"100 Adam steps lower every InfoNCE loss", test_training_lowers_loss},
         {"same seed, bit-identical losses", test_reproducible},
+        {"one work arena for all modules: the same bits", test_shared_work_arena},
         {"e2e: the last loss reaches module 1", test_e2e},
         {NULL, NULL},
     };
