@@ -288,6 +288,30 @@ LLVMValueRef cg_dot(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef 
     return reduce(c, a, abase, b, bbase, n);
 }
 
+void cg_axpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y) {
+    int64_t nv = n / LANES;
+    if (nv > 0) {
+        LLVMTypeRef vt = LLVMVectorType(c->f32, LANES);
+        LLVMValueRef zeros[LANES];
+        for (int i = 0; i < LANES; i++) zeros[i] = cg_i32(c, 0);
+        LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), alpha, cg_i32(c, 0), "");
+        LLVMValueRef av = LLVMBuildShuffleVector(c->b, one, LLVMGetPoison(vt), LLVMConstVector(zeros, LANES), "alpha");
+        cg_loop lv = cg_for(c, nv, "v");
+        LLVMValueRef off = cg_mulk(c, lv.iv, LANES);
+        LLVMValueRef xv = load_vec(c, x, off, vt), yv = load_vec(c, y, off, vt);
+        LLVMValueRef r = LLVMBuildFAdd(c->b, yv, LLVMBuildFMul(c->b, av, xv, ""), "");
+        LLVMValueRef st = LLVMBuildStore(c->b, r, cg_gep(c, y, off));
+        LLVMSetAlignment(st, 4);
+        cg_for_end(c, &lv);
+    }
+    if (n % LANES) {
+        cg_loop k = cg_for_begin(c, cg_i64(c, nv * LANES), cg_i64(c, n), "t");
+        LLVMValueRef r = LLVMBuildFAdd(c->b, cg_loadf(c, y, k.iv), LLVMBuildFMul(c->b, alpha, cg_loadf(c, x, k.iv), ""), "");
+        cg_storef(c, y, k.iv, r);
+        cg_for_end(c, &k);
+    }
+}
+
 /* ---- accumulators ---- */
 
 LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init) {

@@ -109,6 +109,8 @@ LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRe
  * a float sum itself (LLVM 16's C API sets no fast-math flags). */
 LLVMValueRef cg_sum(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_t n);
 LLVMValueRef cg_dot(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef b, LLVMValueRef bbase, int64_t n);
+/* y[k] += alpha·x[k] for k < n (n a constant; x and y must not overlap) */
+void cg_axpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y);
 
 /* ---- loops ---- */
 typedef struct cg_loop {

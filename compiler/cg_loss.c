@@ -2,8 +2,7 @@
  * forward and backward.
  *
  * Matrix products go to gim_rt_sgemm (OpenBLAS); dot products and axpys over
- * feature vectors to cblas_sdot / cblas_saxpy; everything else is generated
- * loops. Temporaries live in the node's planned scratch (cg_scratch; sizes in
+ * feature vectors, and everything else, are generated loops. Temporaries live in the node's planned scratch (cg_scratch; sizes in
  * cg_loss_scratch below); a node the planner did not see (a hand-built
  * graph) gets a zeroed module global of its own instead.
  *
@@ -63,18 +62,14 @@ static LLVMValueRef loss_scratch(cg_ctx *c, const gim_node *n, int64_t floats) {
     return g;
 }
 
-/* cblas_sdot(n, x, 1, y, 1) */
+/* x · y over n floats, and y += alpha x: generated vector loops (a call into
+ * BLAS per feature vector cost more than the arithmetic at these lengths) */
 static LLVMValueRef sdot(cg_ctx *c, int64_t n, LLVMValueRef x, LLVMValueRef y) {
-    LLVMTypeRef t[5] = {c->i32, c->ptr, c->i32, c->ptr, c->i32};
-    LLVMValueRef a[5] = {cg_i32(c, (int32_t)n), x, cg_i32(c, 1), y, cg_i32(c, 1)};
-    return cg_call(c, "cblas_sdot", c->f32, a, 5, t);
+    return cg_dot(c, x, cg_i64(c, 0), y, cg_i64(c, 0), n);
 }
 
-/* y += alpha x  (cblas_saxpy) */
 static void saxpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y) {
-    LLVMTypeRef t[6] = {c->i32, c->f32, c->ptr, c->i32, c->ptr, c->i32};
-    LLVMValueRef a[6] = {cg_i32(c, (int32_t)n), alpha, x, cg_i32(c, 1), y, cg_i32(c, 1)};
-    cg_call(c, "cblas_saxpy", c->void_t, a, 6, t);
+    cg_axpy(c, n, alpha, x, y);
 }
 
 /* ---- infonce ------------------------------------------------------------------ */
