@@ -191,6 +191,16 @@ extern const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT];   /* cg_conv.c */
 int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
+/* ---- Winograd convolutions (cg_winograd.c) ----
+ * 3×3, stride-1, pad-1 conv2d and its data gradient on images of at most
+ * 16×16 take F(2×2, 3×3) instead of im2col (cg_conv.c asks, then delegates).
+ * cg_conv_winograd = 0 turns it off (benchmarks compare). */
+extern int cg_conv_winograd;
+extern int64_t cg_winograd_chunk_cap;
+bool cg_winograd_applies(const gim_node *n);
+int64_t cg_winograd_scratch_floats(const gim_node *n);
+int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
+
 /* Reports an internal limitation at n's location. Returns -1. */
 int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -141,6 +141,9 @@ static double dot_d(const double *a, const double *b, int64_t n) {
 extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
+extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
+extern int64_t cg_winograd_chunk_cap;
+bool cg_winograd_applies(const gim_node *n);
 
 /* ---- convolutions ---------------------------------------------------------------- */
 
@@ -194,6 +197,7 @@ static int run_conv_planned(const conv_case *cc, const gim_node *x, const gim_no
 }
 
 static bool conv_planned;   /* check_conv runs through run_conv_planned */
+static bool expect_winograd;   /* check_conv asserts its forward and data gradient take Winograd */
 
 /* Forward against the reference, then both backward ops against finite
  * differences of the reference forward. */
@@ -237,6 +241,7 @@ static void check_conv(const conv_case *cc, unsigned seed) {
     bufs[y->id] = rand_f(ny, 5);   /* garbage: the op must overwrite it */
     bufs[dx->id] = rand_f(nx, 6);
     bufs[dw->id] = rand_f(nw, 7);
+    if (expect_winograd) CU_ASSERT(cg_winograd_applies(y) && cg_winograd_applies(dx));
     gim_node *targets[3] = {y, dx, dw};
     int rc = conv_planned ? run_conv_planned(cc, x, w, y, dx, dw, bufs, b, dy) : jit_run(g, targets, 3, bufs);
     CU_ASSERT_FATAL(rc == 0);
@@ -296,6 +301,34 @@ static void test_conv2d_paths(void) {
         {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
+    jit_passes = "default<O0>";
+}
+
+/* 3x3, stride 1, pad 1 with enough channels: Winograd F(2x2, 3x3) for the
+ * forward and data gradient (compiler/cg_winograd.c); each case runs with it
+ * and, for comparison, through im2col. Several chunks and a partial one,
+ * odd sizes (half tiles), a 2x2 image (one tile), a one-row image, no bias,
+ * and the planned scratch. */
+static void test_conv2d_winograd(void) {
+    jit_passes = "default<O2>";
+    static const conv_case cases[] = {
+        {1, {30}, 32, 8, 8, 32, 3, 1, 1, true, false},      /* 4 images a chunk: 7 chunks + 2 */
+        {1, {5}, 16, 7, 9, 24, 3, 1, 1, true, false},       /* odd: a last row and column of half tiles */
+        {2, {2, 3}, 24, 2, 2, 40, 3, 1, 1, false, false},   /* one tile an image, no bias */
+        {1, {3}, 48, 1, 5, 16, 3, 1, 1, true, false},       /* one row */
+    };
+    for (int wino = 1; wino >= 0; wino--) {
+        cg_conv_winograd = wino;
+        expect_winograd = wino;
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 700 + 7 * (unsigned)i);
+    }
+    expect_winograd = true;
+    conv_planned = true;
+    cg_conv_winograd = 1;
+    check_conv(&cases[0], 750);
+    check_conv(&cases[1], 757);
+    conv_planned = false;
+    expect_winograd = false;
     jit_passes = "default<O0>";
 }
 
@@ -561,10 +594,12 @@ static void bench(void) {
     static const struct { int64_t C, O, s, H; } layers[] = {
         {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
     };
-    static const struct { int64_t cap; int wide_all, wgrad_t; const char *name; } caps[] = {
-        {1, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 0, "default"}, {(int64_t)1 << 18, 0, 1, "dW transposed"},
-        {(int64_t)1 << 16, 1, 0, "all wide 256K"},
-        {(int64_t)1 << 18, 1, 0, "all wide 1MB"}, {(int64_t)1 << 20, 1, 0, "all wide 4MB"},
+    static const struct { int64_t cap; int wide_all, wgrad_t, wino; int64_t wino_cap; const char *name; } caps[] = {
+        {1, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, "im2col"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, "wino 128K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, "wino 256K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, "wino 512K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, "wino 1MB"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
@@ -607,6 +642,8 @@ static void bench(void) {
             cg_conv_chunk_cap = caps[ci].cap;
             cg_conv_wide_all = caps[ci].wide_all;
             cg_conv_wgrad_t = caps[ci].wgrad_t;
+            cg_conv_winograd = caps[ci].wino;
+            cg_winograd_chunk_cap = caps[ci].wino_cap;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
@@ -648,6 +685,7 @@ int main(int argc, char **argv) {
         {"conv2d forward and gradients, small odd shapes", test_conv2d_small},
         {"conv1d forward and gradients", test_conv1d_small},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
+        {"conv2d 3x3 stride 1 by Winograd F(2x2, 3x3), and by im2col", test_conv2d_winograd},
         {"conv with every op batched over images", test_conv_all_wide},
         {"conv through the module code generator (planned scratch)", test_conv_planned},
         {"linear forward and gradients", test_linear},

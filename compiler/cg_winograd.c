@@ -1,0 +1,294 @@
+/* Code generator: 3×3, stride-1, pad-1 convolutions by Winograd's minimal
+ * filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
+ * Neural Networks", 2016), forward and data gradient.
+ *
+ * Each 2×2 block of outputs ("tile") of one channel pair is
+ *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+ * with g the 3×3 kernel, d the 4×4 input window around the tile, and
+ *     Bᵀ = | 1  0 -1  0 |    G = | 1    0    0  |    Aᵀ = | 1  1  1  0 |
+ *          | 0  1  1  0 |        | 1/2  1/2  1/2 |         | 0  1 -1 -1 |
+ *          | 0 -1  1  0 |        | 1/2 -1/2  1/2 |
+ *          | 0  1  0 -1 |        | 0    0    1  |
+ * Summed over input channels, the elementwise product becomes 16 matrix
+ * products, one per position ξ of the 4×4 transformed tile:
+ *     M[ξ] [Co, tiles] = U[ξ] [Co, Ci] · V[ξ] [Ci, tiles]
+ * 16·Co·Ci multiplications per tile instead of 36·Co·Ci: 2.25× fewer FLOPs
+ * than im2col, for the cost of the transforms (additions only).
+ *
+ * The data gradient of such a convolution is again one: dx = conv(dy, w′)
+ * with w′[c, o] = w[o, c] rotated by 180°, pad 1, so one emitter does both.
+ *
+ * Layout of the scratch: U [16, Co, Ci] (transformed once per call, before
+ * the parallel loop), then per part V [16, Ci, n] and M [16, Co, n] for a
+ * chunk of n tiles (nimg images). The chunks run over the runtime's pool
+ * like the im2col path (each part its own slice); every output element is
+ * computed by exactly one part in a fixed order, so the bits do not depend
+ * on the thread count. The transforms are vector code over a row of tiles,
+ * unrolled over the tile rows at compile time (the image size is a
+ * constant): window positions outside the image are constant zeros, so
+ * there are no branches. Odd sizes have a last row or column of half tiles,
+ * whose missing outputs are never stored. */
+#include "cg.h"
+
+/* Off switch and chunk size: variables so a benchmark can compare policies
+ * (test_op_conv --bench). The chunk's V and M fit in about this many floats. */
+int cg_conv_winograd = 1;
+int64_t cg_winograd_chunk_cap = (int64_t)1 << 16;
+
+/* Tiles a generator unrolls at most (16×16 images); larger images take im2col. */
+#define WINO_MAX_TILES 64
+
+typedef struct wino_geo {
+    int64_t B, Ci, Co, H, W;     /* images, input and output channels, extent (in = out) */
+    int64_t th, tw, T;           /* tiles per column, per row, per image */
+    int64_t nimg, chunks;        /* images per chunk; chunks */
+    int64_t u_floats, part_floats;
+    bool bwd;                    /* data gradient: input dy, kernel flipped and transposed */
+} wino_geo;
+
+static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
+
+/* Fills g when n is a convolution this file computes. */
+static bool wino_geometry(const gim_node *n, wino_geo *g) {
+    if (!cg_conv_winograd) return false;
+    if (n->op != GIM_OP_CONV2D && n->op != GIM_OP_CONV2D_BWD_DATA) return false;
+    if (gim_attr_i(n, 1) != 3 || gim_attr_i(n, 2) != 1 || gim_attr_i(n, 3) != 1) return false;
+    const gim_shape *ws = &n->in[1]->shape;
+    if (ws->rank != 4 || ws->d[2] != 3 || ws->d[3] != 3) return false;
+    g->bwd = n->op == GIM_OP_CONV2D_BWD_DATA;
+    const gim_shape *xs = &n->in[0]->shape;   /* x (forward) or dy (data gradient) */
+    if (xs->rank < 3) return false;
+    int64_t O = ws->d[0], C = ws->d[1];
+    g->Ci = g->bwd ? O : C;
+    g->Co = g->bwd ? C : O;
+    g->H = xs->d[xs->rank - 2];
+    g->W = xs->d[xs->rank - 1];
+    if (xs->d[xs->rank - 3] != g->Ci || g->H < 1 || g->W < 1 || g->Ci < 1 || g->Co < 1) return false;
+    /* The products shrink 2.25×, the transforms cost about (Ci + Co) per
+     * tile against Ci·Co for the products: few channels (the first layer of
+     * an image model) stay with im2col. Measured with test_op_conv --bench. */
+    if (g->Ci * g->Co < 8 * (g->Ci + g->Co)) return false;
+    if (gim_shape_numel(&n->shape) != gim_shape_numel(xs) / g->Ci * g->Co) return false;
+    g->B = gim_shape_numel(xs) / (g->Ci * g->H * g->W);
+    g->th = (g->H + 1) / 2;
+    g->tw = (g->W + 1) / 2;
+    g->T = g->th * g->tw;
+    if (g->T > WINO_MAX_TILES || g->B < 1) return false;
+    int64_t per_img = 16 * (g->Ci + g->Co) * g->T;
+    g->nimg = cg_winograd_chunk_cap / per_img;
+    if (g->nimg < 1) g->nimg = 1;
+    if (g->nimg > g->B) g->nimg = g->B;
+    g->chunks = (g->B + g->nimg - 1) / g->nimg;
+    g->u_floats = round16(16 * g->Co * g->Ci);
+    g->part_floats = round16(g->nimg * per_img);
+    return true;
+}
+
+bool cg_winograd_applies(const gim_node *n) {
+    wino_geo g;
+    return wino_geometry(n, &g);
+}
+
+int64_t cg_winograd_scratch_floats(const gim_node *n) {
+    wino_geo g;
+    if (!wino_geometry(n, &g)) return 0;
+    return g.u_floats + cg_par_parts(g.chunks) * g.part_floats;
+}
+
+/* ---- small helpers --------------------------------------------------------------- */
+
+static LLVMValueRef fadd(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(c->b, a, b, ""); }
+static LLVMValueRef fsub(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(c->b, a, b, ""); }
+static LLVMValueRef half(cg_ctx *c, LLVMValueRef a) { return LLVMBuildFMul(c->b, a, cg_f32(c, 0.5f), ""); }
+
+/* base + k, folded when k is 0 */
+static LLVMValueRef at(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k) {
+    return cg_gep(c, base, k ? cg_addk(c, i, k) : i);
+}
+
+static LLVMValueRef load_at(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k) {
+    return LLVMBuildLoad2(c->b, c->f32, at(c, base, i, k), "");
+}
+
+static void store_at(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k, LLVMValueRef v) {
+    LLVMBuildStore(c->b, v, at(c, base, i, k));
+}
+
+/* ---- the three transforms ------------------------------------------------------------ */
+
+/* U[ξ, co, ci] = (G g Gᵀ)[ξ] for every kernel, g = w[co, ci] (forward) or
+ * w[ci, co] rotated by 180° (data gradient). */
+static void weight_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef w, LLVMValueRef U) {
+    cg_loop lo = cg_for(c, g->Co, "co");
+    cg_loop li = cg_for(c, g->Ci, "ci");
+    LLVMValueRef kbase = g->bwd ? cg_mulk(c, cg_mad(c, li.iv, g->Co, lo.iv), 9)
+                                : cg_mulk(c, cg_mad(c, lo.iv, g->Ci, li.iv), 9);
+    LLVMValueRef k[3][3];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            k[i][j] = load_at(c, w, kbase, g->bwd ? (2 - i) * 3 + (2 - j) : i * 3 + j);
+    LLVMValueRef t[4][3];   /* G g */
+    for (int j = 0; j < 3; j++) {
+        t[0][j] = k[0][j];
+        t[1][j] = half(c, fadd(c, fadd(c, k[0][j], k[1][j]), k[2][j]));
+        t[2][j] = half(c, fadd(c, fsub(c, k[0][j], k[1][j]), k[2][j]));
+        t[3][j] = k[2][j];
+    }
+    LLVMValueRef ubase = cg_mad(c, lo.iv, g->Ci, li.iv);
+    for (int i = 0; i < 4; i++) {
+        LLVMValueRef u[4] = {t[i][0], half(c, fadd(c, fadd(c, t[i][0], t[i][1]), t[i][2])),
+                             half(c, fadd(c, fsub(c, t[i][0], t[i][1]), t[i][2])), t[i][2]};
+        for (int j = 0; j < 4; j++) store_at(c, U, ubase, (i * 4 + j) * g->Co * g->Ci, u[j]);
+    }
+    cg_for_end(c, &li);
+    cg_for_end(c, &lo);
+}
+
+/* Vectors run along a row of tiles: lane tx of a vector belongs to tile
+ * (ty, tx). An image row is loaded as one <W x float>; the window columns
+ * 2tx − 1 + j the tiles need are shuffled out of it (zeros past the edges). */
+
+static LLVMValueRef vec_load(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k, int64_t len) {
+    LLVMValueRef v = LLVMBuildLoad2(c->b, LLVMVectorType(c->f32, (unsigned)len), at(c, base, i, k), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+static void vec_store(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k, LLVMValueRef v) {
+    LLVMValueRef st = LLVMBuildStore(c->b, v, at(c, base, i, k));
+    LLVMSetAlignment(st, 4);
+}
+
+/* shufflevector(a, b, idx[0..len)) with constant indices */
+static LLVMValueRef shuffle(cg_ctx *c, LLVMValueRef a, LLVMValueRef b, const int64_t *idx, int64_t len) {
+    LLVMValueRef m[2 * WINO_MAX_TILES];
+    for (int64_t i = 0; i < len; i++) m[i] = cg_i32(c, (int32_t)idx[i]);
+    return LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(m, (unsigned)len), "");
+}
+
+/* V[ξ, ci, b·T + t] = (Bᵀ d B)[ξ] for every tile t of the chunk's nimg images
+ * (the chunk starts at image b0). */
+static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef b0, int64_t nimg,
+                            LLVMValueRef V) {
+    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
+    LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W), vt = LLVMVectorType(c->f32, (unsigned)tw);
+    LLVMValueRef zrow = LLVMConstNull(rowt), zv = LLVMConstNull(vt);
+    cg_loop lb = cg_for(c, nimg, "img");
+    cg_loop li = cg_for(c, g->Ci, "ci");
+    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Ci, li.iv), HW);
+    LLVMValueRef vbase = cg_mad(c, li.iv, n, cg_mulk(c, lb.iv, g->T));
+    for (int64_t ty = 0; ty < g->th; ty++) {
+        LLVMValueRef d[4][4];   /* window row i, column j, as a vector over tx */
+        for (int i = 0; i < 4; i++) {
+            int64_t r = 2 * ty - 1 + i;
+            if (r < 0 || r >= g->H) {
+                for (int j = 0; j < 4; j++) d[i][j] = zv;
+                continue;
+            }
+            LLVMValueRef row = vec_load(c, x, xbase, r * g->W, g->W);
+            for (int j = 0; j < 4; j++) {
+                int64_t idx[WINO_MAX_TILES];
+                for (int64_t t = 0; t < tw; t++) {
+                    int64_t q = 2 * t - 1 + j;
+                    idx[t] = q >= 0 && q < g->W ? q : g->W;   /* g->W: the zero row's first lane */
+                }
+                d[i][j] = shuffle(c, row, zrow, idx, tw);
+            }
+        }
+        LLVMValueRef s[4][4];   /* Bᵀ d */
+        for (int j = 0; j < 4; j++) {
+            s[0][j] = fsub(c, d[0][j], d[2][j]);
+            s[1][j] = fadd(c, d[1][j], d[2][j]);
+            s[2][j] = fsub(c, d[2][j], d[1][j]);
+            s[3][j] = fsub(c, d[1][j], d[3][j]);
+        }
+        for (int i = 0; i < 4; i++) {
+            LLVMValueRef v[4] = {fsub(c, s[i][0], s[i][2]), fadd(c, s[i][1], s[i][2]),
+                                 fsub(c, s[i][2], s[i][1]), fsub(c, s[i][1], s[i][3])};
+            for (int j = 0; j < 4; j++) vec_store(c, V, vbase, (i * 4 + j) * g->Ci * n + ty * tw, v[j]);
+        }
+    }
+    cg_for_end(c, &li);
+    cg_for_end(c, &lb);
+}
+
+/* y[b0 + b, co, 2ty + i, 2tx + j] = (Aᵀ m A)[i, j] (+ bias[co]) for every tile,
+ * m[ξ] = M[ξ, co, b·T + t]; outputs past an odd edge are not stored. */
+static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValueRef b0, int64_t nimg,
+                             LLVMValueRef y, LLVMValueRef bias) {
+    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
+    cg_loop lb = cg_for(c, nimg, "img");
+    cg_loop lo = cg_for(c, g->Co, "co");
+    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co, lo.iv), HW);
+    LLVMValueRef mbase = cg_mad(c, lo.iv, n, cg_mulk(c, lb.iv, g->T));
+    LLVMValueRef brow = NULL;
+    if (bias) {
+        LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W);
+        LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(rowt), cg_loadf(c, bias, lo.iv), cg_i32(c, 0), "");
+        int64_t zeros[2 * WINO_MAX_TILES] = {0};
+        brow = shuffle(c, one, LLVMGetPoison(rowt), zeros, g->W);
+    }
+    for (int64_t ty = 0; ty < g->th; ty++) {
+        LLVMValueRef m[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) m[i][j] = vec_load(c, M, mbase, (i * 4 + j) * g->Co * n + ty * tw, tw);
+        LLVMValueRef a[2][4];   /* Aᵀ m */
+        for (int j = 0; j < 4; j++) {
+            a[0][j] = fadd(c, fadd(c, m[0][j], m[1][j]), m[2][j]);
+            a[1][j] = fsub(c, fsub(c, m[1][j], m[2][j]), m[3][j]);
+        }
+        for (int i = 0; i < 2; i++) {
+            int64_t r = 2 * ty + i;
+            if (r >= g->H) continue;
+            LLVMValueRef o0 = fadd(c, fadd(c, a[i][0], a[i][1]), a[i][2]);
+            LLVMValueRef o1 = fsub(c, fsub(c, a[i][1], a[i][2]), a[i][3]);
+            /* the output row interleaves the tiles' two columns: o0[0] o1[0] o0[1] o1[1] ... */
+            int64_t idx[2 * WINO_MAX_TILES];
+            for (int64_t q = 0; q < g->W; q++) idx[q] = (q % 2) * tw + q / 2;
+            LLVMValueRef row = shuffle(c, o0, o1, idx, g->W);
+            if (brow) row = fadd(c, row, brow);
+            vec_store(c, y, ybase, r * g->W, row);
+        }
+    }
+    cg_for_end(c, &lo);
+    cg_for_end(c, &lb);
+}
+
+/* One chunk of nimg images from image b0: transform in, 16 products, transform out. */
+static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef U, LLVMValueRef part,
+                       LLVMValueRef b0, int64_t nimg, LLVMValueRef y, LLVMValueRef bias) {
+    int64_t n = nimg * g->T;
+    LLVMValueRef V = part, M = cg_gep(c, part, cg_i64(c, 16 * g->Ci * n));
+    input_transform(c, g, x, b0, nimg, V);
+    for (int64_t xi = 0; xi < 16; xi++)
+        cg_sgemm(c, false, false, g->Co, n, g->Ci, 1.0f, cg_gep(c, U, cg_i64(c, xi * g->Co * g->Ci)), g->Ci,
+                 cg_gep(c, V, cg_i64(c, xi * g->Ci * n)), n, 0.0f, cg_gep(c, M, cg_i64(c, xi * g->Co * n)), n);
+    output_transform(c, g, M, b0, nimg, y, bias);
+}
+
+int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch) {
+    wino_geo g;
+    if (!wino_geometry(n, &g)) return cg_fail(c, n, "internal: %s is not a 3x3 stride-1 pad-1 convolution",
+                                              gim_op_name(n->op));
+    LLVMValueRef x = cg_buf(c, n->in[0]), w = cg_buf(c, n->in[1]), y = cg_buf(c, n);
+    LLVMValueRef bias = !g.bwd && n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
+    weight_transform(c, &g, w, scratch);
+    int64_t full = g.B / g.nimg, rest = g.B % g.nimg;
+    LLVMValueRef v[4] = {x, y, scratch, bias ? bias : x};
+    cg_par p = cg_par_begin(c, "wino", v, 4);
+    x = v[0], y = v[1];
+    LLVMValueRef U = v[2], b = bias ? v[3] : NULL;
+    LLVMValueRef part = cg_gep(c, U, cg_addk(c, cg_mulk(c, p.part, g.part_floats), g.u_floats));
+    LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, p.end, cg_i64(c, full), ""), p.end,
+                                      cg_i64(c, full), "");
+    cg_loop l = cg_for_begin(c, p.begin, hi, "chunk");
+    wino_chunk(c, &g, x, U, part, cg_mulk(c, l.iv, g.nimg), g.nimg, y, b);
+    cg_for_end(c, &l);
+    if (rest) {
+        cg_if last = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, p.end, cg_i64(c, g.chunks), ""), "rest");
+        wino_chunk(c, &g, x, U, part, cg_i64(c, full * g.nimg), rest, y, b);
+        cg_if_end(c, &last);
+    }
+    cg_par_end(c, &p, g.chunks);
+    return 0;
+}
