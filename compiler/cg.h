@@ -192,11 +192,11 @@ int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none *
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
 /* ---- Winograd convolutions (cg_winograd.c) ----
- * 3×3, stride-1, pad-1 conv2d and its data gradient on images of at most
+ * 3×3, stride-1, pad-1 conv2d and both its gradients on images of at most
  * 16×16 take F(2×2, 3×3) instead of im2col (cg_conv.c asks, then delegates).
  * cg_conv_winograd = 0 turns it off (benchmarks compare). */
 extern int cg_conv_winograd;
-extern int64_t cg_winograd_chunk_cap;
+extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
 int64_t cg_winograd_scratch_floats(const gim_node *n);
 int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);

@@ -1,6 +1,6 @@
 /* Code generator: 3×3, stride-1, pad-1 convolutions by Winograd's minimal
  * filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
- * Neural Networks", 2016), forward and data gradient.
+ * Neural Networks", 2016): forward, data gradient and weight gradient.
  *
  * Each 2×2 block of outputs ("tile") of one channel pair is
  *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
@@ -34,6 +34,9 @@
  * (test_op_conv --bench). The chunk's V and M fit in about this many floats. */
 int cg_conv_winograd = 1;
 int64_t cg_winograd_chunk_cap = (int64_t)1 << 16;
+/* The weight gradient's products have the chunk's tiles as their inner
+ * dimension, and gain from longer ones. */
+int64_t cg_winograd_wgrad_cap = (int64_t)1 << 18;
 
 /* Tiles a generator unrolls at most (16×16 images); larger images take im2col. */
 #define WINO_MAX_TILES 64
@@ -44,6 +47,7 @@ typedef struct wino_geo {
     int64_t nimg, chunks;        /* images per chunk; chunks */
     int64_t u_floats, part_floats;
     bool bwd;                    /* data gradient: input dy, kernel flipped and transposed */
+    bool wgrad;                  /* weight gradient: tiles of x and dy, out dw */
 } wino_geo;
 
 static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
@@ -51,12 +55,16 @@ static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
 /* Fills g when n is a convolution this file computes. */
 static bool wino_geometry(const gim_node *n, wino_geo *g) {
     if (!cg_conv_winograd) return false;
-    if (n->op != GIM_OP_CONV2D && n->op != GIM_OP_CONV2D_BWD_DATA) return false;
+    if (n->op != GIM_OP_CONV2D && n->op != GIM_OP_CONV2D_BWD_DATA && n->op != GIM_OP_CONV2D_BWD_WEIGHT)
+        return false;
     if (gim_attr_i(n, 1) != 3 || gim_attr_i(n, 2) != 1 || gim_attr_i(n, 3) != 1) return false;
-    const gim_shape *ws = &n->in[1]->shape;
-    if (ws->rank != 4 || ws->d[2] != 3 || ws->d[3] != 3) return false;
     g->bwd = n->op == GIM_OP_CONV2D_BWD_DATA;
-    const gim_shape *xs = &n->in[0]->shape;   /* x (forward) or dy (data gradient) */
+    g->wgrad = n->op == GIM_OP_CONV2D_BWD_WEIGHT;
+    const gim_shape *ws = g->wgrad ? &n->shape : &n->in[1]->shape;
+    if (ws->rank != 4 || ws->d[2] != 3 || ws->d[3] != 3) return false;
+    /* the tensor the tiles are cut from: x (forward, weight gradient) or dy (data gradient) */
+    const gim_shape *xs = &n->in[g->wgrad ? 1 : 0]->shape;
+    const gim_shape *ys = g->wgrad ? &n->in[0]->shape : &n->shape;
     if (xs->rank < 3) return false;
     int64_t O = ws->d[0], C = ws->d[1];
     g->Ci = g->bwd ? O : C;
@@ -68,19 +76,21 @@ static bool wino_geometry(const gim_node *n, wino_geo *g) {
      * tile against Ci·Co for the products: few channels (the first layer of
      * an image model) stay with im2col. Measured with test_op_conv --bench. */
     if (g->Ci * g->Co < 8 * (g->Ci + g->Co)) return false;
-    if (gim_shape_numel(&n->shape) != gim_shape_numel(xs) / g->Ci * g->Co) return false;
+    if (gim_shape_numel(ys) != gim_shape_numel(xs) / g->Ci * g->Co) return false;
     g->B = gim_shape_numel(xs) / (g->Ci * g->H * g->W);
     g->th = (g->H + 1) / 2;
     g->tw = (g->W + 1) / 2;
     g->T = g->th * g->tw;
     if (g->T > WINO_MAX_TILES || g->B < 1) return false;
     int64_t per_img = 16 * (g->Ci + g->Co) * g->T;
-    g->nimg = cg_winograd_chunk_cap / per_img;
+    g->nimg = (g->wgrad ? cg_winograd_wgrad_cap : cg_winograd_chunk_cap) / per_img;
     if (g->nimg < 1) g->nimg = 1;
     if (g->nimg > g->B) g->nimg = g->B;
     g->chunks = (g->B + g->nimg - 1) / g->nimg;
-    g->u_floats = round16(16 * g->Co * g->Ci);
-    g->part_floats = round16(g->nimg * per_img);
+    /* forward and data gradient: U, shared; weight gradient: no shared part,
+     * each part's partial dU [16, Co, Ci] before its chunk */
+    g->u_floats = g->wgrad ? 0 : round16(16 * g->Co * g->Ci);
+    g->part_floats = round16(g->nimg * per_img) + (g->wgrad ? round16(16 * g->Co * g->Ci) : 0);
     return true;
 }
 
@@ -266,10 +276,131 @@ static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRe
     output_transform(c, g, M, b0, nimg, y, bias);
 }
 
+/* ---- the weight gradient ----------------------------------------------------------
+ * Differentiating Y = Aᵀ [U ⊙ V] A with U = G g Gᵀ:
+ *     dU[ξ] [Co, Ci] = Σ_tiles dM[ξ] [Co, t] · V[ξ] [Ci, t]ᵀ,   dM = A dY Aᵀ per tile
+ *     dg = Gᵀ dU G
+ * V is the forward's input transform of x. Each part sums its chunks into a
+ * partial dU of its own; the partials are added in part order (parallel over
+ * output channels) and transformed back into dw. */
+
+/* dM[ξ, co, b·T + t] = (A dY Aᵀ)[ξ] for every tile of the chunk, dY the 2×2
+ * block of dy (zeros past an odd edge). */
+static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMValueRef b0, int64_t nimg,
+                           LLVMValueRef dM) {
+    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
+    LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W), vt = LLVMVectorType(c->f32, (unsigned)tw);
+    LLVMValueRef zrow = LLVMConstNull(rowt), zv = LLVMConstNull(vt);
+    cg_loop lb = cg_for(c, nimg, "img");
+    cg_loop lo = cg_for(c, g->Co, "co");
+    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co, lo.iv), HW);
+    LLVMValueRef mbase = cg_mad(c, lo.iv, n, cg_mulk(c, lb.iv, g->T));
+    for (int64_t ty = 0; ty < g->th; ty++) {
+        LLVMValueRef e[2][2];   /* dY[k][l] as vectors over tx */
+        for (int k = 0; k < 2; k++) {
+            int64_t r = 2 * ty + k;
+            if (r >= g->H) {
+                e[k][0] = e[k][1] = zv;
+                continue;
+            }
+            LLVMValueRef row = vec_load(c, dy, ybase, r * g->W, g->W);
+            for (int l = 0; l < 2; l++) {
+                int64_t idx[WINO_MAX_TILES];
+                for (int64_t t = 0; t < tw; t++) idx[t] = 2 * t + l < g->W ? 2 * t + l : g->W;
+                e[k][l] = shuffle(c, row, zrow, idx, tw);
+            }
+        }
+        LLVMValueRef r4[4][2];   /* A dY: rows dY0, dY0 + dY1, dY0 − dY1, −dY1 */
+        for (int l = 0; l < 2; l++) {
+            r4[0][l] = e[0][l];
+            r4[1][l] = fadd(c, e[0][l], e[1][l]);
+            r4[2][l] = fsub(c, e[0][l], e[1][l]);
+            r4[3][l] = LLVMBuildFNeg(c->b, e[1][l], "");
+        }
+        for (int i = 0; i < 4; i++) {
+            LLVMValueRef m[4] = {r4[i][0], fadd(c, r4[i][0], r4[i][1]), fsub(c, r4[i][0], r4[i][1]),
+                                 LLVMBuildFNeg(c->b, r4[i][1], "")};
+            for (int j = 0; j < 4; j++) vec_store(c, dM, mbase, (i * 4 + j) * g->Co * n + ty * tw, m[j]);
+        }
+    }
+    cg_for_end(c, &lo);
+    cg_for_end(c, &lb);
+}
+
+/* One chunk: V from x, dM from dy, dU[ξ] += dM[ξ] V[ξ]ᵀ. */
+static void wgrad_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dU,
+                        LLVMValueRef b0, int64_t nimg) {
+    int64_t n = nimg * g->T;
+    LLVMValueRef V = cg_gep(c, dU, cg_i64(c, round16(16 * g->Co * g->Ci)));
+    LLVMValueRef dM = cg_gep(c, V, cg_i64(c, 16 * g->Ci * n));
+    input_transform(c, g, x, b0, nimg, V);
+    grad_transform(c, g, dy, b0, nimg, dM);
+    for (int64_t xi = 0; xi < 16; xi++)
+        cg_sgemm(c, false, true, g->Co, g->Ci, n, 1.0f, cg_gep(c, dM, cg_i64(c, xi * g->Co * n)), n,
+                 cg_gep(c, V, cg_i64(c, xi * g->Ci * n)), n, 1.0f, cg_gep(c, dU, cg_i64(c, xi * g->Co * g->Ci)),
+                 g->Ci);
+}
+
+static int wino_wgrad(cg_ctx *c, const wino_geo *g, const gim_node *n, LLVMValueRef scratch) {
+    LLVMValueRef dy = cg_buf(c, n->in[0]), x = cg_buf(c, n->in[1]), dw = cg_buf(c, n);
+    int64_t full = g->B / g->nimg, rest = g->B % g->nimg, parts = cg_par_parts(g->chunks);
+    int64_t nu = 16 * g->Co * g->Ci;
+    LLVMValueRef v[3] = {x, dy, scratch};
+    cg_par p = cg_par_begin(c, "wino.dw", v, 3);
+    LLVMValueRef dU = cg_gep(c, v[2], cg_mulk(c, p.part, g->part_floats));
+    cg_zero(c, dU, cg_i64(c, nu));
+    LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, p.end, cg_i64(c, full), ""), p.end,
+                                      cg_i64(c, full), "");
+    cg_loop l = cg_for_begin(c, p.begin, hi, "chunk");
+    wgrad_chunk(c, g, v[0], v[1], dU, cg_mulk(c, l.iv, g->nimg), g->nimg);
+    cg_for_end(c, &l);
+    if (rest) {
+        cg_if last = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, p.end, cg_i64(c, g->chunks), ""), "rest");
+        wgrad_chunk(c, g, v[0], v[1], dU, cg_i64(c, full * g->nimg), rest);
+        cg_if_end(c, &last);
+    }
+    cg_par_end(c, &p, g->chunks);
+
+    /* dw[o, c] = Gᵀ (Σ_t dU_t[·, o, c]) G, parallel over o */
+    LLVMValueRef w2[2] = {scratch, dw};
+    cg_par q = cg_par_begin(c, "wino.dw.sum", w2, 2);
+    cg_loop lo = cg_for_begin(c, q.begin, q.end, "co");
+    cg_loop li = cg_for(c, g->Ci, "ci");
+    LLVMValueRef ubase = cg_mad(c, lo.iv, g->Ci, li.iv);
+    LLVMValueRef u[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            LLVMValueRef sum = NULL;
+            for (int64_t t = 0; t < parts; t++) {
+                LLVMValueRef x1 = load_at(c, w2[0], ubase, t * g->part_floats + (i * 4 + j) * g->Co * g->Ci);
+                sum = sum ? fadd(c, sum, x1) : x1;
+            }
+            u[i][j] = sum;
+        }
+    LLVMValueRef s3[3][4];   /* Gᵀ dU */
+    for (int j = 0; j < 4; j++) {
+        LLVMValueRef h1 = half(c, u[1][j]), h2 = half(c, u[2][j]);
+        s3[0][j] = fadd(c, fadd(c, u[0][j], h1), h2);
+        s3[1][j] = fsub(c, h1, h2);
+        s3[2][j] = fadd(c, fadd(c, h1, h2), u[3][j]);
+    }
+    LLVMValueRef wbase = cg_mulk(c, ubase, 9);
+    for (int a = 0; a < 3; a++) {
+        LLVMValueRef h1 = half(c, s3[a][1]), h2 = half(c, s3[a][2]);
+        LLVMValueRef d3[3] = {fadd(c, fadd(c, s3[a][0], h1), h2), fsub(c, h1, h2), fadd(c, fadd(c, h1, h2), s3[a][3])};
+        for (int b = 0; b < 3; b++) store_at(c, w2[1], wbase, a * 3 + b, d3[b]);
+    }
+    cg_for_end(c, &li);
+    cg_for_end(c, &lo);
+    cg_par_end(c, &q, g->Co);
+    return 0;
+}
+
 int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch) {
     wino_geo g;
     if (!wino_geometry(n, &g)) return cg_fail(c, n, "internal: %s is not a 3x3 stride-1 pad-1 convolution",
                                               gim_op_name(n->op));
+    if (g.wgrad) return wino_wgrad(c, &g, n, scratch);
     LLVMValueRef x = cg_buf(c, n->in[0]), w = cg_buf(c, n->in[1]), y = cg_buf(c, n);
     LLVMValueRef bias = !g.bwd && n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
     weight_transform(c, &g, w, scratch);

@@ -142,7 +142,7 @@ extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
 extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
-extern int64_t cg_winograd_chunk_cap;
+extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
 
 /* ---- convolutions ---------------------------------------------------------------- */
@@ -197,7 +197,7 @@ static int run_conv_planned(const conv_case *cc, const gim_node *x, const gim_no
 }
 
 static bool conv_planned;   /* check_conv runs through run_conv_planned */
-static bool expect_winograd;   /* check_conv asserts its forward and data gradient take Winograd */
+static bool expect_winograd;   /* check_conv asserts its three ops take Winograd */
 
 /* Forward against the reference, then both backward ops against finite
  * differences of the reference forward. */
@@ -241,7 +241,7 @@ static void check_conv(const conv_case *cc, unsigned seed) {
     bufs[y->id] = rand_f(ny, 5);   /* garbage: the op must overwrite it */
     bufs[dx->id] = rand_f(nx, 6);
     bufs[dw->id] = rand_f(nw, 7);
-    if (expect_winograd) CU_ASSERT(cg_winograd_applies(y) && cg_winograd_applies(dx));
+    if (expect_winograd) CU_ASSERT(cg_winograd_applies(y) && cg_winograd_applies(dx) && cg_winograd_applies(dw));
     gim_node *targets[3] = {y, dx, dw};
     int rc = conv_planned ? run_conv_planned(cc, x, w, y, dx, dw, bufs, b, dy) : jit_run(g, targets, 3, bufs);
     CU_ASSERT_FATAL(rc == 0);
@@ -305,7 +305,7 @@ static void test_conv2d_paths(void) {
 }
 
 /* 3x3, stride 1, pad 1 with enough channels: Winograd F(2x2, 3x3) for the
- * forward and data gradient (compiler/cg_winograd.c); each case runs with it
+ * forward and both gradients (compiler/cg_winograd.c); each case runs with it
  * and, for comparison, through im2col. Several chunks and a partial one,
  * odd sizes (half tiles), a 2x2 image (one tile), a one-row image, no bias,
  * and the planned scratch. */
@@ -594,12 +594,17 @@ static void bench(void) {
     static const struct { int64_t C, O, s, H; } layers[] = {
         {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
     };
-    static const struct { int64_t cap; int wide_all, wgrad_t, wino; int64_t wino_cap; const char *name; } caps[] = {
-        {1, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, "im2col"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, "wino 128K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, "wino 256K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, "wino 512K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, "wino 1MB"},
+    static const struct {
+        int64_t cap;
+        int wide_all, wgrad_t, wino;
+        int64_t wino_cap, wgrad_cap;
+        const char *name;
+    } caps[] = {
+        {1, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, "im2col"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, "wino 128K/256K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, "wino 256K/1M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, "wino 512K/2M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, "wino 1M/4M"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
@@ -644,6 +649,7 @@ static void bench(void) {
             cg_conv_wgrad_t = caps[ci].wgrad_t;
             cg_conv_winograd = caps[ci].wino;
             cg_winograd_chunk_cap = caps[ci].wino_cap;
+            cg_winograd_wgrad_cap = caps[ci].wgrad_cap;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
