@@ -52,6 +52,12 @@ typedef struct wino_geo {
 
 static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
 
+/* Floats between consecutive ξ blocks of U, V or M holding `rows` rows of n:
+ * a cache line more than the block, so that the 16 blocks a transform writes
+ * at once do not all fall into the same L1 set (their size is often a
+ * multiple of 4 KB). */
+static int64_t xstride(int64_t rows, int64_t n) { return round16(rows * n) + 16; }
+
 /* Fills g when n is a convolution this file computes. */
 static bool wino_geometry(const gim_node *n, wino_geo *g) {
     if (!cg_conv_winograd) return false;
@@ -89,8 +95,9 @@ static bool wino_geometry(const gim_node *n, wino_geo *g) {
     g->chunks = (g->B + g->nimg - 1) / g->nimg;
     /* forward and data gradient: U, shared; weight gradient: no shared part,
      * each part's partial dU [16, Co, Ci] before its chunk */
-    g->u_floats = g->wgrad ? 0 : round16(16 * g->Co * g->Ci);
-    g->part_floats = round16(g->nimg * per_img) + (g->wgrad ? round16(16 * g->Co * g->Ci) : 0);
+    g->u_floats = g->wgrad ? 0 : 16 * xstride(g->Co, g->Ci);
+    g->part_floats = 16 * (xstride(g->Ci, g->nimg * g->T) + xstride(g->Co, g->nimg * g->T)) +
+                     (g->wgrad ? 16 * xstride(g->Co, g->Ci) : 0);
     return true;
 }
 
@@ -148,7 +155,7 @@ static void weight_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef w, LLVMV
     for (int i = 0; i < 4; i++) {
         LLVMValueRef u[4] = {t[i][0], half(c, fadd(c, fadd(c, t[i][0], t[i][1]), t[i][2])),
                              half(c, fadd(c, fsub(c, t[i][0], t[i][1]), t[i][2])), t[i][2]};
-        for (int j = 0; j < 4; j++) store_at(c, U, ubase, (i * 4 + j) * g->Co * g->Ci, u[j]);
+        for (int j = 0; j < 4; j++) store_at(c, U, ubase, (i * 4 + j) * xstride(g->Co, g->Ci), u[j]);
     }
     cg_for_end(c, &li);
     cg_for_end(c, &lo);
@@ -215,7 +222,7 @@ static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMVa
         for (int i = 0; i < 4; i++) {
             LLVMValueRef v[4] = {fsub(c, s[i][0], s[i][2]), fadd(c, s[i][1], s[i][2]),
                                  fsub(c, s[i][2], s[i][1]), fsub(c, s[i][1], s[i][3])};
-            for (int j = 0; j < 4; j++) vec_store(c, V, vbase, (i * 4 + j) * g->Ci * n + ty * tw, v[j]);
+            for (int j = 0; j < 4; j++) vec_store(c, V, vbase, (i * 4 + j) * xstride(g->Ci, n) + ty * tw, v[j]);
         }
     }
     cg_for_end(c, &li);
@@ -241,7 +248,7 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
     for (int64_t ty = 0; ty < g->th; ty++) {
         LLVMValueRef m[4][4];
         for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) m[i][j] = vec_load(c, M, mbase, (i * 4 + j) * g->Co * n + ty * tw, tw);
+            for (int j = 0; j < 4; j++) m[i][j] = vec_load(c, M, mbase, (i * 4 + j) * xstride(g->Co, n) + ty * tw, tw);
         LLVMValueRef a[2][4];   /* Aᵀ m */
         for (int j = 0; j < 4; j++) {
             a[0][j] = fadd(c, fadd(c, m[0][j], m[1][j]), m[2][j]);
@@ -268,11 +275,12 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
 static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef U, LLVMValueRef part,
                        LLVMValueRef b0, int64_t nimg, LLVMValueRef y, LLVMValueRef bias) {
     int64_t n = nimg * g->T;
-    LLVMValueRef V = part, M = cg_gep(c, part, cg_i64(c, 16 * g->Ci * n));
+    LLVMValueRef V = part, M = cg_gep(c, part, cg_i64(c, 16 * xstride(g->Ci, n)));
     input_transform(c, g, x, b0, nimg, V);
     for (int64_t xi = 0; xi < 16; xi++)
-        cg_sgemm(c, false, false, g->Co, n, g->Ci, 1.0f, cg_gep(c, U, cg_i64(c, xi * g->Co * g->Ci)), g->Ci,
-                 cg_gep(c, V, cg_i64(c, xi * g->Ci * n)), n, 0.0f, cg_gep(c, M, cg_i64(c, xi * g->Co * n)), n);
+        cg_sgemm(c, false, false, g->Co, n, g->Ci, 1.0f, cg_gep(c, U, cg_i64(c, xi * xstride(g->Co, g->Ci))), g->Ci,
+                 cg_gep(c, V, cg_i64(c, xi * xstride(g->Ci, n))), n, 0.0f, cg_gep(c, M, cg_i64(c, xi * xstride(g->Co, n))),
+                 n);
     output_transform(c, g, M, b0, nimg, y, bias);
 }
 
@@ -320,7 +328,7 @@ static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMVa
         for (int i = 0; i < 4; i++) {
             LLVMValueRef m[4] = {r4[i][0], fadd(c, r4[i][0], r4[i][1]), fsub(c, r4[i][0], r4[i][1]),
                                  LLVMBuildFNeg(c->b, r4[i][1], "")};
-            for (int j = 0; j < 4; j++) vec_store(c, dM, mbase, (i * 4 + j) * g->Co * n + ty * tw, m[j]);
+            for (int j = 0; j < 4; j++) vec_store(c, dM, mbase, (i * 4 + j) * xstride(g->Co, n) + ty * tw, m[j]);
         }
     }
     cg_for_end(c, &lo);
@@ -331,20 +339,20 @@ static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMVa
 static void wgrad_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef dy, LLVMValueRef dU,
                         LLVMValueRef b0, int64_t nimg) {
     int64_t n = nimg * g->T;
-    LLVMValueRef V = cg_gep(c, dU, cg_i64(c, round16(16 * g->Co * g->Ci)));
-    LLVMValueRef dM = cg_gep(c, V, cg_i64(c, 16 * g->Ci * n));
+    LLVMValueRef V = cg_gep(c, dU, cg_i64(c, 16 * xstride(g->Co, g->Ci)));
+    LLVMValueRef dM = cg_gep(c, V, cg_i64(c, 16 * xstride(g->Ci, n)));
     input_transform(c, g, x, b0, nimg, V);
     grad_transform(c, g, dy, b0, nimg, dM);
     for (int64_t xi = 0; xi < 16; xi++)
-        cg_sgemm(c, false, true, g->Co, g->Ci, n, 1.0f, cg_gep(c, dM, cg_i64(c, xi * g->Co * n)), n,
-                 cg_gep(c, V, cg_i64(c, xi * g->Ci * n)), n, 1.0f, cg_gep(c, dU, cg_i64(c, xi * g->Co * g->Ci)),
+        cg_sgemm(c, false, true, g->Co, g->Ci, n, 1.0f, cg_gep(c, dM, cg_i64(c, xi * xstride(g->Co, n))), n,
+                 cg_gep(c, V, cg_i64(c, xi * xstride(g->Ci, n))), n, 1.0f, cg_gep(c, dU, cg_i64(c, xi * xstride(g->Co, g->Ci))),
                  g->Ci);
 }
 
 static int wino_wgrad(cg_ctx *c, const wino_geo *g, const gim_node *n, LLVMValueRef scratch) {
     LLVMValueRef dy = cg_buf(c, n->in[0]), x = cg_buf(c, n->in[1]), dw = cg_buf(c, n);
     int64_t full = g->B / g->nimg, rest = g->B % g->nimg, parts = cg_par_parts(g->chunks);
-    int64_t nu = 16 * g->Co * g->Ci;
+    int64_t nu = 16 * xstride(g->Co, g->Ci);
     LLVMValueRef v[3] = {x, dy, scratch};
     cg_par p = cg_par_begin(c, "wino.dw", v, 3);
     LLVMValueRef dU = cg_gep(c, v[2], cg_mulk(c, p.part, g->part_floats));
@@ -372,7 +380,7 @@ static int wino_wgrad(cg_ctx *c, const wino_geo *g, const gim_node *n, LLVMValue
         for (int j = 0; j < 4; j++) {
             LLVMValueRef sum = NULL;
             for (int64_t t = 0; t < parts; t++) {
-                LLVMValueRef x1 = load_at(c, w2[0], ubase, t * g->part_floats + (i * 4 + j) * g->Co * g->Ci);
+                LLVMValueRef x1 = load_at(c, w2[0], ubase, t * g->part_floats + (i * 4 + j) * xstride(g->Co, g->Ci));
                 sum = sum ? fadd(c, sum, x1) : x1;
             }
             u[i][j] = sum;
