@@ -199,6 +199,22 @@ static LLVMValueRef begin_toplevel(emitter *e, const char *fname, LLVMTypeRef re
     return fn;
 }
 
+/* GIM_PROFILE: the clock before a timed call (NULL when not profiling), and
+ * after it, adding the time to the table's row `label`. */
+static LLVMValueRef prof_begin(emitter *e) {
+    cg_ctx *c = &e->c;
+    return cg_profile_enabled() ? cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL) : NULL;
+}
+
+static void prof_end(emitter *e, LLVMValueRef t0, const char *label) {
+    cg_ctx *c = &e->c;
+    LLVMValueRef t1 = cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL);
+    int id = cg_profile_register(label);
+    LLVMTypeRef t[2] = {c->i32, c->i64};
+    LLVMValueRef a[2] = {cg_i32(c, id), LLVMBuildSub(c->b, t1, t0, "")};
+    cg_call(c, "gim_cg_prof_add", c->void_t, a, 2, t);
+}
+
 /* Calls n's function with its planned buffers. */
 static void emit_node_call(emitter *e, const gim_node *n) {
     cg_ctx *c = &e->c;
@@ -211,17 +227,12 @@ static void emit_node_call(emitter *e, const gim_node *n) {
     for (int i = 0; i < n->n_in; i++) args[k++] = node_ptr(e, n->in[i]);
     int64_t s = e->plan->scratch[n->id];
     args[k++] = s >= 0 ? gep_floats(e, e->base[F_WORK], s, "scratch") : LLVMConstPointerNull(c->ptr);
-    LLVMValueRef t0 = NULL;
-    if (cg_profile_enabled()) t0 = cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL);
+    LLVMValueRef t0 = prof_begin(e);
     LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, (unsigned)k, "");
     if (t0) {
-        LLVMValueRef t1 = cg_call(c, "gim_cg_prof_now", c->i64, NULL, 0, NULL);
         const char *fname = LLVMGetValueName(c->fn);
-        int id = cg_profile_register(gim_arena_printf(e->arena, "m%d %s%s", e->mi, node_label(e, n),
-                                                      strstr(fname, "forward") ? " (forward fn)" : ""));
-        LLVMTypeRef t[2] = {c->i32, c->i64};
-        LLVMValueRef a[2] = {cg_i32(c, id), LLVMBuildSub(c->b, t1, t0, "")};
-        cg_call(c, "gim_cg_prof_add", c->void_t, a, 2, t);
+        prof_end(e, t0, gim_arena_printf(e->arena, "m%d %s%s", e->mi, node_label(e, n),
+                                         strstr(fname, "forward") ? " (forward fn)" : ""));
     }
 }
 
@@ -355,7 +366,11 @@ static void emit_step(emitter *e) {
         cg_if u = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, no_update, cg_i32(c, 0), "update"), "update");
         LLVMValueRef fn = optimizer_function(e);
         LLVMValueRef args[5] = {e->base[F_PARAMS], e->base[F_GRADS], e->base[F_OPT], c->lr, c->step};
+        LLVMValueRef t0 = prof_begin(e);
         LLVMBuildCall2(c->b, LLVMGlobalGetValueType(fn), fn, args, 5, "");
+        /* (named gim_m<N>.adam or .sgd) */
+        if (t0)
+            prof_end(e, t0, gim_arena_printf(e->arena, "m%d optimizer (%s)", e->mi, strrchr(LLVMGetValueName(fn), '.') + 1));
         cg_if_end(c, &u);
     }
     LLVMBuildRet(c->b, loss);
