@@ -137,61 +137,178 @@ static LLVMValueRef sum_row(cg_ctx *c, LLVMValueRef x, LLVMValueRef base, int64_
     return cg_sum(c, x, base, len);
 }
 
+/* The reductions below loop over `count` units of work (rows, channels,
+ * blocks of a row), each unit writing its own output elements and reading
+ * about `width` floats. From EW_PAR_MIN floats in all they run over the pool,
+ * units grouped into blocks of about EW_BLOCK floats; a unit computes its
+ * elements in the same order either way, so the bits do not depend on the
+ * threads. Between units_begin and units_end the caller emits units
+ * [u.lo, u.hi) with vals (the body's copies when parallel). */
+typedef struct units {
+    LLVMValueRef lo, hi;
+    bool par;
+    int64_t blocks;
+    cg_par p;
+} units;
+
+static units units_begin(cg_ctx *c, const char *name, int64_t count, int64_t width, LLVMValueRef *vals, int nvals) {
+    units u = {0};
+    int64_t per = width > 0 && width < EW_BLOCK ? EW_BLOCK / width : 1;   /* units per block */
+    u.blocks = (count + per - 1) / per;
+    if (count * width < EW_PAR_MIN || u.blocks < 2) {
+        u.lo = cg_i64(c, 0);
+        u.hi = cg_i64(c, count);
+        return u;
+    }
+    u.par = true;
+    u.p = cg_par_begin(c, name, vals, nvals);
+    u.lo = cg_mulk(c, u.p.begin, per);
+    LLVMValueRef hi = cg_mulk(c, u.p.end, per);
+    u.hi = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, hi, cg_i64(c, count), ""), hi, cg_i64(c, count));
+    return u;
+}
+
+static void units_end(cg_ctx *c, units *u) {
+    if (u->par) cg_par_end(c, &u->p, u->blocks);
+}
+
+/* Unit u of outer × ⌈len/blk⌉ blocks along a dimension of length len: its
+ * outer index *o and its block [*j0, *j1). Constants when one block covers len. */
+static void unit_block(cg_ctx *c, LLVMValueRef u, int64_t len, int64_t blk, LLVMValueRef *o, LLVMValueRef *j0,
+                       LLVMValueRef *j1) {
+    if (blk >= len) {
+        *o = u;
+        *j0 = cg_i64(c, 0);
+        *j1 = cg_i64(c, len);
+        return;
+    }
+    int64_t nb = (len + blk - 1) / blk;
+    *o = LLVMBuildUDiv(c->b, u, cg_i64(c, nb), "o");
+    *j0 = cg_mulk(c, LLVMBuildURem(c->b, u, cg_i64(c, nb), ""), blk);
+    LLVMValueRef e = cg_addk(c, *j0, blk);
+    *j1 = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, e, cg_i64(c, len), ""), e, cg_i64(c, len));
+}
+
+/* y[o, i] = (1/len) Σ_k x[o, k, i], x viewed as [outer, len, inner].
+ * inner 1: one vectorised sum per row, units of rows. Otherwise accumulated
+ * row by row (k outer, i inner) so the inner loop is contiguous and
+ * vectorises, units of (o, block of EW_BLOCK i). */
+static void emit_mean(cg_ctx *c, LLVMValueRef x, LLVMValueRef y, int64_t outer, int64_t len, int64_t inner) {
+    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
+    LLVMValueRef v[2] = {x, y};
+    if (inner == 1) {
+        units u = units_begin(c, "mean", outer, len, v, 2);
+        cg_loop o = cg_for_begin(c, u.lo, u.hi, "o");
+        LLVMValueRef s = sum_row(c, v[0], cg_mulk(c, o.iv, len), len);
+        cg_storef(c, v[1], o.iv, LLVMBuildFMul(c->b, s, scale, "mean"));
+        cg_for_end(c, &o);
+        units_end(c, &u);
+        return;
+    }
+    int64_t blk = inner < EW_BLOCK ? inner : EW_BLOCK, nb = (inner + blk - 1) / blk;
+    units u = units_begin(c, "mean", outer * nb, len * blk, v, 2);
+    cg_loop r = cg_for_begin(c, u.lo, u.hi, "u");
+    LLVMValueRef o, i0, i1;
+    unit_block(c, r.iv, inner, blk, &o, &i0, &i1);
+    LLVMValueRef ybase = cg_mulk(c, o, inner);
+    cg_loop iz = cg_for_begin(c, i0, i1, "i");
+    cg_storef(c, v[1], cg_add(c, ybase, iz.iv), cg_f32(c, 0.0f));
+    cg_for_end(c, &iz);
+    cg_loop k = cg_for(c, len, "k");
+    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o, len, k.iv), inner);
+    cg_loop i = cg_for_begin(c, i0, i1, "i");
+    LLVMValueRef yi = cg_add(c, ybase, i.iv);
+    LLVMValueRef xv = LLVMBuildFMul(c->b, cg_loadf(c, v[0], cg_add(c, xbase, i.iv)), scale, "");
+    cg_storef(c, v[1], yi, LLVMBuildFAdd(c->b, cg_loadf(c, v[1], yi), xv, ""));
+    cg_for_end(c, &i);
+    cg_for_end(c, &k);
+    cg_for_end(c, &r);
+    units_end(c, &u);
+}
+
+/* dst[base + j] = v for j < n (n a constant) as whole vector stores of 16,
+ * then 8 and 4 floats, then single floats. (Left to the loop vectoriser, a
+ * short run inside a loop over rows became scattered stores across rows.) */
+static void fill_run(cg_ctx *c, LLVMValueRef dst, LLVMValueRef base, int64_t n, LLVMValueRef v) {
+    int64_t done = 0;
+    for (int w = 16; w >= 4; w /= 2) {
+        int64_t chunks = (n - done) / w;
+        if (chunks == 0) continue;
+        LLVMTypeRef vt = LLVMVectorType(c->f32, (unsigned)w);
+        LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), v, cg_i32(c, 0), "");
+        LLVMValueRef zeros[16];
+        for (int i = 0; i < w; i++) zeros[i] = cg_i32(c, 0);
+        LLVMValueRef vv = LLVMBuildShuffleVector(c->b, one, LLVMGetPoison(vt), LLVMConstVector(zeros, (unsigned)w), "");
+        cg_loop j = cg_for_begin(c, cg_i64(c, 0), cg_i64(c, chunks), "fill");
+        LLVMValueRef at = cg_gep(c, dst, cg_add(c, base, cg_addk(c, cg_mulk(c, j.iv, w), done)));
+        LLVMValueRef st = LLVMBuildStore(c->b, vv, at);
+        LLVMSetAlignment(st, 4);
+        cg_for_end(c, &j);
+        done += chunks * w;
+    }
+    for (; done < n; done++) cg_storef(c, dst, cg_addk(c, base, done), v);
+}
+
+/* dx[o, k, i] = dy[o, i] / len, dx viewed as [outer, len, inner]; units of
+ * (o, block of k) covering about EW_BLOCK floats of dx. */
+static void emit_mean_bwd(cg_ctx *c, LLVMValueRef dy, LLVMValueRef dx, int64_t outer, int64_t len, int64_t inner) {
+    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
+    int64_t blk = inner < EW_BLOCK ? EW_BLOCK / inner : 1;
+    if (blk > len) blk = len;
+    int64_t nb = (len + blk - 1) / blk;
+    LLVMValueRef v[2] = {dy, dx};
+    units u = units_begin(c, "mean_bwd", outer * nb, blk * inner, v, 2);
+    cg_loop r = cg_for_begin(c, u.lo, u.hi, "u");
+    LLVMValueRef o, k0, k1;
+    unit_block(c, r.iv, len, blk, &o, &k0, &k1);
+    if (inner == 1 && nb == 1) {
+        /* a row dx[o, 0..len) of one value */
+        LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], o), scale, "");
+        fill_run(c, v[1], cg_mulk(c, o, len), len, val);
+        cg_for_end(c, &r);
+        units_end(c, &u);
+        return;
+    }
+    LLVMValueRef ybase = cg_mulk(c, o, inner);
+    cg_loop k = cg_for_begin(c, k0, k1, "k");
+    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o, len, k.iv), inner);
+    if (inner == 1) {
+        LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], o), scale, "");
+        cg_storef(c, v[1], xbase, val);
+    } else {
+        cg_loop i = cg_for(c, inner, "i");
+        LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], cg_add(c, ybase, i.iv)), scale, "");
+        cg_storef(c, v[1], cg_add(c, xbase, i.iv), val);
+        cg_for_end(c, &i);
+    }
+    cg_for_end(c, &k);
+    cg_for_end(c, &r);
+    units_end(c, &u);
+}
+
 /* spatial_mean: x [..., C, H, W] -> y [..., C], y[o] = (1/HW) Σ_k x[o·HW + k] */
 static int g_spatial_mean(cg_ctx *c, const gim_node *n) {
     int64_t no = numel(n), hw = numel(n->in[0]) / (no ? no : 1);
-    LLVMValueRef x = cg_buf(c, n->in[0]), y = cg_buf(c, n);
-    cg_loop o = cg_for(c, no, "o");
-    LLVMValueRef s = sum_row(c, x, cg_mulk(c, o.iv, hw), hw);
-    cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, cg_f32(c, (float)(1.0 / (double)hw)), "mean"));
-    cg_for_end(c, &o);
+    emit_mean(c, cg_buf(c, n->in[0]), cg_buf(c, n), no, hw, 1);
     return 0;
 }
 
 /* spatial_mean_bwd: dx[o·HW + k] = dy[o] / HW */
 static int g_spatial_mean_bwd(cg_ctx *c, const gim_node *n) {
     int64_t no = numel(n->in[0]), hw = numel(n) / (no ? no : 1);
-    LLVMValueRef dy = cg_buf(c, n->in[0]), dx = cg_buf(c, n);
-    cg_loop o = cg_for(c, no, "o");
-    LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, dy, o.iv), cg_f32(c, (float)(1.0 / (double)hw)), "");
-    LLVMValueRef base = cg_mulk(c, o.iv, hw);
-    cg_loop k = cg_for(c, hw, "k");
-    cg_storef(c, dx, cg_add(c, base, k.iv), v);
-    cg_for_end(c, &k);
-    cg_for_end(c, &o);
+    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), no, hw, 1);
     return 0;
 }
 
 /* mean over axis a: y[o, i] = (1/len) Σ_k x[o, k, i] with x viewed as
- * [outer, len, inner]. Accumulated row by row (k outer, i inner) so the inner
- * loop is contiguous and vectorises; a single strided sum when inner is 1. */
+ * [outer, len, inner] */
 static int g_mean(cg_ctx *c, const gim_node *n) {
     const gim_node *xn = n->in[0];
     int axis = (int)gim_attr_i(n, 0);
     if (axis < 0 || axis >= xn->shape.rank) return cg_fail(c, n, "internal: mean axis %d out of range", axis);
     int64_t outer, len, inner;
     split_axis(&xn->shape, axis, &outer, &len, &inner);
-    LLVMValueRef x = cg_buf(c, xn), y = cg_buf(c, n);
-    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
-    cg_loop o = cg_for(c, outer, "o");
-    if (inner == 1) {
-        LLVMValueRef s = sum_row(c, x, cg_mulk(c, o.iv, len), len);
-        cg_storef(c, y, o.iv, LLVMBuildFMul(c->b, s, scale, "mean"));
-    } else {
-        LLVMValueRef ybase = cg_mulk(c, o.iv, inner);
-        cg_loop i0 = cg_for(c, inner, "i");
-        cg_storef(c, y, cg_add(c, ybase, i0.iv), cg_f32(c, 0.0f));
-        cg_for_end(c, &i0);
-        cg_loop k = cg_for(c, len, "k");
-        LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner);
-        cg_loop i = cg_for(c, inner, "i");
-        LLVMValueRef yi = cg_add(c, ybase, i.iv);
-        LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, x, cg_add(c, xbase, i.iv)), scale, "");
-        cg_storef(c, y, yi, LLVMBuildFAdd(c->b, cg_loadf(c, y, yi), v, ""));
-        cg_for_end(c, &i);
-        cg_for_end(c, &k);
-    }
-    cg_for_end(c, &o);
+    emit_mean(c, cg_buf(c, xn), cg_buf(c, n), outer, len, inner);
     return 0;
 }
 
@@ -201,23 +318,49 @@ static int g_mean_bwd(cg_ctx *c, const gim_node *n) {
     if (axis < 0 || axis >= n->shape.rank) return cg_fail(c, n, "internal: mean_bwd axis %d out of range", axis);
     int64_t outer, len, inner;
     split_axis(&n->shape, axis, &outer, &len, &inner);
-    LLVMValueRef dy = cg_buf(c, n->in[0]), dx = cg_buf(c, n);
-    LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
-    cg_loop o = cg_for(c, outer, "o");
-    cg_loop k = cg_for(c, len, "k");
-    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner);
-    LLVMValueRef ybase = cg_mulk(c, o.iv, inner);
-    cg_loop i = cg_for(c, inner, "i");
-    LLVMValueRef v = LLVMBuildFMul(c->b, cg_loadf(c, dy, cg_add(c, ybase, i.iv)), scale, "");
-    cg_storef(c, dx, cg_add(c, xbase, i.iv), v);
-    cg_for_end(c, &i);
-    cg_for_end(c, &k);
-    cg_for_end(c, &o);
+    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), outer, len, inner);
     return 0;
 }
 
+/* Floats of dy a part of a parallel bias_bwd reads in one piece per o: at
+ * least BIAS_RUN (whole channels of inner floats each). A part reads its
+ * channels' rows only, so with a few short channels it would read dy in
+ * short strided pieces: 32 channels of 64 floats cut in two parts were
+ * measured slower than the serial sweep, even on two threads. */
+#define BIAS_RUN 4096
+/* Most channels a part of a parallel bias_bwd sums on its stack. */
+#define BIAS_PART_MAX 16384
+
+/* db[k0 + j] = Σ_o s(o, k0 + j) for j < k1 − k0, in o order from 0,
+ * accumulated in acc[j] (acc = db and k0 = 0 in a serial loop), then copied
+ * to db. s(o, k) = dy[o, k] when inner is 1 (the loop over k vectorises),
+ * else the vectorised sum of the row dy[o, k, 0..inner). Rows are read in
+ * memory order (o outer, k inner). */
+static void bias_sums(cg_ctx *c, LLVMValueRef dy, LLVMValueRef db, LLVMValueRef acc, LLVMValueRef k0, LLVMValueRef k1,
+                      int64_t outer, int64_t len, int64_t inner) {
+    LLVMValueRef nk = LLVMBuildNSWSub(c->b, k1, k0, "channels");
+    cg_loop jz = cg_for_begin(c, cg_i64(c, 0), nk, "j");
+    cg_storef(c, acc, jz.iv, cg_f32(c, 0.0f));
+    cg_for_end(c, &jz);
+    cg_loop o = cg_for(c, outer, "o");
+    LLVMValueRef base = cg_mad(c, o.iv, len, k0);
+    cg_loop j = cg_for_begin(c, cg_i64(c, 0), nk, "j");
+    LLVMValueRef row = cg_add(c, base, j.iv);
+    LLVMValueRef s = inner == 1 ? cg_loadf(c, dy, row) : sum_row(c, dy, cg_mulk(c, row, inner), inner);
+    cg_storef(c, acc, j.iv, LLVMBuildFAdd(c->b, cg_loadf(c, acc, j.iv), s, ""));
+    cg_for_end(c, &j);
+    cg_for_end(c, &o);
+    if (acc == db) return;
+    cg_loop jc = cg_for_begin(c, cg_i64(c, 0), nk, "j");
+    cg_storef(c, db, cg_add(c, k0, jc.iv), cg_loadf(c, acc, jc.iv));
+    cg_for_end(c, &jc);
+}
+
 /* bias_bwd: db[k] = Σ_{o, i} dy[o, k, i], dy viewed as [outer, len, inner]
- * around `axis`. */
+ * around `axis`. Over the pool, a part takes a range of channels (blocks of
+ * at least BIAS_RUN floats per o) and sums them on its own stack, so parts
+ * never write to the same cache line while they run; each db[k] is summed
+ * over o in the same order as the serial loop, whatever the threads. */
 static int g_bias_bwd(cg_ctx *c, const gim_node *n) {
     const gim_node *dyn = n->in[0];
     int axis = (int)gim_attr_i(n, 0);
@@ -226,25 +369,26 @@ static int g_bias_bwd(cg_ctx *c, const gim_node *n) {
     split_axis(&dyn->shape, axis, &outer, &len, &inner);
     if (numel(n) != len) return cg_fail(c, n, "internal: bias_bwd output has %lld floats, expected %lld",
                                         (long long)numel(n), (long long)len);
-    LLVMValueRef dy = cg_buf(c, dyn), db = cg_buf(c, n);
-    cg_zero(c, db, cg_i64(c, len));
-    if (inner == 1) {
-        /* db[k] += dy[o, k]: contiguous rows, vectorised over k */
-        cg_loop o = cg_for(c, outer, "o");
-        LLVMValueRef base = cg_mulk(c, o.iv, len);
-        cg_loop k = cg_for(c, len, "k");
-        LLVMValueRef v = cg_loadf(c, dy, cg_add(c, base, k.iv));
-        cg_storef(c, db, k.iv, LLVMBuildFAdd(c->b, cg_loadf(c, db, k.iv), v, ""));
-        cg_for_end(c, &k);
-        cg_for_end(c, &o);
+    LLVMValueRef v[2] = {cg_buf(c, dyn), cg_buf(c, n)};
+    int64_t blk = (BIAS_RUN + inner - 1) / inner, nb = (len + blk - 1) / blk;
+    /* channels of the largest part */
+    int64_t parts = cg_par_parts(nb), most = ((nb + parts - 1) / parts) * blk;
+    units u = {0};
+    if (most <= BIAS_PART_MAX) u = units_begin(c, "bias_bwd", nb, outer * inner * blk, v, 2);
+    if (!u.par) {
+        bias_sums(c, v[0], v[1], v[1], cg_i64(c, 0), cg_i64(c, len), outer, len, inner);
         return 0;
     }
-    cg_loop o = cg_for(c, outer, "o");
-    cg_loop k = cg_for(c, len, "k");
-    LLVMValueRef s = sum_row(c, dy, cg_mulk(c, cg_mad(c, o.iv, len, k.iv), inner), inner);
-    cg_storef(c, db, k.iv, LLVMBuildFAdd(c->b, cg_loadf(c, db, k.iv), s, ""));
-    cg_for_end(c, &k);
-    cg_for_end(c, &o);
+    LLVMValueRef k0 = cg_mulk(c, u.lo, blk), k1 = cg_mulk(c, u.hi, blk);
+    k1 = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, k1, cg_i64(c, len), ""), k1, cg_i64(c, len));
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
+    LLVMPositionBuilderBefore(eb, LLVMGetFirstInstruction(entry));
+    LLVMValueRef acc = LLVMBuildAlloca(eb, LLVMArrayType(c->f32, (unsigned)most), "db.part");
+    LLVMSetAlignment(acc, 64);
+    LLVMDisposeBuilder(eb);
+    bias_sums(c, v[0], v[1], acc, k0, k1, outer, len, inner);
+    units_end(c, &u);
     return 0;
 }
 

@@ -275,15 +275,23 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
     LLVMValueRef scratch = loss_scratch(c, n, (2 + parts - 1) * nz);
     LLVMValueRef pred = scratch, dpred = off(c, scratch, nz), dzpart = off(c, scratch, 2 * nz);
-    cg_zero(c, out, cg_i64(c, nz + nc + nw));
-    if (parts > 1) cg_zero(c, dzpart, cg_i64(c, (parts - 1) * nz));
+    /* dz and each partial dz are zeroed by their own part, inside the
+     * parallel loop of the first step k with targets; dc and dW here. With
+     * no target at any k the gradient is zero. */
+    int64_t kfirst = 0;
+    for (int64_t k = 1; k <= g.K && !kfirst; k++)
+        if (nce_count(&g, k) > 0) kfirst = k;
+    if (!kfirst) {
+        cg_zero(c, out, cg_i64(c, nz + nc + nw));
+        return 0;
+    }
+    cg_zero(c, dc, cg_i64(c, nc + nw));
     for (int64_t k = 1; k <= g.K; k++) {
         int64_t M = nce_count(&g, k), L = M / g.N;
         if (M == 0) continue;
         LLVMValueRef Wk = off(c, W, (k - 1) * g.Cz * g.Cc);
         int64_t R = nce_rows(&g, k);
         cg_sgemm(c, false, true, R, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
-        cg_zero(c, dpred, cg_i64(c, R * g.Cz));
         float a = (float)(1.0 / ((double)g.K * (double)M));
         LLVMValueRef outer[5] = {z, pred, dpred, dz, dzpart};
         LLVMValueRef v[5] = {z, pred, dpred, dz, dzpart};
@@ -292,6 +300,15 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         /* this part's dz: dz itself for part 0, else its partial */
         LLVMValueRef mine = cg_gep(c, v[4], cg_mulk(c, cg_addk(c, par.part, -1), nz));
         dz = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, par.part, cg_i64(c, 0), ""), v[3], mine);
+        if (k == kfirst) cg_zero(c, dz, cg_i64(c, nz));
+        /* the dpred rows of this part's samples that the sgemm below reads
+         * (rows [begin·S, min(end·S, R))); those with a target are summed
+         * into below */
+        LLVMValueRef r0 = cg_mulk(c, par.begin, g.S), r1 = cg_mulk(c, par.end, g.S);
+        r1 = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, r1, cg_i64(c, R), ""), r1, cg_i64(c, R));
+        cg_if rows = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSLT, r0, r1, ""), "dpred");
+        cg_zero(c, cg_gep(c, dpred, cg_mulk(c, r0, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, r1, r0, ""), g.Cz));
+        cg_if_end(c, &rows);
         LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
         LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
         cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");

@@ -2,7 +2,8 @@
  * with GIM_PROFILE=1 in the environment when a model is compiled, every
  * node call in the step and forward functions is bracketed by clock reads,
  * and at exit a table of the nodes by total time goes to stderr. Off by
- * default: the generated code is then unchanged. */
+ * default: the generated code is then unchanged. The optimizer update is
+ * timed as a row of its own, "m<N> optimizer (adam)" or "(sgd)". */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gim_runtime.h"
 #include "harness_jit.h"
 #include "ref_elementwise.h"
 #include "testutil.h"
@@ -20,6 +21,8 @@ static float *run_op(gim_op op, gim_shape out, int n_in, const gim_shape *in_sha
     for (int i = 0; i < n_in; i++) in[i] = hj_input(h, in_shapes[i]);
     gim_node *y = hj_op(h, op, out, n_in, in, n_attr, attr);
     float *res = calloc((size_t)gim_shape_numel(&out) + 1, sizeof *res);
+    /* an element the generated code does not write stays NaN */
+    for (int64_t i = 0; i < gim_shape_numel(&out); i++) res[i] = NAN;
     if (hj_compile(h, HJ_OUT(y)) != 0) {
         CU_FAIL("compile failed");
         for (int64_t i = 0; i < gim_shape_numel(&out); i++) res[i] = NAN;
@@ -269,6 +272,112 @@ static void test_bias_bwd(void) {
     free(dy), free(dyd);
 }
 
+/* ---- reductions at sizes that run over the thread pool ----
+ * From 2^16 floats the reductions cut their rows or channels into blocks
+ * over the pool: each output element is still computed by one part in a
+ * fixed order, so one thread and two give the same bits. */
+
+/* run_op on one thread and on two; fails unless the outputs are the same bits. */
+static float *run_op_threads(gim_op op, gim_shape out, int n_in, const gim_shape *in_shapes,
+                             const float *const *in_data, int n_attr, const double *attr) {
+    int keep = gim_rt_threads();
+    gim_rt_set_threads(1);
+    float *one = run_op(op, out, n_in, in_shapes, in_data, n_attr, attr);
+    gim_rt_set_threads(2);
+    float *two = run_op(op, out, n_in, in_shapes, in_data, n_attr, attr);
+    gim_rt_set_threads(keep);
+    int64_t n = gim_shape_numel(&out);
+    if (memcmp(one, two, (size_t)n * sizeof *one) != 0) {
+        fprintf(stderr, "\n%s: one thread and two threads differ\n", gim_op_name(op));
+        CU_FAIL("results depend on the thread count");
+    }
+    free(two);
+    return one;
+}
+
+static void test_spatial_mean_large(void) {
+    /* hw 899 (a few rows per block) and hw 35 (many) */
+    int64_t shapes[2][4] = {{3, 37, 29, 31}, {4, 600, 5, 7}};
+    for (int t = 0; t < 2; t++) {
+        int64_t *d = shapes[t], outer = d[0] * d[1], hw = d[2] * d[3], n = outer * hw;
+        float *x = malloc((size_t)n * sizeof *x);
+        gim_test_fill(x, (size_t)n, 131 + (unsigned)t, -2, 2);
+        gim_shape xs = hj_shape(4, d), ys = HJ_SHAPE(d[0], d[1]);
+        float *y = run_op_threads(GIM_OP_SPATIAL_MEAN, ys, 1, &xs, (const float *[]){x}, 0, NULL);
+        double *xd = to_double(x, n), *want = malloc((size_t)outer * sizeof *want);
+        ref_spatial_mean(xd, want, outer, hw);
+        CU_ASSERT(close_all("spatial_mean (large)", y, want, outer, 1e-6, 1e-6));
+        float *dy = malloc((size_t)outer * sizeof *dy);
+        gim_test_fill(dy, (size_t)outer, 133 + (unsigned)t, -1, 1);
+        float *dx = run_op_threads(GIM_OP_SPATIAL_MEAN_BWD, xs, 1, &ys, (const float *[]){dy}, 0, NULL);
+        double *g = malloc((size_t)n * sizeof *g);
+        for (int64_t i = 0; i < n; i++) g[i] = (double)dy[i / hw] / (double)hw;
+        CU_ASSERT(close_all("spatial_mean_bwd (large)", dx, g, n, 1e-7, 1e-6));
+        free(x), free(y), free(xd), free(want), free(dy), free(dx), free(g);
+    }
+}
+
+/* [3, 7, 4099]: a row longer than a block (axes 0 and 1 cut it), and rows of
+ * one float (axis 2). */
+static void test_mean_large(void) {
+    int64_t d[3] = {3, 7, 4099}, n = 3 * 7 * 4099;
+    float *x = malloc((size_t)n * sizeof *x);
+    gim_test_fill(x, (size_t)n, 141, -2, 2);
+    double *xd = to_double(x, n);
+    gim_shape xs = hj_shape(3, d);
+    for (int axis = 0; axis < 3; axis++) {
+        int64_t outer = 1, inner = 1, len = d[axis], od[2];
+        for (int i = 0; i < axis; i++) outer *= d[i];
+        for (int i = axis + 1; i < 3; i++) inner *= d[i];
+        for (int i = 0, k = 0; i < 3; i++)
+            if (i != axis) od[k++] = d[i];
+        int64_t ny = outer * inner;
+        gim_shape ys = hj_shape(2, od);
+        float *y = run_op_threads(GIM_OP_MEAN, ys, 1, &xs, (const float *[]){x}, 1, (double[]){axis});
+        double *want = malloc((size_t)ny * sizeof *want);
+        ref_mean(xd, want, outer, len, inner);
+        CU_ASSERT(close_all("mean (large)", y, want, ny, 1e-6, 1e-6));
+        float *dy = malloc((size_t)ny * sizeof *dy);
+        gim_test_fill(dy, (size_t)ny, 143 + (unsigned)axis, -1, 1);
+        float *dx = run_op_threads(GIM_OP_MEAN_BWD, xs, 1, &ys, (const float *[]){dy}, 1, (double[]){axis});
+        double *g = malloc((size_t)n * sizeof *g);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t i = 0; i < inner; i++)
+                    g[(o * len + k) * inner + i] = (double)dy[o * inner + i] / (double)len;
+        CU_ASSERT(close_all("mean_bwd (large)", dx, g, n, 1e-7, 1e-6));
+        free(y), free(want), free(dy), free(dx), free(g);
+    }
+    free(x), free(xd);
+}
+
+/* Channel blocks over the pool: rows of one float (inner 1, 9000 channels),
+ * long rows (inner 4099) with and without outer rows. */
+static void test_bias_bwd_large(void) {
+    static const struct { int rank; int64_t d[3]; int axis; } cases[] = {
+        {2, {20, 9000}, 1}, {3, {3, 9, 4099}, 1}, {3, {37, 41, 53}, 0}, {3, {37, 41, 53}, 2},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const int64_t *d = cases[t].d;
+        int rank = cases[t].rank, axis = cases[t].axis;
+        int64_t outer = 1, inner = 1, len = d[axis], n = 1;
+        for (int i = 0; i < rank; i++) n *= d[i];
+        for (int i = 0; i < axis; i++) outer *= d[i];
+        for (int i = axis + 1; i < rank; i++) inner *= d[i];
+        float *dy = malloc((size_t)n * sizeof *dy);
+        gim_test_fill(dy, (size_t)n, 151 + (unsigned)t, -1, 1);
+        gim_shape dys = hj_shape(rank, d);
+        float *db = run_op_threads(GIM_OP_BIAS_BWD, HJ_SHAPE(len), 1, &dys, (const float *[]){dy}, 1, (double[]){axis});
+        double *want = calloc((size_t)len, sizeof *want);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t k = 0; k < len; k++)
+                for (int64_t i = 0; i < inner; i++) want[k] += dy[(o * len + k) * inner + i];
+        /* float sums of outer·inner terms of size <= 1 */
+        CU_ASSERT(close_all("bias_bwd (large)", db, want, len, 1e-6 * (double)(outer * inner), 1e-5));
+        free(dy), free(db), free(want);
+    }
+}
+
 static void test_transpose(void) {
     int64_t d[4] = {2, 3, 5, 7};
     int64_t n = 2 * 3 * 5 * 7;
@@ -336,6 +445,9 @@ int main(void) {
         {"spatial_mean and its backward", test_spatial_mean},
         {"mean over each axis and its backward", test_mean},
         {"bias_bwd over each axis", test_bias_bwd},
+        {"spatial_mean and its backward over the pool", test_spatial_mean_large},
+        {"mean and its backward over the pool", test_mean_large},
+        {"bias_bwd over the pool", test_bias_bwd_large},
         {"transpose of every axis pair", test_transpose},
         {"views alias their source", test_views},
         {NULL, NULL},

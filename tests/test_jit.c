@@ -9,6 +9,7 @@
 
 #include "codegen.h"
 #include "gim_compiler.h"
+#include "gim_runtime.h"
 #include "harness_jit.h"
 #include "testutil.h"
 
@@ -177,6 +178,118 @@ static void test_step_adam(void) {
     free(p0);
     tiny_free(&t);
 }
+
+/* ---- the optimizer over the thread pool ----
+ * A linear layer of K·BIG_C + K parameters: from 2^18 parameters the update
+ * runs in blocks over the pool. Checked against the formulas in double, with
+ * weight decay and nonzero optimizer state, and bit for bit on one and two
+ * threads. */
+enum { BIG_C = 90001 };
+
+typedef struct big_run {
+    int64_t P;
+    float *params, *grads, *opt;
+} big_run;
+
+/* One step (t = 3) of the linear layer + cross_entropy from fixed parameters
+ * and optimizer state, on `threads` threads. */
+static int big_step(gim_optimizer_kind kind, int threads, big_run *r) {
+    gim_graph *g = gim_graph_new();
+    g->batch = N;
+    g->model_name = "big";
+    gim_node *x = node(g, GIM_OP_INPUT, 0, NULL, HJ_SHAPE(N, BIG_C), "x");
+    gim_node *lab = node(g, GIM_OP_LABELS, 0, NULL, HJ_SHAPE(N), "labels");
+    lab->is_int = true;
+    gim_ptrvec_push(g->arena, &g->inputs, x);
+    gim_ptrvec_push(g->arena, &g->inputs, lab);
+    gim_node *w = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K, BIG_C), "linear.1/w");
+    gim_node *b = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K), "linear.1/b");
+    gim_node *y = node(g, GIM_OP_LINEAR, 3, (gim_node *[]){x, w, b}, HJ_SHAPE(N, K), "linear.1");
+    y->attr[0] = K;
+    y->attr[1] = 1;
+    gim_node *loss = node(g, GIM_OP_CROSS_ENTROPY, 2, (gim_node *[]){y, lab}, HJ_SCALAR, "cross_entropy.1");
+    gim_ptrvec_push(g->arena, &g->losses, loss);
+    g->output = y;
+    gim_diag d;
+    gim_diag_init(&d, stderr);
+    gim_train_config cfg = {.optimizer = kind, .lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                            .weight_decay = 0.01, .momentum = 0.9};
+    gim_cg_options o = {.opt_level = 2, .cfg = &cfg};
+    gim_exec_model *em = NULL;
+    if (gim_partition(&d, g, false) == 0 && gim_autodiff(&d, g) == 0) em = gim_jit(&d, g, &o);
+    gim_diag_release(&d);
+    if (!em) {
+        gim_graph_free(g);
+        return -1;
+    }
+    const gim_exec_module *m = &em->modules[0];
+    r->P = m->n_param_floats;
+    r->params = calloc((size_t)r->P + 1, sizeof(float));
+    r->grads = calloc((size_t)r->P + 1, sizeof(float));
+    r->opt = calloc((size_t)m->n_opt_floats + 1, sizeof(float));
+    float *work = calloc((size_t)m->n_work_floats + 1, sizeof(float));
+    float *xs = malloc((size_t)N * BIG_C * sizeof *xs), logits[N * K];
+    int32_t labels[N];
+    gim_test_fill(r->params, (size_t)r->P, 17, -0.05f, 0.05f);
+    gim_test_fill(r->opt, (size_t)r->P, 18, -0.01f, 0.01f);                  /* m, or SGD's buffer */
+    if (m->n_opt_floats == 2 * r->P) gim_test_fill(r->opt + r->P, (size_t)r->P, 19, 0.0f, 1e-4f);   /* v */
+    gim_test_fill(xs, (size_t)N * BIG_C, 20, -1, 1);
+    for (int i = 0; i < N; i++) labels[i] = i % K;
+    const float *in[2] = {xs, (const float *)labels};
+    float *out[1] = {logits};
+    gim_call call = {.inputs = in, .labels = labels, .params = r->params, .grads = r->grads, .opt = r->opt,
+                     .work = work, .outputs = out, .step = 3, .seed = 1, .lr = 0.01f, .flags = 0};
+    int keep = gim_rt_threads();
+    gim_rt_set_threads(threads);
+    m->step(&call);
+    gim_rt_set_threads(keep);
+    free(work), free(xs);
+    gim_exec_model_free(em);
+    gim_graph_free(g);
+    return 0;
+}
+
+static void big_free(big_run *r) { free(r->params), free(r->grads), free(r->opt); }
+
+static void check_big_update(gim_optimizer_kind kind) {
+    big_run one, two;
+    CU_ASSERT_FATAL(big_step(kind, 1, &one) == 0);
+    CU_ASSERT_FATAL(big_step(kind, 2, &two) == 0);
+    int64_t P = one.P;
+    CU_ASSERT(P >= 1 << 18);
+    bool adam = kind == GIM_OPT_ADAM;
+    CU_ASSERT(memcmp(one.params, two.params, (size_t)P * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(one.opt, two.opt, (size_t)(adam ? 2 : 1) * P * sizeof(float)) == 0);
+    /* the state before the step, as big_step set it */
+    float *p0 = malloc((size_t)P * sizeof *p0), *s0 = malloc((size_t)2 * P * sizeof *s0);
+    gim_test_fill(p0, (size_t)P, 17, -0.05f, 0.05f);
+    gim_test_fill(s0, (size_t)P, 18, -0.01f, 0.01f);
+    if (adam) gim_test_fill(s0 + P, (size_t)P, 19, 0.0f, 1e-4f);
+    const double lr = 0.01, wd = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, mu = 0.9;
+    int bad = 0;
+    for (int64_t j = 0; j < P && bad < 5; j++) {
+        double g = (double)one.grads[j] + wd * p0[j], p;
+        if (adam) {
+            double m = b1 * s0[j] + (1 - b1) * g, v = b2 * s0[P + j] + (1 - b2) * g * g;
+            p = p0[j] - lr / (1 - pow(b1, 3)) * m / (sqrt(v / (1 - pow(b2, 3))) + eps);
+            if (fabs(one.opt[j] - m) > 1e-7 * (1 + fabs(m)) || fabs(one.opt[P + j] - v) > 1e-6 * v + 1e-12) bad++;
+        } else {
+            double buf = mu * s0[j] + g;
+            p = p0[j] - lr * buf;
+            if (fabs(one.opt[j] - buf) > 1e-7 * (1 + fabs(buf))) bad++;
+        }
+        if (fabs(one.params[j] - p) > 1e-6 * (1 + fabs(p))) {
+            if (!bad) fprintf(stderr, "\n  parameter %lld: got %.9g, want %.9g\n", (long long)j, one.params[j], p);
+            bad++;
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    free(p0), free(s0);
+    big_free(&one), big_free(&two);
+}
+
+static void test_adam_large(void) { check_big_update(GIM_OPT_ADAM); }
+static void test_sgd_large(void) { check_big_update(GIM_OPT_SGD); }
 
 /* Compile time of the tiny model (printed; a loose bound keeps it honest). */
 static void test_compile_time(void) {
@@ -531,6 +644,8 @@ int main(void) {
         {"relu runs", test_relu_runs},
         {"step: loss, exports, gradients, SGD", test_step_gradients},
         {"step: Adam's first update", test_step_adam},
+        {"Adam over the thread pool: formulas and bits on 1 and 2 threads", test_adam_large},
+        {"SGD over the thread pool: formulas and bits on 1 and 2 threads", test_sgd_large},
         {"compile time", test_compile_time},
         {"a module too large is refused", test_too_large_refused},
         {"the planner reuses dead buffers", test_plan_reuses},

@@ -374,6 +374,64 @@ static void test_jit_infonce_grid_large(void) {
     check_infonce_jit(cfg, false, 401);
 }
 
+/* The backward's buffers start from zero on every call: 9 samples (8 parallel
+ * parts, each with its own partial dz, zeroed by the part itself) and steps
+ * k >= len without targets; the same compiled code called again (its scratch
+ * holding the last call's partials), and on one thread and on two, gives the
+ * same bits, matching the reference. */
+static void test_jit_infonce_bwd_repeat(void) {
+    ref_infonce_cfg cfg = {.grid = true, .N = 9, .len = 4, .Cz = 16, .Cc = 12, .K = 5,
+                           .negatives = 6, .seed = 31, .stream = 2, .step = 7};
+    nce_run r = {cfg, false, NULL, NULL, NULL, 0, NULL};
+    nce_data(&r, 700);
+    int64_t P = ref_infonce_positions(&r.cfg);
+    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc, total = nz + nc + nw;
+    gim_graph *g = gim_graph_new();
+    int64_t dz4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cz}, dc4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cc};
+    int64_t dw[3] = {cfg.K, cfg.Cz, cfg.Cc}, tot = (int64_t)total;
+    gim_node *z = mk(g, GIM_OP_INPUT, 0, NULL, 4, dz4), *c = mk(g, GIM_OP_INPUT, 0, NULL, 4, dc4);
+    gim_node *W = mk(g, GIM_OP_PARAM, 0, NULL, 3, dw);
+    gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, (gim_node *[]){z, c, W}, 1, &tot);
+    bwd->attr[0] = (double)cfg.K;
+    bwd->attr[1] = (double)cfg.negatives;
+    bwd->rng_stream = cfg.stream;
+    float *fz = to_f(r.z, nz), *fc = to_f(r.c, nc), *fw = to_f(r.W, nw);
+    float *out[3];
+    float **bufs = gim_xmalloc(sizeof(float *) * g->nodes.len);
+    bufs[z->id] = fz, bufs[c->id] = fc, bufs[W->id] = fw;
+    hop_jit j;
+    CU_ASSERT_FATAL(hop_build(g, &bwd, 1, cg_loss_ops, "default<O2>", true, &j) == 0);
+    int keep = gim_rt_threads();
+    for (int run = 0; run < 3; run++) {
+        gim_rt_set_threads(run == 2 ? 1 : 2);
+        out[run] = gim_xmalloc(sizeof(float) * total);
+        for (size_t i = 0; i < total; i++) out[run][i] = NAN;
+        bufs[bwd->id] = out[run];
+        j.fn(bufs, cfg.step, cfg.seed);
+    }
+    gim_rt_set_threads(keep);
+    hop_free(&j);
+    CU_ASSERT(memcmp(out[0], out[1], sizeof(float) * total) == 0);
+    CU_ASSERT(memcmp(out[0], out[2], sizeof(float) * total) == 0);
+    double *dz = gim_xmalloc(sizeof(double) * nz), *dc = gim_xmalloc(sizeof(double) * nc);
+    double *dW = gim_xmalloc(sizeof(double) * nw);
+    ref_infonce_bwd(&r.cfg, r.z, r.c, r.W, dz, dc, dW);
+    double gmax = 0;
+    for (size_t i = 0; i < nz; i++) gmax = fabs(dz[i]) > gmax ? fabs(dz[i]) : gmax;
+    for (size_t i = 0; i < nz; i++) dz[i] /= gmax;
+    for (size_t i = 0; i < nc; i++) dc[i] /= gmax;
+    for (size_t i = 0; i < nw; i++) dW[i] /= gmax;
+    for (size_t i = 0; i < total; i++) out[1][i] /= (float)gmax;
+    CU_ASSERT(close_fd("dz", out[1], dz, nz, 1e-4));
+    CU_ASSERT(close_fd("dc", out[1] + nz, dc, nc, 1e-4));
+    CU_ASSERT(close_fd("dW", out[1] + nz + nc, dW, nw, 1e-4));
+    for (int run = 0; run < 3; run++) gim_free(out[run]);
+    gim_free(dz); gim_free(dc); gim_free(dW);
+    gim_free(bufs); gim_free(fz); gim_free(fc); gim_free(fw);
+    gim_graph_free(g);
+    nce_free(&r);
+}
+
 /* No negatives: the loss is exactly 0 (one candidate); no gradient. */
 static void test_jit_infonce_no_negatives(void) {
     ref_infonce_cfg cfg = {.grid = false, .N = 2, .len = 4, .Cz = 3, .Cc = 3, .K = 2,
@@ -643,6 +701,7 @@ static const gim_test tests[] = {
     {"jit_infonce_grid", test_jit_infonce_grid},
     {"jit_infonce_grid_large", test_jit_infonce_grid_large},
     {"jit_infonce_no_negatives", test_jit_infonce_no_negatives},
+    {"jit_infonce_bwd_repeat", test_jit_infonce_bwd_repeat},
     {"jit_infonce_negatives", test_jit_infonce_negatives},
     {"jit_cross_entropy", test_jit_cross_entropy},
     {"jit_gru", test_jit_gru},
