@@ -43,6 +43,8 @@ typedef struct emitter {
     LLVMValueRef *ptr;       /* per node id: its buffer in the current top-level function */
     LLVMValueRef base[F_FLAGS + 1];   /* call fields loaded at entry of the current top-level function */
     int mi;                  /* module number, 1-based */
+    int part, nparts;        /* this LLVM module's part of the graph module (cg_emit_module_part) */
+    int *node_part;          /* per node id: the part that defines its function */
 } emitter;
 
 static const char *node_label(emitter *e, const gim_node *n) {
@@ -74,6 +76,11 @@ static void load_call_scalars(emitter *e, LLVMValueRef call) {
     c->labels = call_field(e, call, F_LABELS, c->ptr, "labels");
 }
 
+/* Nodes whose calls emit_node_call makes (the others have no function). */
+static bool has_function(const gim_node *n) {
+    return !cg_is_view(n->op) && n->op != GIM_OP_INPUT && n->op != GIM_OP_LABELS && n->op != GIM_OP_PARAM;
+}
+
 /* ---- a node's function ---- */
 
 static LLVMValueRef node_function(emitter *e, const gim_node *n) {
@@ -84,8 +91,10 @@ static LLVMValueRef node_function(emitter *e, const gim_node *n) {
     LLVMTypeRef pt[GIM_MAX_IN + 3];
     for (int i = 0; i < np; i++) pt[i] = c->ptr;
     LLVMTypeRef fty = LLVMFunctionType(c->void_t, pt, (unsigned)np, 0);
-    LLVMValueRef fn = LLVMAddFunction(c->mod, node_label(e, n), fty);
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    const char *fname = e->nparts > 1 ? gim_arena_printf(e->arena, "gim.m%d.%d.%s", e->mi, n->id, node_label(e, n))
+                                      : node_label(e, n);
+    LLVMValueRef fn = LLVMAddFunction(c->mod, fname, fty);
+    LLVMSetLinkage(fn, e->nparts > 1 ? LLVMExternalLinkage : LLVMInternalLinkage);
     add_attr(c, fn, LLVMAttributeFunctionIndex, "nounwind");
     add_attr(c, fn, LLVMAttributeFunctionIndex, "noinline");
     for (int i = 1; i < np; i++) {
@@ -93,6 +102,7 @@ static LLVMValueRef node_function(emitter *e, const gim_node *n) {
         add_attr(c, fn, (unsigned)i + 1, "nocapture");
     }
     e->node_fn[n->id] = fn;
+    if (e->nparts > 1 && e->node_part[n->id] != e->part) return fn;   /* defined by another part */
 
     LLVMValueRef saved_fn = c->fn;
     LLVMBasicBlockRef saved_bb = LLVMGetInsertBlock(c->b);
@@ -218,7 +228,7 @@ static void prof_end(emitter *e, LLVMValueRef t0, const char *label) {
 /* Calls n's function with its planned buffers. */
 static void emit_node_call(emitter *e, const gim_node *n) {
     cg_ctx *c = &e->c;
-    if (cg_is_view(n->op) || n->op == GIM_OP_INPUT || n->op == GIM_OP_LABELS || n->op == GIM_OP_PARAM) return;
+    if (!has_function(n)) return;
     LLVMValueRef fn = node_function(e, n);
     LLVMValueRef args[GIM_MAX_IN + 3];
     int k = 0;
@@ -430,9 +440,53 @@ static void emit_forward(emitter *e) {
     LLVMBuildRetVoid(c->b);
 }
 
+/* A rough measure of the code a node's generator emits, for dealing the
+ * functions out to parts: convolutions and losses are loop nests of several
+ * stages, the rest a loop or two. */
+static int code_weight(const gim_node *n) {
+    switch (n->op) {
+    case GIM_OP_CONV2D: case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV2D_BWD_WEIGHT:
+    case GIM_OP_CONV1D: case GIM_OP_CONV1D_BWD_DATA: case GIM_OP_CONV1D_BWD_WEIGHT:
+        return 8;
+    case GIM_OP_INFONCE: case GIM_OP_INFONCE_BWD: case GIM_OP_GRU: case GIM_OP_GRU_BWD:
+        return 6;
+    default:
+        return 1;
+    }
+}
+
+/* Deals m's node functions out to nparts parts, each to the lightest so far;
+ * part 0 starts with the top-level functions' share. */
+static int *deal_parts(const gim_graph *g, const gim_module *m, int nparts, gim_arena *arena) {
+    int *part = gim_arena_alloc(arena, (size_t)g->nodes.len * sizeof *part);
+    int64_t load[16] = {4};
+    for (int pass = 0; pass < 2; pass++) {
+        const gim_ptrvec *v = pass ? &m->bwd_nodes : &m->nodes;
+        for (int i = 0; i < v->len; i++) {
+            const gim_node *n = v->items[i];
+            if (!has_function(n)) continue;
+            int best = 0;
+            for (int k = 1; k < nparts; k++)
+                if (load[k] < load[best]) best = k;
+            part[n->id] = best;
+            load[best] += code_weight(n);
+        }
+    }
+    return part;
+}
+
 int cg_emit_module(gim_diag *d, const gim_graph *g, const gim_module *m, const gim_cg_options *o,
                    LLVMModuleRef mod, gim_arena *arena, int which, cg_module_fns *out) {
+    return cg_emit_module_part(d, g, m, o, mod, arena, which, 0, 1, out);
+}
+
+int cg_emit_module_part(gim_diag *d, const gim_graph *g, const gim_module *m, const gim_cg_options *o,
+                        LLVMModuleRef mod, gim_arena *arena, int which, int part, int nparts, cg_module_fns *out) {
     memset(out, 0, sizeof *out);
+    if (nparts < 1 || nparts > 16 || part < 0 || part >= nparts) {
+        gim_error(d, (gim_loc){0}, "internal: part %d of %d", part, nparts);
+        return -1;
+    }
     if (cg_plan_module(d, g, m, arena, &out->plan) != 0) return -1;
     emitter e = {0};
     cg_ctx *c = &e.c;
@@ -440,6 +494,9 @@ int cg_emit_module(gim_diag *d, const gim_graph *g, const gim_module *m, const g
     e.o = o;
     e.arena = arena;
     e.mi = m->index + 1;
+    e.part = part;
+    e.nparts = nparts;
+    if (nparts > 1) e.node_part = deal_parts(g, m, nparts, arena);
     c->ctx = LLVMGetModuleContext(mod);
     c->mod = mod;
     c->b = LLVMCreateBuilderInContext(c->ctx);
@@ -463,8 +520,18 @@ int cg_emit_module(gim_diag *d, const gim_graph *g, const gim_module *m, const g
 
     snprintf(out->step_name, sizeof out->step_name, "gim_m%d_step", e.mi);
     snprintf(out->forward_name, sizeof out->forward_name, "gim_m%d_forward", e.mi);
-    if (which & 1) emit_step(&e);
-    if (which & 2) emit_forward(&e);
+    if (part == 0) {
+        if (which & 1) emit_step(&e);
+        if (which & 2) emit_forward(&e);
+    } else {
+        for (int pass = 0; pass < 2; pass++) {
+            const gim_ptrvec *v = pass ? &m->bwd_nodes : &m->nodes;
+            for (int i = 0; i < v->len; i++) {
+                const gim_node *n = v->items[i];
+                if (has_function(n) && e.node_part[n->id] == part) node_function(&e, n);
+            }
+        }
+    }
     LLVMDisposeBuilder(c->b);
     if (c->errors) return -1;
 

@@ -69,6 +69,15 @@ typedef struct cg_module_fns {
 int cg_emit_module(gim_diag *d, const gim_graph *g, const gim_module *m, const gim_cg_options *o,
                    LLVMModuleRef mod, gim_arena *arena, int which, cg_module_fns *out);
 
+/* The same, cut into nparts LLVM modules so that several threads can
+ * optimise and compile one graph module: the node functions are dealt out
+ * to the parts by an estimate of their code size, get external names
+ * (gim.m<N>.<id>.<node>), and are declared where they are called; part 0
+ * also holds the step and forward functions. Every part must be emitted and
+ * linked together. cg_emit_module is part 0 of 1 (internal names). */
+int cg_emit_module_part(gim_diag *d, const gim_graph *g, const gim_module *m, const gim_cg_options *o,
+                        LLVMModuleRef mod, gim_arena *arena, int which, int part, int nparts, cg_module_fns *out);
+
 /* Node profiling (cg_profile.c): on when GIM_PROFILE is set at compile time. */
 bool cg_profile_enabled(void);
 int cg_profile_register(const char *label);

@@ -100,7 +100,7 @@ static char *optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int opt_level)
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(po, 1);
     LLVMPassBuilderOptionsSetSLPVectorization(po, 1);
-    LLVMPassBuilderOptionsSetLoopUnrolling(po, 1);
+    LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
     LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, po);
     LLVMDisposePassBuilderOptions(po);
     if (!err) return NULL;
@@ -342,37 +342,46 @@ static void run_jobs(cg_job *jobs, int n) {
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
 
-/* gim_jit: generate every module's IR (one LLVM module each), optimise and
- * compile them to object code in parallel, link the objects in an LLJIT
- * with the runtime's symbols, and describe the result for the runtime. */
+/* LLVM modules per graph module: its node functions dealt out to this many,
+ * so that the compile jobs balance over the cores (three graph modules made
+ * three jobs: on two cores the last one compiled alone). */
+#define JIT_PARTS 2
+
+/* gim_jit: generate every module's IR (JIT_PARTS LLVM modules each),
+ * optimise and compile them to object code in parallel, link the objects in
+ * an LLJIT with the runtime's symbols, and describe the result for the
+ * runtime. */
 gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o) {
     int opt = o ? o->opt_level : 2;
     init_llvm();
     gim_arena *a = gim_arena_new();
     int nm = g->n_modules;
     cg_module_fns *fns = gim_arena_alloc(a, (size_t)(nm + 1) * sizeof *fns);
-    cg_job *jobs = gim_arena_alloc(a, (size_t)(nm + 1) * sizeof *jobs);
+    int nj = nm * JIT_PARTS;
+    cg_job *jobs = gim_arena_alloc(a, (size_t)(nj + 1) * sizeof *jobs);
     LLVMOrcLLJITRef jit = NULL;
     gim_exec_model *em = NULL;
     int failed = 0;
 
-    for (int m = 0; m < nm && !failed; m++) {
-        jobs[m].ctx = LLVMContextCreate();
+    for (int j = 0; j < nj && !failed; j++) {
+        int m = j / JIT_PARTS, part = j % JIT_PARTS;
+        jobs[j].ctx = LLVMContextCreate();
         char name[64];
-        snprintf(name, sizeof name, "%s.m%d", g->model_name ? g->model_name : "model", m + 1);
-        jobs[m].mod = LLVMModuleCreateWithNameInContext(name, jobs[m].ctx);
-        jobs[m].opt_level = opt;
-        if (cg_emit_module(d, g, &g->modules[m], o, jobs[m].mod, a, 3, &fns[m]) != 0) failed = 1;
+        snprintf(name, sizeof name, "%s.m%d.%d", g->model_name ? g->model_name : "model", m + 1, part);
+        jobs[j].mod = LLVMModuleCreateWithNameInContext(name, jobs[j].ctx);
+        jobs[j].opt_level = opt;
+        cg_module_fns scratch_fns, *f = part == 0 ? &fns[m] : &scratch_fns;
+        if (cg_emit_module_part(d, g, &g->modules[m], o, jobs[j].mod, a, 3, part, JIT_PARTS, f) != 0) failed = 1;
     }
-    if (!failed) run_jobs(jobs, nm);
-    for (int m = 0; m < nm; m++) {
-        if (jobs[m].err) {
-            if (!failed) gim_error(d, (gim_loc){0}, "LLVM: module %d: %s", m + 1, jobs[m].err);
+    if (!failed) run_jobs(jobs, nj);
+    for (int j = 0; j < nj; j++) {
+        if (jobs[j].err) {
+            if (!failed) gim_error(d, (gim_loc){0}, "LLVM: module %d: %s", j / JIT_PARTS + 1, jobs[j].err);
             failed = 1;
-            gim_free(jobs[m].err);
+            gim_free(jobs[j].err);
         }
-        if (jobs[m].mod) LLVMDisposeModule(jobs[m].mod);
-        if (jobs[m].ctx) LLVMContextDispose(jobs[m].ctx);
+        if (jobs[j].mod) LLVMDisposeModule(jobs[j].mod);
+        if (jobs[j].ctx) LLVMContextDispose(jobs[j].ctx);
     }
     if (failed) goto fail;
 
@@ -391,9 +400,9 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
         goto fail;
     }
     if (define_runtime_symbols(d, jit) != 0) goto fail;
-    for (int m = 0; m < nm; m++) {
-        err = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), jobs[m].obj);
-        jobs[m].obj = NULL;   /* owned by the JIT now */
+    for (int j = 0; j < nj; j++) {
+        err = LLVMOrcLLJITAddObjectFile(jit, LLVMOrcLLJITGetMainJITDylib(jit), jobs[j].obj);
+        jobs[j].obj = NULL;   /* owned by the JIT now */
         if (err) {
             report_error(d, err, "adding module code");
             goto fail;
@@ -426,8 +435,8 @@ gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o
     return em;
 
 fail:
-    for (int m = 0; m < nm; m++)
-        if (jobs[m].obj) LLVMDisposeMemoryBuffer(jobs[m].obj);
+    for (int j = 0; j < nj; j++)
+        if (jobs[j].obj) LLVMDisposeMemoryBuffer(jobs[j].obj);
     if (jit) LLVMOrcDisposeLLJIT(jit);
     gim_arena_free(a);
     return NULL;
