@@ -221,36 +221,6 @@ static void test_spatial_mean(void) {
     }
 }
 
-static void test_mean(void) {
-    int64_t d[3] = {3, 5, 17};
-    int64_t n = 3 * 5 * 17;
-    float *x = malloc((size_t)n * sizeof *x);
-    gim_test_fill(x, (size_t)n, 41, -2, 2);
-    double *xd = to_double(x, n);
-    gim_shape xs = hj_shape(3, d);
-    for (int axis = 0; axis < 3; axis++) {
-        int64_t outer = 1, inner = 1, len = d[axis], od[2];
-        for (int i = 0; i < axis; i++) outer *= d[i];
-        for (int i = axis + 1; i < 3; i++) inner *= d[i];
-        for (int i = 0, k = 0; i < 3; i++)
-            if (i != axis) od[k++] = d[i];
-        int64_t ny = outer * inner;
-        gim_shape ys = hj_shape(2, od);
-        float *y = run_op(GIM_OP_MEAN, ys, 1, &xs, (const float *[]){x}, 1, (double[]){axis});
-        double *want = malloc((size_t)ny * sizeof *want);
-        ref_mean(xd, want, outer, len, inner);
-        CU_ASSERT(close_all("mean", y, want, ny, 1e-6, 1e-6));
-        float *dy = malloc((size_t)ny * sizeof *dy);
-        gim_test_fill(dy, (size_t)ny, 43 + (unsigned)axis, -1, 1);
-        float *dx = run_op(GIM_OP_MEAN_BWD, xs, 1, &ys, (const float *[]){dy}, 1, (double[]){axis});
-        double *dyd = to_double(dy, ny), *g = malloc((size_t)n * sizeof *g);
-        fd_grad(f_mean, (int64_t[]){outer, len, inner}, n, ny, dyd, g);
-        CU_ASSERT(close_all("mean_bwd", dx, g, n, 1e-6, 1e-5));
-        free(y), free(want), free(dy), free(dx), free(dyd), free(g);
-    }
-    free(x), free(xd);
-}
-
 /* bias_bwd is the adjoint of broadcasting b along `axis`: db = ∂(Σ dy·bcast(b))/∂b. */
 static void test_bias_bwd(void) {
     int64_t d[4] = {2, 5, 3, 7};
@@ -317,12 +287,15 @@ static void test_spatial_mean_large(void) {
     }
 }
 
-/* [3, 7, 4099]: a row longer than a block (axes 0 and 1 cut it), and rows of
- * one float (axis 2). */
-static void test_mean_large(void) {
-    int64_t d[3] = {3, 7, 4099}, n = 3 * 7 * 4099;
+/* mean and mean_bwd over each axis of x [d0, d1, d2]. Small: run_op, the
+ * gradient against finite differences. Large (taking the pool's path):
+ * run_op_threads (the same bits on 1 and 2 threads), the gradient against
+ * its closed form dy / len (finite differences over 86,000 inputs would be
+ * slow). */
+static void check_mean(const int64_t d[3], unsigned seed, bool large) {
+    int64_t n = d[0] * d[1] * d[2];
     float *x = malloc((size_t)n * sizeof *x);
-    gim_test_fill(x, (size_t)n, 141, -2, 2);
+    gim_test_fill(x, (size_t)n, seed, -2, 2);
     double *xd = to_double(x, n);
     gim_shape xs = hj_shape(3, d);
     for (int axis = 0; axis < 3; axis++) {
@@ -333,23 +306,40 @@ static void test_mean_large(void) {
             if (i != axis) od[k++] = d[i];
         int64_t ny = outer * inner;
         gim_shape ys = hj_shape(2, od);
-        float *y = run_op_threads(GIM_OP_MEAN, ys, 1, &xs, (const float *[]){x}, 1, (double[]){axis});
+        const float *xin[] = {x};
+        float *y = large ? run_op_threads(GIM_OP_MEAN, ys, 1, &xs, xin, 1, (double[]){axis})
+                         : run_op(GIM_OP_MEAN, ys, 1, &xs, xin, 1, (double[]){axis});
         double *want = malloc((size_t)ny * sizeof *want);
         ref_mean(xd, want, outer, len, inner);
-        CU_ASSERT(close_all("mean (large)", y, want, ny, 1e-6, 1e-6));
+        CU_ASSERT(close_all(large ? "mean (large)" : "mean", y, want, ny, 1e-6, 1e-6));
         float *dy = malloc((size_t)ny * sizeof *dy);
-        gim_test_fill(dy, (size_t)ny, 143 + (unsigned)axis, -1, 1);
-        float *dx = run_op_threads(GIM_OP_MEAN_BWD, xs, 1, &ys, (const float *[]){dy}, 1, (double[]){axis});
+        gim_test_fill(dy, (size_t)ny, seed + 2 + (unsigned)axis, -1, 1);
+        const float *dyin[] = {dy};
+        float *dx = large ? run_op_threads(GIM_OP_MEAN_BWD, xs, 1, &ys, dyin, 1, (double[]){axis})
+                          : run_op(GIM_OP_MEAN_BWD, xs, 1, &ys, dyin, 1, (double[]){axis});
         double *g = malloc((size_t)n * sizeof *g);
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t k = 0; k < len; k++)
-                for (int64_t i = 0; i < inner; i++)
-                    g[(o * len + k) * inner + i] = (double)dy[o * inner + i] / (double)len;
-        CU_ASSERT(close_all("mean_bwd (large)", dx, g, n, 1e-7, 1e-6));
+        if (large) {
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t k = 0; k < len; k++)
+                    for (int64_t i = 0; i < inner; i++)
+                        g[(o * len + k) * inner + i] = (double)dy[o * inner + i] / (double)len;
+            CU_ASSERT(close_all("mean_bwd (large)", dx, g, n, 1e-7, 1e-6));
+        } else {
+            double *dyd = to_double(dy, ny);
+            fd_grad(f_mean, (int64_t[]){outer, len, inner}, n, ny, dyd, g);
+            CU_ASSERT(close_all("mean_bwd", dx, g, n, 1e-6, 1e-5));
+            free(dyd);
+        }
         free(y), free(want), free(dy), free(dx), free(g);
     }
     free(x), free(xd);
 }
+
+static void test_mean(void) { check_mean((const int64_t[]){3, 5, 17}, 41, false); }
+
+/* [3, 7, 4099]: a row longer than a block (axes 0 and 1 cut it), and rows of
+ * one float (axis 2). */
+static void test_mean_large(void) { check_mean((const int64_t[]){3, 7, 4099}, 141, true); }
 
 /* Channel blocks over the pool: rows of one float (inner 1, 9000 channels),
  * long rows (inner 4099) with and without outer rows. */

@@ -32,20 +32,20 @@ static gim_node *node(gim_graph *g, gim_op op, int n_in, gim_node *const *in, gi
     return n;
 }
 
-/* logits = x wᵀ + b; loss = cross_entropy(logits, labels); output logits. */
-static gim_graph *tiny_graph(void) {
+/* logits = x wᵀ + b (x [N, C]); loss = cross_entropy(logits, labels); output
+ * logits. init > 0: the parameters' init bound attribute. */
+static gim_graph *linear_ce_graph(const char *model, int64_t C, double init) {
     gim_graph *g = gim_graph_new();
     g->batch = N;
-    g->model_name = "tiny";
+    g->model_name = model;
     gim_node *x = node(g, GIM_OP_INPUT, 0, NULL, HJ_SHAPE(N, C), "x");
     gim_node *lab = node(g, GIM_OP_LABELS, 0, NULL, HJ_SHAPE(N), "labels");
     lab->is_int = true;
     gim_ptrvec_push(g->arena, &g->inputs, x);
     gim_ptrvec_push(g->arena, &g->inputs, lab);
     gim_node *w = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K, C), "linear.1/w");
-    w->attr[0] = 0.4;
     gim_node *b = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K), "linear.1/b");
-    b->attr[0] = 0.4;
+    if (init > 0) w->attr[0] = b->attr[0] = init;
     gim_node *y = node(g, GIM_OP_LINEAR, 3, (gim_node *[]){x, w, b}, HJ_SHAPE(N, K), "linear.1");
     y->attr[0] = K;
     y->attr[1] = 1;
@@ -54,6 +54,8 @@ static gim_graph *tiny_graph(void) {
     g->output = y;
     return g;
 }
+
+static gim_graph *tiny_graph(void) { return linear_ce_graph("tiny", C, 0.4); }
 
 static int tiny_build(tiny *t, gim_optimizer_kind opt, double lr_unused, int opt_level) {
     memset(t, 0, sizeof *t);
@@ -194,22 +196,7 @@ typedef struct big_run {
 /* One step (t = 3) of the linear layer + cross_entropy from fixed parameters
  * and optimizer state, on `threads` threads. */
 static int big_step(gim_optimizer_kind kind, int threads, big_run *r) {
-    gim_graph *g = gim_graph_new();
-    g->batch = N;
-    g->model_name = "big";
-    gim_node *x = node(g, GIM_OP_INPUT, 0, NULL, HJ_SHAPE(N, BIG_C), "x");
-    gim_node *lab = node(g, GIM_OP_LABELS, 0, NULL, HJ_SHAPE(N), "labels");
-    lab->is_int = true;
-    gim_ptrvec_push(g->arena, &g->inputs, x);
-    gim_ptrvec_push(g->arena, &g->inputs, lab);
-    gim_node *w = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K, BIG_C), "linear.1/w");
-    gim_node *b = node(g, GIM_OP_PARAM, 0, NULL, HJ_SHAPE(K), "linear.1/b");
-    gim_node *y = node(g, GIM_OP_LINEAR, 3, (gim_node *[]){x, w, b}, HJ_SHAPE(N, K), "linear.1");
-    y->attr[0] = K;
-    y->attr[1] = 1;
-    gim_node *loss = node(g, GIM_OP_CROSS_ENTROPY, 2, (gim_node *[]){y, lab}, HJ_SCALAR, "cross_entropy.1");
-    gim_ptrvec_push(g->arena, &g->losses, loss);
-    g->output = y;
+    gim_graph *g = linear_ce_graph("big", BIG_C, 0);
     gim_diag d;
     gim_diag_init(&d, stderr);
     gim_train_config cfg = {.optimizer = kind, .lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
