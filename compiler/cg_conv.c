@@ -405,7 +405,19 @@ typedef struct conv_args {
     LLVMValueRef a, w, bias, out, scratch;   /* a: x (fwd, bwd weight) or dy (bwd data) */
     LLVMValueRef dy;                          /* bwd weight */
     LLVMValueRef dwt;                         /* bwd weight: dWᵀ [K, O] in scratch, or NULL */
+    bool relu;                                /* forward: a fused ReLU (gim_fuse) */
+    LLVMValueRef mask;                        /* bwd data: y of a fused ReLU gradient, or NULL */
 } conv_args;
+
+/* base[i] = keep[i] > 0 ? base[i] : 0 for i < n: a fused ReLU (keep = base)
+ * or ReLU gradient (keep = y), the same select RELU and RELU_BWD make. */
+static void conv_keep_positive(cg_ctx *c, LLVMValueRef base, LLVMValueRef keep, int64_t n) {
+    cg_loop l = cg_for(c, n, "i");
+    LLVMValueRef v = cg_loadf(c, base, l.iv), k = keep == base ? v : cg_loadf(c, keep, l.iv);
+    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, k, cg_f32(c, 0.0f), "");
+    cg_storef(c, base, l.iv, cg_select(c, pos, v, cg_f32(c, 0.0f)));
+    cg_for_end(c, &l);
+}
 
 /* One chunk of nimg images starting at image b0 (an i64 value). */
 static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t nimg) {
@@ -425,14 +437,20 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
                  wide ? wide : yb, npix);
         if (wide) {
             conv_swap_axes(c, g, nimg, wide, yb, false, a->bias);
+            if (a->relu) conv_keep_positive(c, yb, yb, nimg * g->O * g->HoWo);
         } else if (a->bias) {
             cg_loop lo = cg_for(c, g->O, "o");
             LLVMValueRef bo = cg_loadf(c, a->bias, lo.iv);
             cg_loop lp = cg_for(c, g->HoWo, "p");
             LLVMValueRef i = cg_mad(c, lo.iv, g->HoWo, lp.iv);
-            cg_storef(c, yb, i, LLVMBuildFAdd(c->b, cg_loadf(c, yb, i), bo, "yb"));
+            LLVMValueRef v = LLVMBuildFAdd(c->b, cg_loadf(c, yb, i), bo, "yb");
+            if (a->relu)
+                v = cg_select(c, LLVMBuildFCmp(c->b, LLVMRealOGT, v, cg_f32(c, 0.0f), ""), v, cg_f32(c, 0.0f));
+            cg_storef(c, yb, i, v);
             cg_for_end(c, &lp);
             cg_for_end(c, &lo);
+        } else if (a->relu) {
+            conv_keep_positive(c, yb, yb, g->O * g->HoWo);
         }
         break;
     }
@@ -453,6 +471,7 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
             cg_zero(c, dxb, cg_i64(c, nimg * g->CHW));
             conv_im2col(c, g, dxb, nimg, cols, true);
         }
+        if (a->mask) conv_keep_positive(c, dxb, cg_gep(c, a->mask, xoff), nimg * g->CHW);
         break;
     }
     default: {
@@ -482,14 +501,14 @@ static int conv_run_parallel(cg_ctx *c, const gim_node *n, const conv_geo *g, co
     int64_t at = g->chunk == 1 ? g->K * g->HoWo : g->chunk * (g->K + g->O) * g->HoWo;
     bool wgrad = conv_is_wgrad(n->op);
     LLVMValueRef outer_scratch = a->scratch, outer_out = a->out;
-    LLVMValueRef *slots[6] = {&a->a, &a->w, &a->bias, &a->out, &a->scratch, &a->dy};
-    LLVMValueRef v[6];
+    LLVMValueRef *slots[7] = {&a->a, &a->w, &a->bias, &a->out, &a->scratch, &a->dy, &a->mask};
+    LLVMValueRef v[7];
     int nv = 0;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (*slots[i]) v[nv++] = *slots[i];
     cg_par p = cg_par_begin(c, "conv", v, nv);
     nv = 0;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (*slots[i]) *slots[i] = v[nv++];
     a->scratch = cg_gep(c, a->scratch, cg_mulk(c, p.part, per));
     if (wgrad) {
@@ -541,10 +560,15 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
         a.a = cg_buf(c, n->in[0]);
         a.w = cg_buf(c, n->in[1]);
         a.bias = n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
+        a.relu = n->attr[GIM_CONV_ACT] != 0;
         break;
     case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV1D_BWD_DATA:
         a.a = cg_buf(c, n->in[0]);
         a.w = cg_buf(c, n->in[1]);
+        if (n->attr[GIM_CONV_ACT] != 0) {
+            if (n->n_in < 3) return cg_fail(c, n, "internal: fused data gradient without y");
+            a.mask = cg_buf(c, n->in[2]);
+        }
         break;
     default:
         a.dy = cg_buf(c, n->in[0]);

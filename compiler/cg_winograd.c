@@ -229,10 +229,19 @@ static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMVa
     cg_for_end(c, &lb);
 }
 
+/* What the output transform applies as it stores: the bias (forward), a
+ * fused ReLU (forward), or a fused ReLU gradient's mask y > 0 (data gradient;
+ * y has dx's layout). */
+typedef struct wino_epilogue {
+    LLVMValueRef bias, mask;
+    bool relu;
+} wino_epilogue;
+
 /* y[b0 + b, co, 2ty + i, 2tx + j] = (Aᵀ m A)[i, j] (+ bias[co]) for every tile,
  * m[ξ] = M[ξ, co, b·T + t]; outputs past an odd edge are not stored. */
 static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValueRef b0, int64_t nimg,
-                             LLVMValueRef y, LLVMValueRef bias) {
+                             LLVMValueRef y, const wino_epilogue *ep) {
+    LLVMValueRef bias = ep->bias;
     int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
     cg_loop lb = cg_for(c, nimg, "img");
     cg_loop lo = cg_for(c, g->Co, "co");
@@ -264,6 +273,12 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
             for (int64_t q = 0; q < g->W; q++) idx[q] = (q % 2) * tw + q / 2;
             LLVMValueRef row = shuffle(c, o0, o1, idx, g->W);
             if (brow) row = fadd(c, row, brow);
+            /* a fused ReLU, or a fused ReLU gradient: keep where y > 0 */
+            LLVMValueRef keep = ep->relu ? row : ep->mask ? vec_load(c, ep->mask, ybase, r * g->W, g->W) : NULL;
+            if (keep) {
+                LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, keep, LLVMConstNull(LLVMTypeOf(row)), "");
+                row = LLVMBuildSelect(c->b, pos, row, LLVMConstNull(LLVMTypeOf(row)), "");
+            }
             vec_store(c, y, ybase, r * g->W, row);
         }
     }
@@ -273,7 +288,7 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
 
 /* One chunk of nimg images from image b0: transform in, 16 products, transform out. */
 static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef U, LLVMValueRef part,
-                       LLVMValueRef b0, int64_t nimg, LLVMValueRef y, LLVMValueRef bias) {
+                       LLVMValueRef b0, int64_t nimg, LLVMValueRef y, const wino_epilogue *ep) {
     int64_t n = nimg * g->T;
     LLVMValueRef V = part, M = cg_gep(c, part, cg_i64(c, 16 * xstride(g->Ci, n)));
     input_transform(c, g, x, b0, nimg, V);
@@ -281,7 +296,7 @@ static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRe
         cg_sgemm(c, false, false, g->Co, n, g->Ci, 1.0f, cg_gep(c, U, cg_i64(c, xi * xstride(g->Co, g->Ci))), g->Ci,
                  cg_gep(c, V, cg_i64(c, xi * xstride(g->Ci, n))), n, 0.0f, cg_gep(c, M, cg_i64(c, xi * xstride(g->Co, n))),
                  n);
-    output_transform(c, g, M, b0, nimg, y, bias);
+    output_transform(c, g, M, b0, nimg, y, ep);
 }
 
 /* ---- the weight gradient ----------------------------------------------------------
@@ -410,13 +425,19 @@ int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch) {
                                               gim_op_name(n->op));
     if (g.wgrad) return wino_wgrad(c, &g, n, scratch);
     LLVMValueRef x = cg_buf(c, n->in[0]), w = cg_buf(c, n->in[1]), y = cg_buf(c, n);
-    LLVMValueRef bias = !g.bwd && n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
+    bool act = n->attr[GIM_CONV_ACT] != 0;
+    /* forward: x, w[, b]; data gradient: dy, w[, y when a ReLU gradient was fused] */
+    LLVMValueRef extra = n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
+    if (g.bwd && act && !extra) return cg_fail(c, n, "internal: fused data gradient without y");
     weight_transform(c, &g, w, scratch);
     int64_t full = g.B / g.nimg, rest = g.B % g.nimg;
-    LLVMValueRef v[4] = {x, y, scratch, bias ? bias : x};
+    LLVMValueRef v[4] = {x, y, scratch, extra ? extra : x};
     cg_par p = cg_par_begin(c, "wino", v, 4);
     x = v[0], y = v[1];
-    LLVMValueRef U = v[2], b = bias ? v[3] : NULL;
+    LLVMValueRef U = v[2];
+    wino_epilogue ep = {.bias = !g.bwd && extra ? v[3] : NULL, .mask = g.bwd && act ? v[3] : NULL,
+                        .relu = !g.bwd && act};
+    wino_epilogue *b = &ep;
     LLVMValueRef part = cg_gep(c, U, cg_addk(c, cg_mulk(c, p.part, g.part_floats), g.u_floats));
     LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, p.end, cg_i64(c, full), ""), p.end,
                                       cg_i64(c, full), "");

@@ -52,6 +52,7 @@ int cmd_ir(int argc, char **argv) {
             fprintf(stderr, "gimc ir: cannot write '%s': %s\n", o.output, strerror(errno));
             status = GIMC_BAD_INPUT;
         } else {
+            gim_fuse(s.graph);   /* the code gimc train runs */
             gim_cg_options co = {.opt_level = o.opt_level, .cfg = &s.cfg};
             gim_ir_what what = o.object ? GIM_IR_OBJECT : o.asm_out ? GIM_IR_ASM : GIM_IR_LLVM;
             if (gim_emit_ir(&s.diag, s.graph, &co, o.module - 1, o.fn, what, out) != 0) status = GIMC_BAD_INPUT;

@@ -55,6 +55,8 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
 /* The view root of n (n itself if not a view) and the float offset of n in it. */
 const gim_node *cg_view_root(const gim_node *n, int64_t *offset);
 bool cg_is_view(gim_op op);
+/* The same, but stopping at the module's inputs (where p says CG_AT_INPUT). */
+const gim_node *cg_plan_root(const cg_plan *p, const gim_node *n, int64_t *offset);
 
 /* One LLVM module holding the step and forward functions of graph modules. */
 typedef struct cg_module_fns {

@@ -267,6 +267,7 @@ int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto) {
     if (gim_autodiff(d, s->graph)) return GIMC_BAD_INPUT;
     if (upto == GIM_STAGE_AUTODIFF) return GIMC_OK;
     /* LLVM IR -> native code */
+    gim_fuse(s->graph);
     gim_cg_options cg = {.opt_level = o->opt_level, .cfg = &s->cfg};
     s->model = gim_jit(d, s->graph, &cg);
     return s->model ? GIMC_OK : GIMC_BAD_INPUT;

@@ -5,6 +5,7 @@
  *   gim_lower                     AST -> graph (functions inlined, shapes inferred)
  *   gim_partition                 graph -> modules cut at gradient_block
  *   gim_autodiff                  each module + its backward nodes
+ *   gim_fuse                      ReLU into the convolutions around it
  *   gim_plan / gim_codegen        LLVM module per model
  *   gim_jit                       native code -> gim_exec_model (runtime/)
  *
@@ -39,6 +40,12 @@ int gim_autodiff(gim_diag *d, gim_graph *g);
 /* Does op have a backward rule (every user op does; sources and internal ops
  * do not)? For the op-table coverage test. */
 bool gim_autodiff_has_rule(gim_op op);
+
+/* Fuses each ReLU into the convolution before it and each ReLU gradient into
+ * the convolution data gradient before it, where nothing else reads the
+ * convolution's output (compiler/fuse.c). After gim_autodiff, before code
+ * generation; the graph then computes the same bits. Returns how many. */
+int gim_fuse(gim_graph *g);
 
 /* Cost of one module per call (whole batch): parameters, activation floats
  * (forward values kept for backward), FLOPs forward and for a training step. */

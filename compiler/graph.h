@@ -92,6 +92,11 @@ struct gim_node {
 
 static inline int64_t gim_attr_i(const gim_node *n, int i) { return (int64_t)n->attr[i]; }
 
+/* Convolutions (forward and data gradient): attr slot set by gim_fuse when a
+ * ReLU was fused into the convolution's output (see compiler/fuse.c). After
+ * the op's own attrs (out, k, stride, pad, bias). */
+#define GIM_CONV_ACT 5
+
 /* ---- modules ---------------------------------------------------------------- */
 
 /* A module: everything between gradient blocks, with its own loss.

@@ -39,6 +39,19 @@ const gim_node *cg_view_root(const gim_node *n, int64_t *offset) {
     return n;
 }
 
+/* The view root as this module sees it: a module input that is itself a
+ * view in the module that made it (a fused ReLU's output, see fuse.c) is a
+ * root here. */
+const gim_node *cg_plan_root(const cg_plan *p, const gim_node *n, int64_t *offset) {
+    int64_t off = 0;
+    while (cg_is_view(n->op) && p->where[n->id] != CG_AT_INPUT) {
+        if (n->op == GIM_OP_SLICE) off += gim_attr_i(n, 0);
+        n = n->in[0];
+    }
+    if (offset) *offset = off;
+    return n;
+}
+
 /* ---- a first-fit allocator over [0, high) ---- */
 
 typedef struct piece { int64_t off, size; int owner; } piece;
@@ -184,6 +197,18 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
             p->index[n->id] = i;
         }
     }
+    /* An export that is a whole view of a work value (a fused ReLU's output,
+     * a reshape): the value itself is written into the slot, no copy. */
+    for (int i = 0; i < p->exports.len; i++) {
+        const gim_node *n = p->exports.items[i];
+        int64_t off = 0;
+        const gim_node *r = cg_plan_root(p, n, &off);
+        if (r != n && off == 0 && p->where[r->id] == CG_AT_WORK &&
+            gim_shape_numel(&r->shape) == gim_shape_numel(&n->shape)) {
+            p->where[r->id] = CG_AT_OUTPUT;
+            p->index[r->id] = i;
+        }
+    }
     for (int i = 0; i < m->grads.len && i < m->params.len; i++) {
         const gim_node *gr = m->grads.items[i];
         const gim_node *pa = m->params.items[i];
@@ -203,7 +228,7 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
         const gim_node *n = seq[k];
         if (p->where[n->id] == CG_AT_WORK && last[n->id] < 2 * k) last[n->id] = 2 * k;
         for (int j = 0; j < n->n_in; j++) {
-            const gim_node *r = cg_view_root(n->in[j], NULL);
+            const gim_node *r = cg_plan_root(p, n->in[j], NULL);
             if (p->where[r->id] == CG_AT_NONE) {
                 gim_error(d, n->loc, "internal: module %d: %s node %%%d reads %%%d, which the module does not hold",
                           mi, gim_op_name(n->op), n->id, n->in[j]->id);
@@ -213,13 +238,13 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
         }
     }
     for (int i = 0; i < p->exports.len; i++) {
-        const gim_node *r = cg_view_root(p->exports.items[i], NULL);
+        const gim_node *r = cg_plan_root(p, p->exports.items[i], NULL);
         if (p->where[r->id] == CG_AT_WORK && last[r->id] < 2 * n_fwd - 1) last[r->id] = 2 * n_fwd - 1;
     }
     for (int i = 0; i < m->grads.len; i++) {
         const gim_node *gr = m->grads.items[i];
         if (!gr) continue;
-        const gim_node *r = cg_view_root(gr, NULL);
+        const gim_node *r = cg_plan_root(p, gr, NULL);
         if (p->where[r->id] == CG_AT_WORK) last[r->id] = 2 * n_seq;
     }
 

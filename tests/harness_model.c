@@ -10,6 +10,9 @@
 #include "gim_compiler.h"
 #include "testutil.h"
 
+bool gim_hm_fuse = true;
+int gim_hm_fused;
+
 gim_exec_model *gim_hm_compile(const char *name, const char *src, int64_t batch, bool e2e) {
     gim_diag d;
     gim_diag_init(&d, stderr);
@@ -25,6 +28,7 @@ gim_exec_model *gim_hm_compile(const char *name, const char *src, int64_t batch,
         gim_train_config_defaults(&cfg);
         cfg.batch = batch;
         gim_cg_options o = {.opt_level = 2, .cfg = &cfg};
+        gim_hm_fused = gim_hm_fuse ? gim_fuse(g) : 0;
         em = gim_jit(&d, g, &o);
     }
     gim_graph_free(g);

@@ -13,6 +13,10 @@
 /* Compiles `src` (registered as "<name>.gim") with the batch bound; NULL
  * after printing diagnostics to stderr. Adam with the default settings. */
 gim_exec_model *gim_hm_compile(const char *name, const char *src, int64_t batch, bool e2e);
+/* Whether gim_hm_compile fuses ReLUs into convolutions as gimc does (gim_fuse;
+ * default true), and how many it fused last time. */
+extern bool gim_hm_fuse;
+extern int gim_hm_fused;
 
 /* Every buffer of a run: one per slot, and per module params (initialised by
  * gim_rt_init_params from seed), grads, optimizer state, work. */

@@ -260,6 +260,54 @@ static void test_shared_work_arena(void) {
     run_free(shared);
 }
 
+/* (4c) ReLU fusion (compiler/fuse.c) changes no bit: a model whose ReLUs
+ * follow an im2col convolution (one input channel; four channels), a
+ * Winograd one (16 -> 16) and whose ReLU gradients follow both kinds of data
+ * gradient, trained fused and unfused: the same losses and parameters; and
+ * the fused model's gradients match finite differences. */
+static const char *fuse_src =
+    "model fusing {\n"
+    "    input x: [batch, 1, 12, 12]\n"
+    "    p = patches(x, size=8, stride=4)\n"
+    "    h1 = relu(conv2d(relu(conv2d(p, 16, k=3, pad=1)), 16, k=3, pad=1))\n"
+    "    infonce(spatial_mean(h1), steps=1, negatives=4)\n"
+    "    h2 = relu(conv2d(relu(conv2d(gradient_block(h1), 4, k=3, stride=2, pad=1)), 4, k=3, pad=1))\n"
+    "    infonce(spatial_mean(h2), steps=1, negatives=4)\n"
+    "    output spatial_mean(h2)\n"
+    "}\n";
+
+static void test_fusion_same_bits(void) {
+    enum { STEPS = 6 };
+    gim_hm_fuse = false;
+    gim_exec_model *plain = gim_hm_compile("fusing", fuse_src, BATCH, false);
+    CU_ASSERT_EQUAL(gim_hm_fused, 0);
+    gim_hm_fuse = true;
+    gim_exec_model *fused = gim_hm_compile("fusing", fuse_src, BATCH, false);
+    /* four ReLUs into their convolutions, two ReLU gradients into data gradients */
+    CU_ASSERT_EQUAL(gim_hm_fused, 6);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(plain);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fused);
+    run *a = run_new(plain, SEED), *b = run_new(fused, SEED);
+    bool same = true;
+    for (int t = 1; t <= STEPS; t++) {
+        make_batch(input_x(a), 20u + (unsigned)t);
+        make_batch(input_x(b), 20u + (unsigned)t);
+        float la[2], lb[2];
+        run_all(a, (uint64_t)t, SEED, 1e-2f, 0, la);
+        run_all(b, (uint64_t)t, SEED, 1e-2f, 0, lb);
+        same &= memcmp(la, lb, sizeof la) == 0 && isfinite(la[0]) && isfinite(la[1]);
+    }
+    CU_ASSERT_TRUE(same);
+    for (int m = 0; m < 2; m++)
+        CU_ASSERT_EQUAL(memcmp(a->params[m], b->params[m], (size_t)plain->modules[m].n_param_floats * 4), 0);
+    /* the fused convolutions' gradients, against finite differences */
+    for (int m = 0; m < 2; m++) CU_ASSERT_EQUAL(gim_hm_grad_check(b, m, 3, SEED, 0, 0), 0);
+    run_free(a);
+    run_free(b);
+    gim_exec_model_free(plain);
+    gim_exec_model_free(fused);
+}
+
 /* (5) End to end: one module, the last loss; its gradient reaches module 1's
  * convolution through both blocks, and is the derivative of that loss (which
  * greedy module 1's gradient is not: it differs from it). */
@@ -304,6 +352,7 @@ int main(void) {
         {"100 Adam steps lower every InfoNCE loss", test_training_lowers_loss},
         {"same seed, bit-identical losses", test_reproducible},
         {"one work arena for all modules: the same bits", test_shared_work_arena},
+        {"ReLUs fused into convolutions: the same bits, gradients checked", test_fusion_same_bits},
         {"e2e: the last loss reaches module 1", test_e2e},
         {NULL, NULL},
     };
