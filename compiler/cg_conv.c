@@ -14,8 +14,8 @@
  * and dY are already [O, Ho·Wo]) and its cols stay in cache; wider chunks
  * make fewer, larger GEMMs at the price of the transposes. Measured on the
  * canonical model (`test_op_conv --bench`), one image per GEMM is best for
- * the forward and data gradient and chunks of ~1 MB for the weight gradient
- * (see conv_geometry). The chunk size is a compile-time constant; a last,
+ * the forward and data gradient and chunks of ~128 KB for the weight
+ * gradient (see conv_geometry). The chunk size is a compile-time constant; a last,
  * partial chunk is emitted separately. A 1×1 stride-1 unpadded convolution
  * over large images needs no im2col at all.
  *
@@ -43,8 +43,10 @@
 /* Floats of scratch a chunk may use; bounds the batched GEMM's width.
  * Variables (not in any header) so a benchmark can compare policies: a cap
  * of 1 forces one image per GEMM; cg_conv_wide_all batches every conv op
- * rather than only the weight gradient (see conv_geometry). */
-int64_t cg_conv_chunk_cap = (int64_t)1 << 18;
+ * rather than only the weight gradient (see conv_geometry). 128 KB: the
+ * canonical stride-2 layers' weight gradients ran 10-12% faster than with
+ * 1 MB chunks (test_op_conv --bench; their cols then stay in L2). */
+int64_t cg_conv_chunk_cap = (int64_t)1 << 15;
 int cg_conv_wide_all = 0;
 /* The weight gradient computed transposed, dWᵀ [K, O] = cols · dYᵗᵀ, into
  * scratch, then transposed into dw: OpenBLAS runs the taller GEMM (M = K)
@@ -123,7 +125,7 @@ static bool conv_geometry(const gim_node *n, conv_geo *g) {
      * see test_op_conv --bench): one GEMM per image is as fast or faster for
      * the forward and data gradient (no transposes; cols stay in cache), while
      * the weight gradient, whose per-image GEMMs have an inner dimension of
-     * only Ho·Wo, gains from chunks of about 1 MB; tiny K loses to the dy copy. */
+     * only Ho·Wo, gains from chunks (of about 128 KB); tiny K loses to the dy copy. */
     bool wide = cg_conv_wide_all ||
                 ((n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT) && g->K >= 32);
     if (g->direct || !wide || per_img >= CONV_SCRATCH_CAP) g->chunk = 1;

@@ -294,6 +294,8 @@ static void test_conv1d_small(void) {
  * chunk, and the 1x1 direct GEMM. */
 static void test_conv2d_paths(void) {
     jit_passes = "default<O2>";
+    int64_t cap = cg_conv_chunk_cap;
+    cg_conv_chunk_cap = (int64_t)1 << 18;   /* the chunk counts the cases were written for */
     static const conv_case cases[] = {
         {1, {30}, 32, 8, 8, 8, 3, 1, 1, true, false},       /* 1 MB chunks: 2 of 13 images + 4 */
         {1, {2}, 8, 37, 37, 8, 5, 1, 2, true, false},        /* an image exceeds a chunk */
@@ -301,6 +303,8 @@ static void test_conv2d_paths(void) {
         {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
+    cg_conv_chunk_cap = cap;   /* and with the default chunks */
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 230 + 7 * (unsigned)i);
     jit_passes = "default<O0>";
 }
 
