@@ -7,8 +7,8 @@
  * graph) gets a zeroed module global of its own instead.
  *
  * Layouts and formulas: docs/internals.md. Summary of each op's scratch:
- *   infonce          pred [P, Cz]                 P = N·T or N·G·G
- *   infonce_bwd      pred [P, Cz], dpred [P, Cz]
+ *   infonce          pred [P, K·Cz]               P = N·T or N·G·G
+ *   infonce_bwd      pred [P, K·Cz], dpred [P, K·Cz], a partial dz [P, Cz] per part but the first
  *   gru              gi [N·T, 3H], gh [N, 3H]
  *   gru_bwd          gi [N·T, 3H] (becomes dgi), gh [N, 3H] (becomes dgh), dh [N, H]
  */
@@ -112,15 +112,18 @@ static int64_t nce_count(const nce_geo *g, int64_t k) {
     return g->N * (g->len - k) * (g->S / g->len);
 }
 
-/* Rows of c that have a target at step k all lie before P − k·D (the last
- * sample's last target row is (N − 1)·S + L_k − 1 = P − k·D − 1): products
- * over rows stop there, and rows in between without a target get a zero
- * dpred. */
-static int64_t nce_rows(const nce_geo *g, int64_t k) { return g->P - k * g->D; }
+/* Positions per sample with a target at step k (an i64 value):
+ * L_k = (len − k)·(S/len), 0 from k = len on (shapes make len > K). */
+static LLVMValueRef nce_len(cg_ctx *c, const nce_geo *g, LLVMValueRef k) {
+    LLVMValueRef r = LLVMBuildNSWSub(c->b, cg_i64(c, g->len), k, "");
+    r = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSGT, r, cg_i64(c, 0), ""), r, cg_i64(c, 0));
+    return cg_mulk(c, r, g->S / g->len);
+}
 
+/* pred [P, K·Cz]: every step's predictions, row p holding pred_p,1 .. pred_p,K */
 static int64_t nce_scratch_fwd(const gim_node *n) {
     const gim_shape *s = &n->in[0]->shape;
-    return s->rank ? gim_shape_numel(s) : 0;            /* pred: P·Cz */
+    return s->rank ? gim_shape_numel(s) * gim_attr_i(n, 0) : 0;
 }
 
 /* Parts of the parallel loop over the samples (see gen_infonce_bwd). */
@@ -129,17 +132,19 @@ static int64_t nce_parts(const gim_node *n) {
     return s->rank ? cg_par_parts(s->d[0]) : 0;
 }
 
-/* pred, dpred, and a partial dz for each part but the first */
+/* pred and dpred [P, K·Cz], and a partial dz [P, Cz] for each part but the first */
 static int64_t nce_scratch_bwd(const gim_node *n) {
     int64_t parts = nce_parts(n);
-    return (2 + (parts > 1 ? parts - 1 : 0)) * nce_scratch_fwd(n);
+    const gim_shape *s = &n->in[0]->shape;
+    int64_t nz = s->rank ? gim_shape_numel(s) : 0;
+    return 2 * nce_scratch_fwd(n) + (parts > 1 ? parts - 1 : 0) * nz;
 }
 
 /* The scores of position p at step k into s[0..neg] (s[0] the positive, the
  * candidates' rows into cand[]), and their maximum. Negative j is
  *   gim_rt_rand_below(seed, stream, counter, P),
  *   counter = ((step·K + (k − 1))·P + p)·negatives + j. */
-static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, int64_t k, LLVMValueRef z,
+static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef z,
                                LLVMValueRef predp, LLVMValueRef p, LLVMValueRef pos, LLVMValueRef s,
                                LLVMValueRef cand) {
     LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
@@ -153,7 +158,7 @@ static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, i
     if (g->neg > 0) {
         /* base = ((step·K + k − 1)·P + p)·neg */
         LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
-        base = LLVMBuildAdd(c->b, base, cg_i64(c, k - 1), "");
+        base = LLVMBuildAdd(c->b, base, cg_addk(c, k, -1), "");
         base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
         base = LLVMBuildAdd(c->b, base, p, "");
         base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
@@ -191,61 +196,69 @@ static LLVMValueRef nce_sumexp(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVM
 }
 
 /* infonce: L = (1/K) Σ_k (1/M_k) Σ_{p with a target} [ −s_0 + log Σ_i exp s_i ],
- * s_i = z_{cand_i} · pred_p, pred = c W_kᵀ (one sgemm per step k), the log-sum-exp
- * taken with the maximum subtracted; per-step sums accumulate in double. */
+ * s_i = z_{cand_i} · pred_p,k, pred = c Wᵀ (one sgemm for every step: W
+ * [K, Cz, Cc] is [K·Cz, Cc]), the log-sum-exp taken with the maximum
+ * subtracted; per-step sums accumulate in double. */
 static int gen_infonce(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
-    LLVMValueRef pred = loss_scratch(c, n, g.P * g.Cz);
-    LLVMValueRef loss = cg_var(c, "nce.loss", LLVMConstReal(c->f64, 0.0));
-    /* the samples run in parallel parts, each summing its positions into
-     * partial[part]; the partials are added in part order */
+    int64_t KC = g.K * g.Cz;
+    LLVMValueRef pred = loss_scratch(c, n, g.P * KC);
+    cg_sgemm(c, false, true, g.P, KC, g.Cc, 1.0f, cx, g.Cc, W, g.Cc, 0.0f, pred, KC);
+    /* the samples run in parallel parts, each summing its positions of step
+     * k into partial[k − 1][part]; the partials are added in part order */
     int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
-    LLVMValueRef partial = entry_array(c, c->f64, parts, "nce.partial");
-    for (int64_t k = 1; k <= g.K; k++) {
-        int64_t M = nce_count(&g, k), L = M / g.N;
+    LLVMTypeRef pty = LLVMArrayType(c->f64, (unsigned)(g.K * parts)), sty = LLVMArrayType(c->f64, (unsigned)g.K);
+    LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
+    LLVMValueRef v[3] = {z, pred, partial};
+    cg_par par = cg_par_begin(c, "nce", v, 3);
+    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");   /* this part's, per step */
+    cg_loop kz = cg_for(c, g.K, "k");
+    LLVMBuildStore(c->b, LLVMConstReal(c->f64, 0.0),
+                   LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), kz.iv}, 2, ""));
+    cg_for_end(c, &kz);
+    cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
+    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
+    LLVMValueRef k = lk.iv;
+    LLVMValueRef sum_at =
+        LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), cg_addk(c, k, -1)}, 2, "");
+    cg_loop q = cg_for_begin(c, cg_i64(c, 0), nce_len(c, &g, k), "nce.q");
+    LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
+    LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
+    LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, p, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
+    LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
+    LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+    LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, cg_i64(c, 0)), "");
+    LLVMValueRef term = LLVMBuildFPExt(c->b, fsub(c, fadd(c, mx, cg_log(c, se)), s0), c->f64, "");
+    LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f64, sum_at, ""), term, ""), sum_at);
+    cg_for_end(c, &q);
+    cg_for_end(c, &lk);
+    cg_for_end(c, &ni);
+    cg_loop ks = cg_for(c, g.K, "k");
+    LLVMValueRef sk =
+        LLVMBuildLoad2(c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), ks.iv}, 2, ""), "");
+    LLVMValueRef ix[2] = {cg_i64(c, 0), cg_add(c, par.part, cg_mulk(c, ks.iv, parts))};
+    LLVMBuildStore(c->b, sk, LLVMBuildInBoundsGEP2(c->b, pty, v[2], ix, 2, ""));
+    cg_for_end(c, &ks);
+    cg_par_end(c, &par, g.N);
+    LLVMValueRef loss = LLVMConstReal(c->f64, 0.0);
+    for (int64_t kk = 1; kk <= g.K; kk++) {
+        int64_t M = nce_count(&g, kk);
         if (M == 0) continue;
-        cg_sgemm(c, false, true, nce_rows(&g, k), g.Cz, g.Cc, 1.0f, cx, g.Cc, off(c, W, (k - 1) * g.Cz * g.Cc),
-                 g.Cc, 0.0f, pred, g.Cz);
-        LLVMValueRef outer_z = z, outer_pred = pred;
-        LLVMValueRef v[3] = {z, pred, partial};
-        cg_par par = cg_par_begin(c, "nce", v, 3);
-        z = v[0], pred = v[1];
-        LLVMValueRef part_sum = v[2];
-        LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-        LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
-        LLVMValueRef sum = cg_var(c, "nce.sum", LLVMConstReal(c->f64, 0.0));
-        cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
-        cg_loop q = cg_for(c, L, "nce.q");
-        LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
-        LLVMValueRef pos = cg_addk(c, p, k * g.D);
-        LLVMValueRef predp = cg_gep(c, pred, cg_mulk(c, p, g.Cz));
-        LLVMValueRef mx = nce_scores(c, n, &g, k, z, predp, p, pos, s, cand);
-        LLVMValueRef se = nce_sumexp(c, &g, s, mx);
-        LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, cg_i64(c, 0)), "");
-        LLVMValueRef term = fsub(c, fadd(c, mx, cg_log(c, se)), s0);
-        term = LLVMBuildFPExt(c->b, term, c->f64, "");
-        cg_var_set(c, sum, LLVMBuildFAdd(c->b, cg_var_get(c, sum), term, ""));
-        cg_for_end(c, &q);
-        cg_for_end(c, &ni);
-        LLVMValueRef ix[2] = {cg_i64(c, 0), par.part};
-        LLVMBuildStore(c->b, cg_var_get(c, sum),
-                       LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f64, (unsigned)parts), part_sum, ix, 2, ""));
-        cg_par_end(c, &par, g.N);
-        z = outer_z, pred = outer_pred;
         LLVMValueRef total = NULL;
         for (int64_t t = 0; t < parts; t++) {
-            LLVMValueRef it[2] = {cg_i64(c, 0), cg_i64(c, t)};
-            LLVMValueRef pt = LLVMBuildLoad2(
-                c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f64, (unsigned)parts), partial, it, 2, ""), "");
+            LLVMValueRef it[2] = {cg_i64(c, 0), cg_i64(c, (kk - 1) * parts + t)};
+            LLVMValueRef pt = LLVMBuildLoad2(c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, pty, partial, it, 2, ""), "");
             total = total ? LLVMBuildFAdd(c->b, total, pt, "") : pt;
         }
         LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
-        cg_var_set(c, loss, LLVMBuildFAdd(c->b, cg_var_get(c, loss), mean, ""));
+        loss = LLVMBuildFAdd(c->b, loss, mean, "");
     }
-    LLVMValueRef l = LLVMBuildFMul(c->b, cg_var_get(c, loss), LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
+    LLVMValueRef l = LLVMBuildFMul(c->b, loss, LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
     cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
     return 0;
 }
@@ -253,101 +266,88 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
 /* infonce_bwd, packed [dz | dc | dW]. With a = 1/(K·M_k) and the softmax weights
  * g_i = softmax(s)_i − [i = 0] over the candidates of position p at step k
  * (the same negatives as the forward pass):
- *   dz_{cand_i} += a g_i pred_p          (the positive and every negative)
- *   dpred_p      = a Σ_i g_i z_{cand_i}
- *   dc          += dpred W_k             (one sgemm per k)
- *   dW_k         = dpredᵀ c              (one sgemm per k)
- * When c is z (no context), the caller adds dz and dc. */
+ *   dz_{cand_i} += a g_i pred_p,k        (the positive and every negative)
+ *   dpred_p,k    = a Σ_i g_i z_{cand_i}
+ *   dc           = dpred W               (dpred [P, K·Cz], W [K·Cz, Cc]: one sgemm)
+ *   dW           = dpredᵀ c              (one sgemm)
+ * Entries of dpred without a target stay zero. When c is z (no context), the
+ * caller adds dz and dc. */
 static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
-    int64_t nz = g.P * g.Cz, nc = g.P * g.Cc, nw = g.K * g.Cz * g.Cc;
+    int64_t nz = g.P * g.Cz, nc = g.P * g.Cc, nw = g.K * g.Cz * g.Cc, KC = g.K * g.Cz;
     if (gim_shape_numel(&n->shape) != nz + nc + nw)
         return cg_fail(c, n, "internal: infonce_bwd: packed output of %lld floats, want %lld",
                        (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw));
     LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc);
+    bool any = false;
+    for (int64_t k = 1; k <= g.K; k++) any |= nce_count(&g, k) > 0;
+    if (!any) {   /* no target at any step: the gradient is zero */
+        cg_zero(c, out, cg_i64(c, nz + nc + nw));
+        return 0;
+    }
     /* The samples run in parallel parts (cg_par_begin). A part scatters into
      * dz at random rows, so each part but the first adds into a partial dz of
      * its own in scratch (after pred and dpred), added into dz in part order
      * at the end; dpred rows are the part's own. */
     int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
-    LLVMValueRef scratch = loss_scratch(c, n, (2 + parts - 1) * nz);
-    LLVMValueRef pred = scratch, dpred = off(c, scratch, nz), dzpart = off(c, scratch, 2 * nz);
-    /* dz and each partial dz are zeroed by their own part, inside the
-     * parallel loop of the first step k with targets; dc and dW here. With
-     * no target at any k the gradient is zero. */
-    int64_t kfirst = 0;
-    for (int64_t k = 1; k <= g.K && !kfirst; k++)
-        if (nce_count(&g, k) > 0) kfirst = k;
-    if (!kfirst) {
-        cg_zero(c, out, cg_i64(c, nz + nc + nw));
-        return 0;
-    }
-    cg_zero(c, dc, cg_i64(c, nc + nw));
-    for (int64_t k = 1; k <= g.K; k++) {
-        int64_t M = nce_count(&g, k), L = M / g.N;
-        if (M == 0) continue;
-        LLVMValueRef Wk = off(c, W, (k - 1) * g.Cz * g.Cc);
-        int64_t R = nce_rows(&g, k);
-        cg_sgemm(c, false, true, R, g.Cz, g.Cc, 1.0f, cx, g.Cc, Wk, g.Cc, 0.0f, pred, g.Cz);
-        float a = (float)(1.0 / ((double)g.K * (double)M));
-        LLVMValueRef outer[5] = {z, pred, dpred, dz, dzpart};
-        LLVMValueRef v[5] = {z, pred, dpred, dz, dzpart};
-        cg_par par = cg_par_begin(c, "nce", v, 5);
-        z = v[0], pred = v[1], dpred = v[2];
-        /* this part's dz: dz itself for part 0, else its partial */
-        LLVMValueRef mine = cg_gep(c, v[4], cg_mulk(c, cg_addk(c, par.part, -1), nz));
-        dz = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, par.part, cg_i64(c, 0), ""), v[3], mine);
-        if (k == kfirst) cg_zero(c, dz, cg_i64(c, nz));
-        /* the dpred rows of this part's samples that the sgemm below reads
-         * (rows [begin·S, min(end·S, R))); those with a target are summed
-         * into below */
-        LLVMValueRef r0 = cg_mulk(c, par.begin, g.S), r1 = cg_mulk(c, par.end, g.S);
-        r1 = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, r1, cg_i64(c, R), ""), r1, cg_i64(c, R));
-        cg_if rows = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSLT, r0, r1, ""), "dpred");
-        cg_zero(c, cg_gep(c, dpred, cg_mulk(c, r0, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, r1, r0, ""), g.Cz));
-        cg_if_end(c, &rows);
-        LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-        LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
-        cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
-        cg_loop q = cg_for(c, L, "nce.q");
-        LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
-        LLVMValueRef pos = cg_addk(c, p, k * g.D);
-        LLVMValueRef predp = cg_gep(c, pred, cg_mulk(c, p, g.Cz));
-        LLVMValueRef dpredp = cg_gep(c, dpred, cg_mulk(c, p, g.Cz));
-        LLVMValueRef mx = nce_scores(c, n, &g, k, z, predp, p, pos, s, cand);
-        LLVMValueRef se = nce_sumexp(c, &g, s, mx);
-        LLVMValueRef ase = fdiv(c, cg_f32(c, a), se);          /* a / Σ exp */
-        cg_loop i = cg_for(c, g.neg + 1, "cand");
-        LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, i.iv), "");
-        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, g.neg + 1, i.iv), "");
-        LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
-        LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
-        gi = cg_select(c, is_pos, fsub(c, gi, cg_f32(c, a)), gi);
-        LLVMValueRef zrow = cg_mulk(c, row, g.Cz);
-        saxpy(c, g.Cz, gi, predp, cg_gep(c, dz, zrow));
-        saxpy(c, g.Cz, gi, cg_gep(c, z, zrow), dpredp);
-        cg_for_end(c, &i);
-        cg_for_end(c, &q);
-        cg_for_end(c, &ni);
-        cg_par_end(c, &par, g.N);
-        z = outer[0], pred = outer[1], dpred = outer[2], dz = outer[3];
-        cg_sgemm(c, false, false, R, g.Cc, g.Cz, 1.0f, dpred, g.Cz, Wk, g.Cc, 1.0f, dc, g.Cc);
-        cg_sgemm(c, true, false, g.Cz, g.Cc, R, 1.0f, dpred, g.Cz, cx, g.Cc, 0.0f,
-                 off(c, dW, (k - 1) * g.Cz * g.Cc), g.Cc);
-    }
+    LLVMValueRef scratch = loss_scratch(c, n, 2 * g.P * KC + (parts - 1) * nz);
+    LLVMValueRef pred = scratch, dpred = off(c, scratch, g.P * KC), dzpart = off(c, scratch, 2 * g.P * KC);
+    cg_sgemm(c, false, true, g.P, KC, g.Cc, 1.0f, cx, g.Cc, W, g.Cc, 0.0f, pred, KC);
+    LLVMValueRef v[5] = {z, pred, dpred, dz, dzpart};
+    cg_par par = cg_par_begin(c, "nce", v, 5);
+    /* this part's dz (dz itself for part 0, else its partial) and the dpred
+     * rows of its samples, zeroed here */
+    LLVMValueRef mine = cg_gep(c, v[4], cg_mulk(c, cg_addk(c, par.part, -1), nz));
+    LLVMValueRef pdz = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, par.part, cg_i64(c, 0), ""), v[3], mine);
+    cg_zero(c, pdz, cg_i64(c, nz));
+    LLVMValueRef r0 = cg_mulk(c, par.begin, g.S), r1 = cg_mulk(c, par.end, g.S);
+    cg_zero(c, cg_gep(c, v[2], cg_mulk(c, r0, KC)), cg_mulk(c, LLVMBuildNSWSub(c->b, r1, r0, ""), KC));
+    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
+    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
+    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
+    LLVMValueRef k = lk.iv;
+    /* a = 1/(K·M_k), M_k = N·L_k, in double and rounded once */
+    LLVMValueRef Mk = cg_mulk(c, nce_len(c, &g, k), g.N);
+    LLVMValueRef den = LLVMBuildFMul(c->b, LLVMConstReal(c->f64, (double)g.K), LLVMBuildSIToFP(c->b, Mk, c->f64, ""), "");
+    LLVMValueRef a = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, LLVMConstReal(c->f64, 1.0), den, ""), c->f32, "a");
+    cg_loop q = cg_for_begin(c, cg_i64(c, 0), nce_len(c, &g, k), "nce.q");
+    LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
+    LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
+    LLVMValueRef at = cg_add(c, cg_mulk(c, p, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
+    LLVMValueRef predp = cg_gep(c, v[1], at), dpredp = cg_gep(c, v[2], at);
+    LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
+    LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+    LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
+    cg_loop i = cg_for(c, g.neg + 1, "cand");
+    LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, i.iv), "");
+    LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, g.neg + 1, i.iv), "");
+    LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
+    LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
+    gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
+    LLVMValueRef zrow = cg_mulk(c, row, g.Cz);
+    saxpy(c, g.Cz, gi, predp, cg_gep(c, pdz, zrow));
+    saxpy(c, g.Cz, gi, cg_gep(c, v[0], zrow), dpredp);
+    cg_for_end(c, &i);
+    cg_for_end(c, &q);
+    cg_for_end(c, &lk);
+    cg_for_end(c, &ni);
+    cg_par_end(c, &par, g.N);
+    cg_sgemm(c, false, false, g.P, g.Cc, KC, 1.0f, dpred, KC, W, g.Cc, 0.0f, dc, g.Cc);
+    cg_sgemm(c, true, false, KC, g.Cc, g.P, 1.0f, dpred, KC, cx, g.Cc, 0.0f, dW, g.Cc);
     if (parts > 1) {
         /* dz[i] += Σ_{t = 1..parts−1} dz_t[i], in part order, rows of dz in parallel */
-        LLVMValueRef v[2] = {dz, dzpart};
-        cg_par par = cg_par_begin(c, "nce.dz", v, 2);
-        cg_loop r = cg_for_begin(c, cg_mulk(c, par.begin, g.Cz), cg_mulk(c, par.end, g.Cz), "dz.i");
-        LLVMValueRef acc = cg_loadf(c, v[0], r.iv);
-        for (int64_t t = 1; t < parts; t++) acc = fadd(c, acc, cg_loadf(c, v[1], cg_addk(c, r.iv, (t - 1) * nz)));
-        cg_storef(c, v[0], r.iv, acc);
+        LLVMValueRef w[2] = {dz, dzpart};
+        cg_par pz = cg_par_begin(c, "nce.dz", w, 2);
+        cg_loop r = cg_for_begin(c, cg_mulk(c, pz.begin, g.Cz), cg_mulk(c, pz.end, g.Cz), "dz.i");
+        LLVMValueRef acc = cg_loadf(c, w[0], r.iv);
+        for (int64_t t = 1; t < parts; t++) acc = fadd(c, acc, cg_loadf(c, w[1], cg_addk(c, r.iv, (t - 1) * nz)));
+        cg_storef(c, w[0], r.iv, acc);
         cg_for_end(c, &r);
-        cg_par_end(c, &par, g.P);
+        cg_par_end(c, &pz, g.P);
     }
     return 0;
 }
