@@ -412,8 +412,43 @@ static void test_unwritable_out(void) {
     }
 }
 
+/* The results do not depend on the thread count: a model whose convolutions
+ * take every lowering (im2col from one channel, Winograd 16 -> 16 with fused
+ * ReLUs, stride 2), trained on one thread and on two, writes the same bits. */
+static void test_threads_same_bits(void) {
+    setup();
+    static const char src[] =
+        "model threads {\n"
+        "    input x: [batch, 1, 12, 12]\n"
+        "    p = patches(x, size=8, stride=4)\n"
+        "    h1 = relu(conv2d(relu(conv2d(p, 16, k=3, pad=1)), 16, k=3, pad=1))\n"
+        "    infonce(spatial_mean(h1), steps=1, negatives=4)\n"
+        "    h2 = relu(conv2d(gradient_block(h1), 16, k=3, stride=2, pad=1))\n"
+        "    infonce(spatial_mean(h2), steps=1, negatives=4)\n"
+        "    output spatial_mean(h2)\n"
+        "}\n"
+        "train {\n    batch 16\n    optimizer adam(lr=1e-2)\n    seed 3\n}\n";
+    const char *model = gim_tmpfile("threads.gim", src, sizeof src - 1);
+    const char *out[2] = {tt_path("threads1"), tt_path("threads2")};
+    for (int t = 0; t < 2; t++) {
+        char *se = NULL;
+        int rc = tt_gimc(NULL, &se, "train '%s' --data '%s' --out '%s' --steps 8 --threads %d", model, data12, out[t],
+                         t + 1);
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+        gim_free(se);
+    }
+    size_t n[2] = {0, 0};
+    char *w[2];
+    for (int t = 0; t < 2; t++) w[t] = gim_read_file(tt_weights(out[t]), &n[t]);
+    CU_ASSERT_FATAL(w[0] && w[1]);
+    CU_ASSERT(n[0] == n[1] && n[0] > 1000 && memcmp(w[0], w[1], n[0]) == 0);
+    gim_free(w[0]);
+    gim_free(w[1]);
+}
+
 int main(void) {
     static const gim_test tests[] = {
+        {"one thread or two: the same weights", test_threads_same_bits},
         {"every schedule lowers every module's loss", test_schedules_lower_losses},
         {"sequential cache = module 1's live output", test_sequential_cache_matches_live_forward},
         {"--e2e: gradients reach module 1", test_e2e_gradients_reach_module_1},
