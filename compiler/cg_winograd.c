@@ -183,17 +183,39 @@ static LLVMValueRef shuffle(cg_ctx *c, LLVMValueRef a, LLVMValueRef b, const int
     return LLVMBuildShuffleVector(c->b, a, b, LLVMConstVector(m, (unsigned)len), "");
 }
 
+/* The loop nest every tile transform runs in: image b of the chunk, then
+ * channel ch of `channels`. img is the offset of the (image, channel) plane
+ * in the tensor (floats), blk the offset of its first tile in a [channels, n]
+ * block of V or M (n = nimg·T tiles in the chunk). */
+typedef struct plane_loop {
+    cg_loop lb, lc;
+    LLVMValueRef img, blk;
+} plane_loop;
+
+static plane_loop planes_begin(cg_ctx *c, const wino_geo *g, LLVMValueRef b0, int64_t nimg, int64_t channels,
+                               const char *name) {
+    plane_loop p;
+    p.lb = cg_for(c, nimg, "img");
+    p.lc = cg_for(c, channels, name);
+    p.img = cg_mulk(c, cg_mad(c, cg_add(c, b0, p.lb.iv), channels, p.lc.iv), g->H * g->W);
+    p.blk = cg_mad(c, p.lc.iv, nimg * g->T, cg_mulk(c, p.lb.iv, g->T));
+    return p;
+}
+
+static void planes_end(cg_ctx *c, plane_loop *p) {
+    cg_for_end(c, &p->lc);
+    cg_for_end(c, &p->lb);
+}
+
 /* V[ξ, ci, b·T + t] = (Bᵀ d B)[ξ] for every tile t of the chunk's nimg images
  * (the chunk starts at image b0). */
 static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef b0, int64_t nimg,
                             LLVMValueRef V) {
-    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
-    LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W), vt = LLVMVectorType(c->f32, (unsigned)tw);
-    LLVMValueRef zrow = LLVMConstNull(rowt), zv = LLVMConstNull(vt);
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop li = cg_for(c, g->Ci, "ci");
-    LLVMValueRef xbase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Ci, li.iv), HW);
-    LLVMValueRef vbase = cg_mad(c, li.iv, n, cg_mulk(c, lb.iv, g->T));
+    int64_t n = nimg * g->T, tw = g->tw;
+    LLVMValueRef zrow = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->W));
+    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)tw));
+    plane_loop pl = planes_begin(c, g, b0, nimg, g->Ci, "ci");
+    LLVMValueRef xbase = pl.img, vbase = pl.blk;
     for (int64_t ty = 0; ty < g->th; ty++) {
         LLVMValueRef d[4][4];   /* window row i, column j, as a vector over tx */
         for (int i = 0; i < 4; i++) {
@@ -225,8 +247,7 @@ static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMVa
             for (int j = 0; j < 4; j++) vec_store(c, V, vbase, (i * 4 + j) * xstride(g->Ci, n) + ty * tw, v[j]);
         }
     }
-    cg_for_end(c, &li);
-    cg_for_end(c, &lb);
+    planes_end(c, &pl);
 }
 
 /* What the output transform applies as it stores: the bias (forward), a
@@ -242,15 +263,13 @@ typedef struct wino_epilogue {
 static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValueRef b0, int64_t nimg,
                              LLVMValueRef y, const wino_epilogue *ep) {
     LLVMValueRef bias = ep->bias;
-    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop lo = cg_for(c, g->Co, "co");
-    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co, lo.iv), HW);
-    LLVMValueRef mbase = cg_mad(c, lo.iv, n, cg_mulk(c, lb.iv, g->T));
+    int64_t n = nimg * g->T, tw = g->tw;
+    plane_loop pl = planes_begin(c, g, b0, nimg, g->Co, "co");
+    LLVMValueRef ybase = pl.img, mbase = pl.blk;
     LLVMValueRef brow = NULL;
     if (bias) {
         LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W);
-        LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(rowt), cg_loadf(c, bias, lo.iv), cg_i32(c, 0), "");
+        LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(rowt), cg_loadf(c, bias, pl.lc.iv), cg_i32(c, 0), "");
         int64_t zeros[2 * WINO_MAX_TILES] = {0};
         brow = shuffle(c, one, LLVMGetPoison(rowt), zeros, g->W);
     }
@@ -282,8 +301,7 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
             vec_store(c, y, ybase, r * g->W, row);
         }
     }
-    cg_for_end(c, &lo);
-    cg_for_end(c, &lb);
+    planes_end(c, &pl);
 }
 
 /* One chunk of nimg images from image b0: transform in, 16 products, transform out. */
@@ -311,13 +329,11 @@ static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRe
  * block of dy (zeros past an odd edge). */
 static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMValueRef b0, int64_t nimg,
                            LLVMValueRef dM) {
-    int64_t n = nimg * g->T, HW = g->H * g->W, tw = g->tw;
-    LLVMTypeRef rowt = LLVMVectorType(c->f32, (unsigned)g->W), vt = LLVMVectorType(c->f32, (unsigned)tw);
-    LLVMValueRef zrow = LLVMConstNull(rowt), zv = LLVMConstNull(vt);
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop lo = cg_for(c, g->Co, "co");
-    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co, lo.iv), HW);
-    LLVMValueRef mbase = cg_mad(c, lo.iv, n, cg_mulk(c, lb.iv, g->T));
+    int64_t n = nimg * g->T, tw = g->tw;
+    LLVMValueRef zrow = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->W));
+    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)tw));
+    plane_loop pl = planes_begin(c, g, b0, nimg, g->Co, "co");
+    LLVMValueRef ybase = pl.img, mbase = pl.blk;
     for (int64_t ty = 0; ty < g->th; ty++) {
         LLVMValueRef e[2][2];   /* dY[k][l] as vectors over tx */
         for (int k = 0; k < 2; k++) {
@@ -346,8 +362,7 @@ static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMVa
             for (int j = 0; j < 4; j++) vec_store(c, dM, mbase, (i * 4 + j) * xstride(g->Co, n) + ty * tw, m[j]);
         }
     }
-    cg_for_end(c, &lo);
-    cg_for_end(c, &lb);
+    planes_end(c, &pl);
 }
 
 /* One chunk: V from x, dM from dy, dU[ξ] += dM[ξ] V[ξ]ᵀ. */
