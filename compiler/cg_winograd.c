@@ -190,6 +190,7 @@ static LLVMValueRef shuffle(cg_ctx *c, LLVMValueRef a, LLVMValueRef b, const int
 typedef struct plane_loop {
     cg_loop lb, lc;
     LLVMValueRef img, blk;
+    LLVMValueRef zrow, zv;   /* zero vectors of an image row and of a row of tiles */
 } plane_loop;
 
 static plane_loop planes_begin(cg_ctx *c, const wino_geo *g, LLVMValueRef b0, int64_t nimg, int64_t channels,
@@ -199,6 +200,8 @@ static plane_loop planes_begin(cg_ctx *c, const wino_geo *g, LLVMValueRef b0, in
     p.lc = cg_for(c, channels, name);
     p.img = cg_mulk(c, cg_mad(c, cg_add(c, b0, p.lb.iv), channels, p.lc.iv), g->H * g->W);
     p.blk = cg_mad(c, p.lc.iv, nimg * g->T, cg_mulk(c, p.lb.iv, g->T));
+    p.zrow = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->W));
+    p.zv = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->tw));
     return p;
 }
 
@@ -212,10 +215,8 @@ static void planes_end(cg_ctx *c, plane_loop *p) {
 static void input_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef b0, int64_t nimg,
                             LLVMValueRef V) {
     int64_t n = nimg * g->T, tw = g->tw;
-    LLVMValueRef zrow = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->W));
-    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)tw));
     plane_loop pl = planes_begin(c, g, b0, nimg, g->Ci, "ci");
-    LLVMValueRef xbase = pl.img, vbase = pl.blk;
+    LLVMValueRef xbase = pl.img, vbase = pl.blk, zrow = pl.zrow, zv = pl.zv;
     for (int64_t ty = 0; ty < g->th; ty++) {
         LLVMValueRef d[4][4];   /* window row i, column j, as a vector over tx */
         for (int i = 0; i < 4; i++) {
@@ -330,10 +331,8 @@ static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRe
 static void grad_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMValueRef b0, int64_t nimg,
                            LLVMValueRef dM) {
     int64_t n = nimg * g->T, tw = g->tw;
-    LLVMValueRef zrow = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)g->W));
-    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, (unsigned)tw));
     plane_loop pl = planes_begin(c, g, b0, nimg, g->Co, "co");
-    LLVMValueRef ybase = pl.img, mbase = pl.blk;
+    LLVMValueRef ybase = pl.img, mbase = pl.blk, zrow = pl.zrow, zv = pl.zv;
     for (int64_t ty = 0; ty < g->th; ty++) {
         LLVMValueRef e[2][2];   /* dY[k][l] as vectors over tx */
         for (int k = 0; k < 2; k++) {
