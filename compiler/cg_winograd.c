@@ -136,7 +136,11 @@ static void store_at(cg_ctx *c, LLVMValueRef base, LLVMValueRef i, int64_t k, LL
 /* U[ξ, co, ci] = (G g Gᵀ)[ξ] for every kernel, g = w[co, ci] (forward) or
  * w[ci, co] rotated by 180° (data gradient). */
 static void weight_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef w, LLVMValueRef U) {
-    cg_loop lo = cg_for(c, g->Co, "co");
+    /* output channels over the pool: each kernel's transform is its own */
+    LLVMValueRef v[2] = {w, U};
+    cg_par par = cg_par_begin(c, "wino.u", v, 2);
+    w = v[0], U = v[1];
+    cg_loop lo = cg_for_begin(c, par.begin, par.end, "co");
     cg_loop li = cg_for(c, g->Ci, "ci");
     LLVMValueRef kbase = g->bwd ? cg_mulk(c, cg_mad(c, li.iv, g->Co, lo.iv), 9)
                                 : cg_mulk(c, cg_mad(c, lo.iv, g->Ci, li.iv), 9);
@@ -159,6 +163,7 @@ static void weight_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef w, LLVMV
     }
     cg_for_end(c, &li);
     cg_for_end(c, &lo);
+    cg_par_end(c, &par, g->Co);
 }
 
 /* Vectors run along a row of tiles: lane tx of a vector belongs to tile
