@@ -562,12 +562,12 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
         a.a = cg_buf(c, n->in[0]);
         a.w = cg_buf(c, n->in[1]);
         a.bias = n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
-        a.relu = n->attr[GIM_CONV_ACT] != 0;
+        a.relu = n->attr[GIM_FUSED_RELU] != 0;
         break;
     case GIM_OP_CONV2D_BWD_DATA: case GIM_OP_CONV1D_BWD_DATA:
         a.a = cg_buf(c, n->in[0]);
         a.w = cg_buf(c, n->in[1]);
-        if (n->attr[GIM_CONV_ACT] != 0) {
+        if (n->attr[GIM_FUSED_RELU] != 0) {
             if (n->n_in < 3) return cg_fail(c, n, "internal: fused data gradient without y");
             a.mask = cg_buf(c, n->in[2]);
         }

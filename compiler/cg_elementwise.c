@@ -249,18 +249,41 @@ static void fill_run(cg_ctx *c, LLVMValueRef dst, LLVMValueRef base, int64_t n, 
     for (; done < n; done++) cg_storef(c, dst, cg_addk(c, base, done), v);
 }
 
+/* v where keep[i] > 0, else 0: a fused ReLU gradient (RELU_BWD's select) */
+static LLVMValueRef keep_positive(cg_ctx *c, LLVMValueRef keep, LLVMValueRef i, LLVMValueRef v) {
+    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, cg_loadf(c, keep, i), cg_f32(c, 0.0f), "");
+    return cg_select(c, pos, v, cg_f32(c, 0.0f));
+}
+
 /* dx[o, k, i] = dy[o, i] / len, dx viewed as [outer, len, inner]; units of
- * (o, block of k) covering about EW_BLOCK floats of dx. */
-static void emit_mean_bwd(cg_ctx *c, LLVMValueRef dy, LLVMValueRef dx, int64_t outer, int64_t len, int64_t inner) {
+ * (o, block of k) covering about EW_BLOCK floats of dx. mask (dx's shape, or
+ * NULL): a fused ReLU gradient keeps dx only where mask > 0. */
+static void emit_mean_bwd(cg_ctx *c, LLVMValueRef dy, LLVMValueRef dx, LLVMValueRef mask, int64_t outer,
+                          int64_t len, int64_t inner) {
     LLVMValueRef scale = cg_f32(c, (float)(1.0 / (double)len));
     int64_t blk = inner < EW_BLOCK ? EW_BLOCK / inner : 1;
     if (blk > len) blk = len;
     int64_t nb = (len + blk - 1) / blk;
-    LLVMValueRef v[2] = {dy, dx};
-    units u = units_begin(c, "mean_bwd", outer * nb, blk * inner, v, 2);
+    LLVMValueRef v[3] = {dy, dx, mask ? mask : dx};
+    units u = units_begin(c, "mean_bwd", outer * nb, blk * inner, v, 3);
+    if (mask) mask = v[2];
     cg_loop r = cg_for_begin(c, u.lo, u.hi, "u");
     LLVMValueRef o, k0, k1;
     unit_block(c, r.iv, len, blk, &o, &k0, &k1);
+    if (mask) {
+        LLVMValueRef ybase = cg_mulk(c, o, inner);
+        cg_loop k = cg_for_begin(c, k0, k1, "k");
+        LLVMValueRef xbase = cg_mulk(c, cg_mad(c, o, len, k.iv), inner);
+        cg_loop i = cg_for(c, inner, "i");
+        LLVMValueRef xi = cg_add(c, xbase, i.iv);
+        LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], cg_add(c, ybase, i.iv)), scale, "");
+        cg_storef(c, v[1], xi, keep_positive(c, mask, xi, val));
+        cg_for_end(c, &i);
+        cg_for_end(c, &k);
+        cg_for_end(c, &r);
+        units_end(c, &u);
+        return;
+    }
     if (inner == 1 && nb == 1) {
         /* a row dx[o, 0..len) of one value */
         LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], o), scale, "");
@@ -296,7 +319,8 @@ static int g_spatial_mean(cg_ctx *c, const gim_node *n) {
 /* spatial_mean_bwd: dx[o·HW + k] = dy[o] / HW */
 static int g_spatial_mean_bwd(cg_ctx *c, const gim_node *n) {
     int64_t no = numel(n->in[0]), hw = numel(n) / (no ? no : 1);
-    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), no, hw, 1);
+    LLVMValueRef mask = n->attr[GIM_FUSED_RELU] != 0 && n->n_in > 1 ? cg_buf(c, n->in[1]) : NULL;
+    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), mask, no, hw, 1);
     return 0;
 }
 
@@ -318,7 +342,7 @@ static int g_mean_bwd(cg_ctx *c, const gim_node *n) {
     if (axis < 0 || axis >= n->shape.rank) return cg_fail(c, n, "internal: mean_bwd axis %d out of range", axis);
     int64_t outer, len, inner;
     split_axis(&n->shape, axis, &outer, &len, &inner);
-    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), outer, len, inner);
+    emit_mean_bwd(c, cg_buf(c, n->in[0]), cg_buf(c, n), NULL, outer, len, inner);
     return 0;
 }
 

@@ -444,7 +444,7 @@ int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch) {
                                               gim_op_name(n->op));
     if (g.wgrad) return wino_wgrad(c, &g, n, scratch);
     LLVMValueRef x = cg_buf(c, n->in[0]), w = cg_buf(c, n->in[1]), y = cg_buf(c, n);
-    bool act = n->attr[GIM_CONV_ACT] != 0;
+    bool act = n->attr[GIM_FUSED_RELU] != 0;
     /* forward: x, w[, b]; data gradient: dy, w[, y when a ReLU gradient was fused] */
     LLVMValueRef extra = n->n_in > 2 ? cg_buf(c, n->in[2]) : NULL;
     if (g.bwd && act && !extra) return cg_fail(c, n, "internal: fused data gradient without y");

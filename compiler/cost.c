@@ -124,7 +124,7 @@ gim_cost gim_module_cost(const gim_graph *g, const gim_module *m) {
         double f = gim_node_fwd_flops(n);
         c.fwd_flops += f;
         c.step_flops += f * (cost_rules[n->op].weights ? 3 : 2);
-        if ((n->op == GIM_OP_CONV2D || n->op == GIM_OP_CONV1D) && n->attr[GIM_CONV_ACT] != 0) {
+        if ((n->op == GIM_OP_CONV2D || n->op == GIM_OP_CONV1D) && n->attr[GIM_FUSED_RELU] != 0) {
             /* a fused ReLU (gim_fuse), counted as the RELU node it replaced */
             c.fwd_flops += numel(n);
             c.step_flops += 2 * numel(n);

@@ -1,11 +1,12 @@
-/* Fusing ReLU into the convolutions around it, after autodiff and before
- * code generation:
+/* Fusing ReLU into the ops around it, after autodiff and before code
+ * generation:
  *
  *   y = relu(conv(x))                  the convolution applies max(·, 0) as it
  *                                      writes its output; y becomes a view of it
  *   d = relu_bwd(conv_bwd_data(dy), y) the data gradient takes y as a third input
  *                                      and keeps its output only where y > 0;
  *                                      d becomes a view of it
+ *   d = relu_bwd(spatial_mean_bwd(dz), y)   the same: y a second input
  *
  * A pass over memory-bound elementwise work saved each time, and the
  * convolution's pre-activation buffer with it. Only when the convolution's
@@ -64,14 +65,16 @@ int gim_fuse(gim_graph *g) {
                 if (n->n_in < 1) continue;
                 gim_node *src = n->in[0];
                 if (readers[src->id] != 1 || src->module != n->module) continue;
-                if (n->op == GIM_OP_RELU && is_conv_fwd(src->op) && src->attr[GIM_CONV_ACT] == 0) {
-                    src->attr[GIM_CONV_ACT] = 1;
+                if (n->op == GIM_OP_RELU && is_conv_fwd(src->op) && src->attr[GIM_FUSED_RELU] == 0) {
+                    src->attr[GIM_FUSED_RELU] = 1;
                     make_view(n, src);
                     fused++;
-                } else if (n->op == GIM_OP_RELU_BWD && is_conv_bwd_data(src->op) && src->n_in == 2 &&
-                           src->attr[GIM_CONV_ACT] == 0) {
-                    src->in[src->n_in++] = n->in[1];   /* y */
-                    src->attr[GIM_CONV_ACT] = 1;
+                } else if (n->op == GIM_OP_RELU_BWD &&
+                           ((is_conv_bwd_data(src->op) && src->n_in == 2) ||
+                            (src->op == GIM_OP_SPATIAL_MEAN_BWD && src->n_in == 1)) &&
+                           src->attr[GIM_FUSED_RELU] == 0) {
+                    src->in[src->n_in++] = n->in[1];   /* y, after the op's own inputs */
+                    src->attr[GIM_FUSED_RELU] = 1;
                     make_view(n, src);
                     fused++;
                 }

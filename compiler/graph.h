@@ -92,10 +92,10 @@ struct gim_node {
 
 static inline int64_t gim_attr_i(const gim_node *n, int i) { return (int64_t)n->attr[i]; }
 
-/* Convolutions (forward and data gradient): attr slot set by gim_fuse when a
- * ReLU was fused into the convolution's output (see compiler/fuse.c). After
- * the op's own attrs (out, k, stride, pad, bias). */
-#define GIM_CONV_ACT 5
+/* The attr slot gim_fuse sets on a node that computes a ReLU (convolutions)
+ * or a ReLU gradient (convolution data gradients, spatial_mean_bwd) along
+ * with its own result (compiler/fuse.c); past every op's own attrs. */
+#define GIM_FUSED_RELU (GIM_MAX_ATTR - 1)
 
 /* ---- modules ---------------------------------------------------------------- */
 

@@ -263,8 +263,8 @@ static void test_shared_work_arena(void) {
 /* (4c) ReLU fusion (compiler/fuse.c) changes no bit: a model whose ReLUs
  * follow an im2col convolution (one input channel; four channels), a
  * Winograd one (16 -> 16) and whose ReLU gradients follow both kinds of data
- * gradient, trained fused and unfused: the same losses and parameters; and
- * the fused model's gradients match finite differences. */
+ * gradient and spatial_mean's, trained fused and unfused: the same losses and
+ * parameters; and the fused model's gradients match finite differences. */
 static const char *fuse_src =
     "model fusing {\n"
     "    input x: [batch, 1, 12, 12]\n"
@@ -283,8 +283,9 @@ static void test_fusion_same_bits(void) {
     CU_ASSERT_EQUAL(gim_hm_fused, 0);
     gim_hm_fuse = true;
     gim_exec_model *fused = gim_hm_compile("fusing", fuse_src, BATCH, false);
-    /* four ReLUs into their convolutions, two ReLU gradients into data gradients */
-    CU_ASSERT_EQUAL(gim_hm_fused, 6);
+    /* four ReLUs into their convolutions; the four ReLU gradients into the two
+     * data gradients and the two spatial_mean gradients before them */
+    CU_ASSERT_EQUAL(gim_hm_fused, 8);
     CU_ASSERT_PTR_NOT_NULL_FATAL(plain);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fused);
     run *a = run_new(plain, SEED), *b = run_new(fused, SEED);
