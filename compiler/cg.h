@@ -195,7 +195,7 @@ LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
  * 3×3, stride-1, pad-1 conv2d and both its gradients on images of at most
  * 16×16 take F(2×2, 3×3) instead of im2col (cg_conv.c asks, then delegates).
  * cg_conv_winograd = 0 turns it off (benchmarks compare). */
-extern int cg_conv_winograd;
+extern int cg_conv_winograd, cg_winograd_lanes_c;
 extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
 int64_t cg_winograd_scratch_floats(const gim_node *n);

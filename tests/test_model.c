@@ -262,8 +262,8 @@ static void test_shared_work_arena(void) {
 
 /* (4c) ReLU fusion (compiler/fuse.c) changes no bit: a model whose ReLUs
  * follow an im2col convolution (one input channel; four channels), a
- * Winograd one (16 -> 16) and whose ReLU gradients follow both kinds of data
- * gradient and spatial_mean's, trained fused and unfused: the same losses and
+ * Winograd one (16 -> 16 on 8x8, and on 2x2: one tile an image) and whose
+ * ReLU gradients follow both kinds of data gradient and spatial_mean's, trained fused and unfused: the same losses and
  * parameters; and the fused model's gradients match finite differences. */
 static const char *fuse_src =
     "model fusing {\n"
@@ -273,7 +273,9 @@ static const char *fuse_src =
     "    infonce(spatial_mean(h1), steps=1, negatives=4)\n"
     "    h2 = relu(conv2d(relu(conv2d(gradient_block(h1), 4, k=3, stride=2, pad=1)), 4, k=3, pad=1))\n"
     "    infonce(spatial_mean(h2), steps=1, negatives=4)\n"
-    "    output spatial_mean(h2)\n"
+    "    h3 = relu(conv2d(relu(conv2d(gradient_block(h2), 16, k=3, stride=2, pad=1)), 16, k=3, pad=1))\n"
+    "    infonce(spatial_mean(h3), steps=1, negatives=4)\n"
+    "    output spatial_mean(h3)\n"
     "}\n";
 
 static void test_fusion_same_bits(void) {
@@ -283,9 +285,9 @@ static void test_fusion_same_bits(void) {
     CU_ASSERT_EQUAL(gim_hm_fused, 0);
     gim_hm_fuse = true;
     gim_exec_model *fused = gim_hm_compile("fusing", fuse_src, BATCH, false);
-    /* four ReLUs into their convolutions; the four ReLU gradients into the two
-     * data gradients and the two spatial_mean gradients before them */
-    CU_ASSERT_EQUAL(gim_hm_fused, 8);
+    /* six ReLUs into their convolutions; the six ReLU gradients into the three
+     * data gradients and the three spatial_mean gradients before them */
+    CU_ASSERT_EQUAL(gim_hm_fused, 12);
     CU_ASSERT_PTR_NOT_NULL_FATAL(plain);
     CU_ASSERT_PTR_NOT_NULL_FATAL(fused);
     run *a = run_new(plain, SEED), *b = run_new(fused, SEED);
@@ -293,16 +295,16 @@ static void test_fusion_same_bits(void) {
     for (int t = 1; t <= STEPS; t++) {
         make_batch(input_x(a), 20u + (unsigned)t);
         make_batch(input_x(b), 20u + (unsigned)t);
-        float la[2], lb[2];
+        float la[3], lb[3];
         run_all(a, (uint64_t)t, SEED, 1e-2f, 0, la);
         run_all(b, (uint64_t)t, SEED, 1e-2f, 0, lb);
-        same &= memcmp(la, lb, sizeof la) == 0 && isfinite(la[0]) && isfinite(la[1]);
+        same &= memcmp(la, lb, sizeof la) == 0 && isfinite(la[0]) && isfinite(la[1]) && isfinite(la[2]);
     }
     CU_ASSERT_TRUE(same);
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < 3; m++)
         CU_ASSERT_EQUAL(memcmp(a->params[m], b->params[m], (size_t)plain->modules[m].n_param_floats * 4), 0);
     /* the fused convolutions' gradients, against finite differences */
-    for (int m = 0; m < 2; m++) CU_ASSERT_EQUAL(gim_hm_grad_check(b, m, 3, SEED, 0, 0), 0);
+    for (int m = 0; m < 3; m++) CU_ASSERT_EQUAL(gim_hm_grad_check(b, m, 3, SEED, 0, 0), 0);
     run_free(a);
     run_free(b);
     gim_exec_model_free(plain);

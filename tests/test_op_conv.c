@@ -311,8 +311,9 @@ static void test_conv2d_paths(void) {
 /* 3x3, stride 1, pad 1 with enough channels: Winograd F(2x2, 3x3) for the
  * forward and both gradients (compiler/cg_winograd.c); each case runs with it
  * and, for comparison, through im2col. Several chunks and a partial one,
- * odd sizes (half tiles), a 2x2 image (one tile), a one-row image, no bias,
- * and the planned scratch. */
+ * odd sizes (half tiles), a one-row image, no bias, images of one tile (the
+ * layout with vectors along channels: 2x2, 1x2, 1x1), and the planned
+ * scratch. */
 static void test_conv2d_winograd(void) {
     jit_passes = "default<O2>";
     static const conv_case cases[] = {
@@ -320,6 +321,9 @@ static void test_conv2d_winograd(void) {
         {1, {5}, 16, 7, 9, 24, 3, 1, 1, true, false},       /* odd: a last row and column of half tiles */
         {2, {2, 3}, 24, 2, 2, 40, 3, 1, 1, false, false},   /* one tile an image, no bias */
         {1, {3}, 48, 1, 5, 16, 3, 1, 1, true, false},       /* one row */
+        {1, {7}, 16, 2, 2, 16, 3, 1, 1, true, false},       /* one tile: vectors along channels */
+        {1, {5}, 16, 1, 2, 32, 3, 1, 1, true, false},       /* one tile of two pixels */
+        {1, {9}, 32, 1, 1, 16, 3, 1, 1, true, false},       /* one pixel */
     };
     for (int wino = 1; wino >= 0; wino--) {
         cg_conv_winograd = wino;
@@ -331,6 +335,7 @@ static void test_conv2d_winograd(void) {
     cg_conv_winograd = 1;
     check_conv(&cases[0], 750);
     check_conv(&cases[1], 757);
+    check_conv(&cases[4], 764);
     conv_planned = false;
     expect_winograd = false;
     jit_passes = "default<O0>";
