@@ -360,18 +360,39 @@ static LLVMValueRef lanes_join(cg_ctx *c, const wino_geo *g, LLVMValueRef *px) {
     return shuffle(c, cat[0], LLVMGetPoison(LLVMTypeOf(cat[0])), idx, CL * hw);
 }
 
+/* The loop nest of the one-tile transforms: image b of the chunk, then a
+ * block cb of CL channels of `channels`; img is the block's offset in the
+ * tensor, blk its offset in a tile-major [n, channels] block of V or M. */
+typedef struct lanes_loop {
+    cg_loop lb, lc;
+    LLVMValueRef img, blk, zv;
+} lanes_loop;
+
+static lanes_loop lanes_begin(cg_ctx *c, const wino_geo *g, LLVMValueRef b0, int64_t nimg, int64_t channels) {
+    lanes_loop l;
+    l.lb = cg_for(c, nimg, "img");
+    l.lc = cg_for(c, channels / CL, "cb");
+    l.img = cg_mulk(c, cg_mad(c, cg_add(c, b0, l.lb.iv), channels / CL, l.lc.iv), CL * g->H * g->W);
+    l.blk = cg_mad(c, l.lb.iv, channels, cg_mulk(c, l.lc.iv, CL));
+    l.zv = LLVMConstNull(LLVMVectorType(c->f32, CL));
+    return l;
+}
+
+static void lanes_end(cg_ctx *c, lanes_loop *l) {
+    cg_for_end(c, &l->lc);
+    cg_for_end(c, &l->lb);
+}
+
 static void lanes_input(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef b0, int64_t nimg, LLVMValueRef V) {
-    int64_t n = nimg, hw = g->H * g->W;
-    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, CL));
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop lc = cg_for(c, g->Ci / CL, "cb");
-    LLVMValueRef px[4];
-    lanes_load(c, g, x, cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Ci / CL, lc.iv), CL * hw), px);
+    int64_t n = nimg;
+    lanes_loop l = lanes_begin(c, g, b0, nimg, g->Ci);
+    LLVMValueRef zv = l.zv, px[4];
+    lanes_load(c, g, x, l.img, px);
     LLVMValueRef d[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++)
             d[i][j] = i >= 1 && i - 1 < g->H && j >= 1 && j - 1 < g->W ? px[(i - 1) * g->W + (j - 1)] : zv;
-    LLVMValueRef vbase = cg_mad(c, lb.iv, g->Ci, cg_mulk(c, lc.iv, CL));
+    LLVMValueRef vbase = l.blk;
     for (int i = 0; i < 4; i++) {
         LLVMValueRef s4[4];
         for (int j = 0; j < 4; j++) {   /* row i of Bᵀ d */
@@ -381,20 +402,18 @@ static void lanes_input(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueR
         LLVMValueRef v[4] = {fsub(c, s4[0], s4[2]), fadd(c, s4[1], s4[2]), fsub(c, s4[2], s4[1]), fsub(c, s4[1], s4[3])};
         for (int j = 0; j < 4; j++) vec_store(c, V, vbase, (i * 4 + j) * xstride(g->Ci, n), v[j]);
     }
-    cg_for_end(c, &lc);
-    cg_for_end(c, &lb);
+    lanes_end(c, &l);
 }
 
 static void lanes_output(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValueRef b0, int64_t nimg, LLVMValueRef y,
                          const wino_epilogue *ep) {
     int64_t n = nimg, hw = g->H * g->W;
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop lc = cg_for(c, g->Co / CL, "cb");
-    LLVMValueRef mbase = cg_mad(c, lb.iv, g->Co, cg_mulk(c, lc.iv, CL));
+    lanes_loop l = lanes_begin(c, g, b0, nimg, g->Co);
+    LLVMValueRef mbase = l.blk;
     LLVMValueRef m[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) m[i][j] = vec_load(c, M, mbase, (i * 4 + j) * xstride(g->Co, n), CL);
-    LLVMValueRef bias = ep->bias ? vec_load(c, ep->bias, cg_mulk(c, lc.iv, CL), 0, CL) : NULL;
+    LLVMValueRef bias = ep->bias ? vec_load(c, ep->bias, cg_mulk(c, l.lc.iv, CL), 0, CL) : NULL;
     LLVMValueRef px[4];
     for (int i = 0; i < g->H; i++) {
         LLVMValueRef a[4];   /* row i of Aᵀ m */
@@ -404,38 +423,34 @@ static void lanes_output(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValue
         for (int j = 0; j < g->W; j++) px[i * g->W + j] = bias ? fadd(c, o[j], bias) : o[j];
     }
     LLVMValueRef row = lanes_join(c, g, px);
-    LLVMValueRef ybase = cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co / CL, lc.iv), CL * hw);
+    LLVMValueRef ybase = l.img;
     LLVMValueRef keep = ep->relu ? row : ep->mask ? vec_load(c, ep->mask, ybase, 0, CL * hw) : NULL;
     if (keep) {
         LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, keep, LLVMConstNull(LLVMTypeOf(row)), "");
         row = LLVMBuildSelect(c->b, pos, row, LLVMConstNull(LLVMTypeOf(row)), "");
     }
     vec_store(c, y, ybase, 0, row);
-    cg_for_end(c, &lc);
-    cg_for_end(c, &lb);
+    lanes_end(c, &l);
 }
 
 static void lanes_grad(cg_ctx *c, const wino_geo *g, LLVMValueRef dy, LLVMValueRef b0, int64_t nimg, LLVMValueRef dM) {
-    int64_t n = nimg, hw = g->H * g->W;
-    LLVMValueRef zv = LLVMConstNull(LLVMVectorType(c->f32, CL));
-    cg_loop lb = cg_for(c, nimg, "img");
-    cg_loop lc = cg_for(c, g->Co / CL, "cb");
-    LLVMValueRef px[4];
-    lanes_load(c, g, dy, cg_mulk(c, cg_mad(c, cg_add(c, b0, lb.iv), g->Co / CL, lc.iv), CL * hw), px);
+    int64_t n = nimg;
+    lanes_loop l = lanes_begin(c, g, b0, nimg, g->Co);
+    LLVMValueRef zv = l.zv, px[4];
+    lanes_load(c, g, dy, l.img, px);
     LLVMValueRef e[2][2];
     for (int k = 0; k < 2; k++)
-        for (int l = 0; l < 2; l++) e[k][l] = k < g->H && l < g->W ? px[k * g->W + l] : zv;
-    LLVMValueRef mbase = cg_mad(c, lb.iv, g->Co, cg_mulk(c, lc.iv, CL));
+        for (int q = 0; q < 2; q++) e[k][q] = k < g->H && q < g->W ? px[k * g->W + q] : zv;
+    LLVMValueRef mbase = l.blk;
     for (int i = 0; i < 4; i++) {
         LLVMValueRef r2[2];   /* row i of A dY */
-        for (int l = 0; l < 2; l++)
-            r2[l] = i == 0 ? e[0][l] : i == 1 ? fadd(c, e[0][l], e[1][l]) : i == 2 ? fsub(c, e[0][l], e[1][l])
-                                                                              : LLVMBuildFNeg(c->b, e[1][l], "");
+        for (int q = 0; q < 2; q++)
+            r2[q] = i == 0 ? e[0][q] : i == 1 ? fadd(c, e[0][q], e[1][q]) : i == 2 ? fsub(c, e[0][q], e[1][q])
+                                                                              : LLVMBuildFNeg(c->b, e[1][q], "");
         LLVMValueRef mm[4] = {r2[0], fadd(c, r2[0], r2[1]), fsub(c, r2[0], r2[1]), LLVMBuildFNeg(c->b, r2[1], "")};
         for (int j = 0; j < 4; j++) vec_store(c, dM, mbase, (i * 4 + j) * xstride(g->Co, n), mm[j]);
     }
-    cg_for_end(c, &lc);
-    cg_for_end(c, &lb);
+    lanes_end(c, &l);
 }
 
 static void wino_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueRef U, LLVMValueRef part,
