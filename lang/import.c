@@ -2,7 +2,8 @@
  * whole program (or a whole file).
  *
  * An import is looked for next to the importing file, then in the stdlib
- * directory. Files are identified by canonical path (realpath), so each is
+ * directory (a file naming its own file name gets the stdlib file of that
+ * name when there is one). Files are identified by canonical path (realpath), so each is
  * parsed once however it is named; a file that imports one of the files
  * still being read (a cycle) is an error naming the whole chain. */
 #include <errno.h>
@@ -84,10 +85,14 @@ static void import_resolve(import_ctx *c, import_file *from, gim_import *im) {
     if (im->path[0] != '/' && c->stdlib_dir && c->stdlib_dir[0])
         candidates[n++] = import_join(c, c->stdlib_dir, im->path);
 
+    /* The first candidate that exists, passing over the importing file itself
+     * when a later one exists too: models/cpc_audio.gim's `import
+     * "cpc_audio.gim"` means the stdlib file of that name, not itself. */
     const char *path = NULL, *canon = NULL;
     for (int i = 0; i < n && !canon; i++) {
         canon = import_canon(c, candidates[i]);
         path = candidates[i];
+        if (canon && !strcmp(canon, from->canon) && i + 1 < n && import_canon(c, candidates[i + 1])) canon = NULL;
     }
     if (!canon) {
         if (im->path[0] == '/')

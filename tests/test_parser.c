@@ -453,6 +453,21 @@ static void test_imports(void) {
     CU_ASSERT_EQUAL(diag.n_errors, 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(diag_text(), "self.gim:1:8: error: import cycle: "));
 
+    /* A file named like a stdlib file imports that name: the stdlib file,
+     * not itself; with no stdlib file of that name, still a cycle. */
+    const char *libbase = "import \"base.gim\"\nmodel m { output x }\n";
+    const char *same = gim_tmpfile("imp/base.gim", libbase, strlen(libbase));
+    reset_diag();
+    p = gim_parse_program(&diag, arena, same, lib);
+    if (diag.n_errors) fprintf(stderr, "\n%s", diag_text());
+    CU_ASSERT_EQUAL(diag.n_errors, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_EQUAL(p->n_defs, 1);   /* lib/base.gim's def base */
+    reset_diag();
+    gim_parse_program(&diag, arena, same, "/nonexistent/lib");
+    CU_ASSERT_EQUAL(diag.n_errors, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(diag_text(), "base.gim:1:8: error: import cycle: "));
+
     /* An unreadable main file: NULL and an error. */
     reset_diag();
     CU_ASSERT_PTR_NULL(gim_parse_program(&diag, arena, "/nonexistent/x.gim", NULL));
