@@ -528,17 +528,21 @@ static int conv_run_parallel(cg_ctx *c, const gim_node *n, const conv_geo *g, co
     }
     cg_par_end(c, &p, items);
     if (wgrad) {
-        /* dw[o, k] = Σ_t dWᵀ_t[k, o] */
-        cg_loop lo = cg_for(c, g->O, "o");
+        /* dw[o, k] = Σ_t dWᵀ_t[k, o], output channels over the pool (a part
+         * writes its own rows of dw, reading rows of each dWᵀ_t in order) */
+        LLVMValueRef w2[2] = {outer_scratch, outer_out};
+        cg_par q = cg_par_begin(c, "conv.dw", w2, 2);
         cg_loop lk = cg_for(c, g->K, "k");
+        cg_loop lo = cg_for_begin(c, q.begin, q.end, "o");
         LLVMValueRef src = cg_mad(c, lk.iv, g->O, lo.iv), sum = NULL;
         for (int64_t t = 0; t < parts; t++) {
-            LLVMValueRef v1 = cg_loadf(c, outer_scratch, cg_addk(c, src, t * per + at));
+            LLVMValueRef v1 = cg_loadf(c, w2[0], cg_addk(c, src, t * per + at));
             sum = sum ? LLVMBuildFAdd(c->b, sum, v1, "dw") : v1;
         }
-        cg_storef(c, outer_out, cg_mad(c, lo.iv, g->K, lk.iv), sum);
-        cg_for_end(c, &lk);
+        cg_storef(c, w2[1], cg_mad(c, lo.iv, g->K, lk.iv), sum);
         cg_for_end(c, &lo);
+        cg_for_end(c, &lk);
+        cg_par_end(c, &q, g->O);
     }
     return 0;
 }
