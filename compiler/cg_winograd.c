@@ -42,6 +42,9 @@ int64_t cg_winograd_chunk_cap = (int64_t)1 << 16;
  * dimension, and gain from longer ones. */
 int64_t cg_winograd_wgrad_cap = (int64_t)1 << 18;
 
+/* Floats of partial dU the weight gradient's parts may hold together (4 MB). */
+#define WGRAD_PARTIALS ((int64_t)1 << 20)
+
 /* Tiles a generator unrolls at most (16×16 images); larger images take im2col. */
 #define WINO_MAX_TILES 64
 
@@ -49,6 +52,7 @@ typedef struct wino_geo {
     int64_t B, Ci, Co, H, W;     /* images, input and output channels, extent (in = out) */
     int64_t th, tw, T;           /* tiles per column, per row, per image */
     int64_t nimg, chunks;        /* images per chunk; chunks */
+    int64_t items;               /* parallel items (weight gradient: runs of chunks) */
     int64_t u_floats, part_floats;
     bool bwd;                    /* data gradient: input dy, kernel flipped and transposed */
     bool wgrad;                  /* weight gradient: tiles of x and dy, out dw */
@@ -102,6 +106,17 @@ static bool wino_geometry(const gim_node *n, wino_geo *g) {
     if (g->nimg < 1) g->nimg = 1;
     if (g->nimg > g->B) g->nimg = g->B;
     g->chunks = (g->B + g->nimg - 1) / g->nimg;
+    /* The weight gradient's parallel items, each a run of chunks summed into a
+     * partial dU of its own: as many as the pool cuts (8), but fewer when the
+     * partials would pass WGRAD_PARTIALS floats (zeroing and adding them is
+     * memory traffic), never fewer than 2; a power of two, so that parts split
+     * evenly over the threads. */
+    g->items = g->chunks;
+    if (g->wgrad) {
+        int64_t du = 16 * xstride(g->Co, g->Ci), most = WGRAD_PARTIALS / du, p2 = 2;
+        while (p2 * 2 <= most && p2 * 2 <= 8) p2 *= 2;
+        if (g->items > p2 && most < 8) g->items = p2;
+    }
     /* forward and data gradient: U, shared; weight gradient: no shared part,
      * each part's partial dU [16, Co, Ci] before its chunk */
     g->u_floats = g->wgrad ? 0 : 16 * xstride(g->Co, g->Ci);
@@ -118,7 +133,7 @@ bool cg_winograd_applies(const gim_node *n) {
 int64_t cg_winograd_scratch_floats(const gim_node *n) {
     wino_geo g;
     if (!wino_geometry(n, &g)) return 0;
-    return g.u_floats + cg_par_parts(g.chunks) * g.part_floats;
+    return g.u_floats + cg_par_parts(g.items) * g.part_floats;
 }
 
 /* ---- small helpers --------------------------------------------------------------- */
@@ -545,23 +560,26 @@ static void wgrad_chunk(cg_ctx *c, const wino_geo *g, LLVMValueRef x, LLVMValueR
 
 static int wino_wgrad(cg_ctx *c, const wino_geo *g, const gim_node *n, LLVMValueRef scratch) {
     LLVMValueRef dy = cg_buf(c, n->in[0]), x = cg_buf(c, n->in[1]), dw = cg_buf(c, n);
-    int64_t full = g->B / g->nimg, rest = g->B % g->nimg, parts = cg_par_parts(g->chunks);
+    int64_t full = g->B / g->nimg, rest = g->B % g->nimg, parts = cg_par_parts(g->items);
     int64_t nu = 16 * xstride(g->Co, g->Ci);
     LLVMValueRef v[3] = {x, dy, scratch};
     cg_par p = cg_par_begin(c, "wino.dw", v, 3);
     LLVMValueRef dU = cg_gep(c, v[2], cg_mulk(c, p.part, g->part_floats));
     cg_zero(c, dU, cg_i64(c, nu));
-    LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, p.end, cg_i64(c, full), ""), p.end,
+    /* items [begin, end) are the chunks [begin·chunks/items, end·chunks/items) */
+    LLVMValueRef c0 = LLVMBuildSDiv(c->b, cg_mulk(c, p.begin, g->chunks), cg_i64(c, g->items), "");
+    LLVMValueRef c1 = LLVMBuildSDiv(c->b, cg_mulk(c, p.end, g->chunks), cg_i64(c, g->items), "");
+    LLVMValueRef hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, c1, cg_i64(c, full), ""), c1,
                                       cg_i64(c, full), "");
-    cg_loop l = cg_for_begin(c, p.begin, hi, "chunk");
+    cg_loop l = cg_for_begin(c, c0, hi, "chunk");
     wgrad_chunk(c, g, v[0], v[1], dU, cg_mulk(c, l.iv, g->nimg), g->nimg);
     cg_for_end(c, &l);
     if (rest) {
-        cg_if last = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, p.end, cg_i64(c, g->chunks), ""), "rest");
+        cg_if last = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, c1, cg_i64(c, g->chunks), ""), "rest");
         wgrad_chunk(c, g, v[0], v[1], dU, cg_i64(c, full * g->nimg), rest);
         cg_if_end(c, &last);
     }
-    cg_par_end(c, &p, g->chunks);
+    cg_par_end(c, &p, g->items);
 
     /* dw[o, c] = Gᵀ (Σ_t dU_t[·, o, c]) G, parallel over o */
     LLVMValueRef w2[2] = {scratch, dw};

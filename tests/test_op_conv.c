@@ -325,6 +325,7 @@ static void test_conv2d_winograd(void) {
         {1, {5}, 16, 1, 2, 32, 3, 1, 1, true, false},       /* one tile of two pixels */
         {1, {9}, 32, 1, 1, 16, 3, 1, 1, true, false},       /* one pixel */
         {1, {300}, 16, 2, 2, 16, 3, 1, 1, true, false},     /* one tile: 128 images a chunk, 2 + 44 */
+        {1, {130}, 96, 2, 2, 96, 3, 1, 1, true, false},     /* large dU: 4 weight-gradient parts of 7 chunks */
     };
     for (int wino = 1; wino >= 0; wino--) {
         cg_conv_winograd = wino;
