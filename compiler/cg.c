@@ -314,15 +314,20 @@ void cg_axpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValue
 
 /* ---- accumulators ---- */
 
-LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init) {
+LLVMValueRef cg_entry_alloca(cg_ctx *c, LLVMTypeRef t, const char *name, unsigned align) {
     LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
     LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
     LLVMValueRef first = LLVMGetFirstInstruction(entry);
     if (first) LLVMPositionBuilderBefore(eb, first);
     else LLVMPositionBuilderAtEnd(eb, entry);
-    LLVMValueRef slot = LLVMBuildAlloca(eb, LLVMTypeOf(init), name ? name : "var");
-    LLVMSetAlignment(slot, 4);
+    LLVMValueRef a = LLVMBuildAlloca(eb, t, name);
+    LLVMSetAlignment(a, align);
     LLVMDisposeBuilder(eb);
+    return a;
+}
+
+LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init) {
+    LLVMValueRef slot = cg_entry_alloca(c, LLVMTypeOf(init), name ? name : "var", 4);
     cg_var_set(c, slot, init);
     return slot;
 }
@@ -410,14 +415,7 @@ cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) 
 
     /* env: an array of the values, in the caller's entry block */
     LLVMTypeRef envt = LLVMArrayType(c->i64, (unsigned)(nall > 0 ? nall : 1));
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
-    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
-    LLVMValueRef first = LLVMGetFirstInstruction(entry);
-    if (first) LLVMPositionBuilderBefore(eb, first);
-    else LLVMPositionBuilderAtEnd(eb, entry);
-    p.env = LLVMBuildAlloca(eb, envt, "par.env");
-    LLVMSetAlignment(p.env, 8);
-    LLVMDisposeBuilder(eb);
+    p.env = cg_entry_alloca(c, envt, "par.env", 8);
     for (int i = 0; i < nall; i++) {
         LLVMValueRef at = LLVMBuildInBoundsGEP2(c->b, c->i64, p.env, (LLVMValueRef[]){cg_i64(c, i)}, 1, "");
         LLVMBuildStore(c->b, all[i], at);

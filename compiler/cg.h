@@ -125,6 +125,9 @@ cg_loop cg_for_begin(cg_ctx *c, LLVMValueRef start, LLVMValueRef end, const char
 cg_loop cg_for(cg_ctx *c, int64_t end, const char *name);     /* 0..end */
 void cg_for_end(cg_ctx *c, cg_loop *l);                         /* builder after the loop */
 
+/* A stack slot of type t in the current function's entry block (where
+ * mem2reg promotes scalars and the frame holds arrays once). */
+LLVMValueRef cg_entry_alloca(cg_ctx *c, LLVMTypeRef t, const char *name, unsigned align);
 /* A float accumulator usable across a loop (an alloca'd slot). */
 LLVMValueRef cg_var(cg_ctx *c, const char *name, LLVMValueRef init);
 LLVMValueRef cg_var_get(cg_ctx *c, LLVMValueRef var);

@@ -208,23 +208,6 @@ static LLVMValueRef conv_scratch(cg_ctx *c, const gim_node *n) {
 
 /* ---- small emit helpers ------------------------------------------------------ */
 
-/* An alloca'd variable of type t (in the entry block, so mem2reg promotes it). */
-static LLVMValueRef conv_slot(cg_ctx *c, LLVMTypeRef t, LLVMValueRef init, const char *name) {
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
-    LLVMBuilderRef tb = LLVMCreateBuilderInContext(c->ctx);
-    LLVMValueRef first = LLVMGetFirstInstruction(entry);
-    if (first) LLVMPositionBuilderBefore(tb, first);
-    else LLVMPositionBuilderAtEnd(tb, entry);
-    LLVMValueRef slot = LLVMBuildAlloca(tb, t, name);
-    LLVMDisposeBuilder(tb);
-    LLVMBuildStore(c->b, init, slot);
-    return slot;
-}
-
-static LLVMValueRef conv_get(cg_ctx *c, LLVMTypeRef t, LLVMValueRef slot) {
-    return LLVMBuildLoad2(c->b, t, slot, "");
-}
-
 /* base[idx] += v */
 static void conv_accum(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v) {
     cg_storef(c, base, idx, LLVMBuildFAdd(c->b, cg_loadf(c, base, idx), v, "acc"));
@@ -717,9 +700,9 @@ static int cg_pool(cg_ctx *c, const gim_node *n) {
         if (is_max) x = cg_buf(c, n->in[1]);
         cg_zero(c, out, cg_i64(c, B * H * W));
     }
-    LLVMValueRef acc = is_max ? NULL : conv_slot(c, c->f32, cg_f32(c, 0.0f), "sum");
-    LLVMValueRef best = is_max ? conv_slot(c, c->f32, cg_f32(c, 0.0f), "best") : NULL;
-    LLVMValueRef besti = is_max ? conv_slot(c, c->i64, cg_i64(c, 0), "besti") : NULL;
+    LLVMValueRef acc = is_max ? NULL : cg_var(c, "sum", cg_f32(c, 0.0f));
+    LLVMValueRef best = is_max ? cg_var(c, "best", cg_f32(c, 0.0f)) : NULL;
+    LLVMValueRef besti = is_max ? cg_var(c, "besti", cg_i64(c, 0)) : NULL;
     float inv = 1.0f / (float)(k * k);
 
     cg_loop lb = cg_for(c, B, "bc");
@@ -730,32 +713,32 @@ static int cg_pool(cg_ctx *c, const gim_node *n) {
                              cg_add(c, cg_mulk(c, lh.iv, st * W), cg_mulk(c, lw.iv, st)));
     LLVMValueRef g = NULL;
     if (is_max) {
-        LLVMBuildStore(c->b, cg_loadf(c, x, x0), best);
-        LLVMBuildStore(c->b, x0, besti);
+        cg_var_set(c, best, cg_loadf(c, x, x0));
+        cg_var_set(c, besti, x0);
     } else if (bwd) {
         g = LLVMBuildFMul(c->b, cg_loadf(c, dy, yi), cg_f32(c, inv), "g");
     } else {
-        LLVMBuildStore(c->b, cg_f32(c, 0.0f), acc);
+        cg_var_set(c, acc, cg_f32(c, 0.0f));
     }
     cg_loop li = cg_for(c, k, "i");
     cg_loop lj = cg_for(c, k, "j");
     LLVMValueRef xi = cg_add(c, cg_mad(c, li.iv, W, lj.iv), x0);
     if (is_max) {
-        LLVMValueRef v = cg_loadf(c, x, xi), m = conv_get(c, c->f32, best);
+        LLVMValueRef v = cg_loadf(c, x, xi), m = cg_var_get(c, best);
         LLVMValueRef gt = LLVMBuildFCmp(c->b, LLVMRealOGT, v, m, "gt");
-        LLVMBuildStore(c->b, cg_select(c, gt, v, m), best);
-        LLVMBuildStore(c->b, cg_select(c, gt, xi, conv_get(c, c->i64, besti)), besti);
+        cg_var_set(c, best, cg_select(c, gt, v, m));
+        cg_var_set(c, besti, cg_select(c, gt, xi, cg_var_get(c, besti)));
     } else if (bwd) {
         conv_accum(c, out, xi, g);
     } else {
-        LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, conv_get(c, c->f32, acc), cg_loadf(c, x, xi), "s"), acc);
+        cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), cg_loadf(c, x, xi), "s"));
     }
     cg_for_end(c, &lj);
     cg_for_end(c, &li);
-    if (is_max && bwd) conv_accum(c, out, conv_get(c, c->i64, besti), cg_loadf(c, dy, yi));
-    else if (is_max) cg_storef(c, out, yi, conv_get(c, c->f32, best));
+    if (is_max && bwd) conv_accum(c, out, cg_var_get(c, besti), cg_loadf(c, dy, yi));
+    else if (is_max) cg_storef(c, out, yi, cg_var_get(c, best));
     else if (!bwd)
-        cg_storef(c, out, yi, LLVMBuildFMul(c->b, conv_get(c, c->f32, acc), cg_f32(c, inv), "avg"));
+        cg_storef(c, out, yi, LLVMBuildFMul(c->b, cg_var_get(c, acc), cg_f32(c, inv), "avg"));
     cg_for_end(c, &lw);
     cg_for_end(c, &lh);
     cg_for_end(c, &lb);

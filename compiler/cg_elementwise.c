@@ -405,12 +405,7 @@ static int g_bias_bwd(cg_ctx *c, const gim_node *n) {
     }
     LLVMValueRef k0 = cg_mulk(c, u.lo, blk), k1 = cg_mulk(c, u.hi, blk);
     k1 = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, k1, cg_i64(c, len), ""), k1, cg_i64(c, len));
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
-    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
-    LLVMPositionBuilderBefore(eb, LLVMGetFirstInstruction(entry));
-    LLVMValueRef acc = LLVMBuildAlloca(eb, LLVMArrayType(c->f32, (unsigned)most), "db.part");
-    LLVMSetAlignment(acc, 64);
-    LLVMDisposeBuilder(eb);
+    LLVMValueRef acc = cg_entry_alloca(c, LLVMArrayType(c->f32, (unsigned)most), "db.part", 64);
     bias_sums(c, v[0], v[1], acc, k0, k1, outer, len, inner);
     units_end(c, &u);
     return 0;

@@ -35,15 +35,7 @@ static LLVMValueRef sigmoid(cg_ctx *c, LLVMValueRef x) {
 
 /* An array of count elements of type t in the entry block. */
 static LLVMValueRef entry_array(cg_ctx *c, LLVMTypeRef t, int64_t count, const char *name) {
-    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
-    LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
-    LLVMValueRef first = LLVMGetFirstInstruction(entry);
-    if (first) LLVMPositionBuilderBefore(eb, first);
-    else LLVMPositionBuilderAtEnd(eb, entry);
-    LLVMValueRef a = LLVMBuildAlloca(eb, LLVMArrayType(t, (unsigned)count), name);
-    LLVMSetAlignment(a, 16);
-    LLVMDisposeBuilder(eb);
-    return a;
+    return cg_entry_alloca(c, LLVMArrayType(t, (unsigned)count), name, 16);
 }
 
 /* n's scratch: the planned piece, else a module global of its own. */
