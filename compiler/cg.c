@@ -184,6 +184,11 @@ LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRe
     return LLVMBuildSelect(c->b, cond, a, b, "");
 }
 
+LLVMValueRef cg_keep_positive(cg_ctx *c, LLVMValueRef keep, LLVMValueRef v) {
+    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, keep, LLVMConstNull(LLVMTypeOf(keep)), "pos");
+    return LLVMBuildSelect(c->b, pos, v, LLVMConstNull(LLVMTypeOf(v)), "");
+}
+
 /* ---- loops ---- */
 
 static LLVMBasicBlockRef new_block(cg_ctx *c, const char *name, const char *suffix) {

@@ -101,6 +101,10 @@ LLVMValueRef cg_log(cg_ctx *c, LLVMValueRef x);
 LLVMValueRef cg_tanh(cg_ctx *c, LLVMValueRef x);
 LLVMValueRef cg_sqrt(cg_ctx *c, LLVMValueRef x);
 LLVMValueRef cg_select(cg_ctx *c, LLVMValueRef cond, LLVMValueRef a, LLVMValueRef b);
+/* keep > 0 ? v : 0, on floats or float vectors: ReLU is (x, x), its gradient
+ * (y, dy). Every fused ReLU epilogue uses it too, so fused code computes the
+ * same bits as the RELU / RELU_BWD nodes it replaces. */
+LLVMValueRef cg_keep_positive(cg_ctx *c, LLVMValueRef keep, LLVMValueRef v);
 
 /* ---- vectorised reductions ----
  * Σ_{k<n} x[base + k] and Σ_{k<n} a[abase + k]·b[bbase + k] (n a constant,

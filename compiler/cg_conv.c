@@ -395,12 +395,11 @@ typedef struct conv_args {
 } conv_args;
 
 /* base[i] = keep[i] > 0 ? base[i] : 0 for i < n: a fused ReLU (keep = base)
- * or ReLU gradient (keep = y), the same select RELU and RELU_BWD make. */
+ * or ReLU gradient (keep = y). */
 static void conv_keep_positive(cg_ctx *c, LLVMValueRef base, LLVMValueRef keep, int64_t n) {
     cg_loop l = cg_for(c, n, "i");
     LLVMValueRef v = cg_loadf(c, base, l.iv), k = keep == base ? v : cg_loadf(c, keep, l.iv);
-    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, k, cg_f32(c, 0.0f), "");
-    cg_storef(c, base, l.iv, cg_select(c, pos, v, cg_f32(c, 0.0f)));
+    cg_storef(c, base, l.iv, cg_keep_positive(c, k, v));
     cg_for_end(c, &l);
 }
 
@@ -430,7 +429,7 @@ static void conv_chunk(cg_ctx *c, const conv_args *a, LLVMValueRef b0, int64_t n
             LLVMValueRef i = cg_mad(c, lo.iv, g->HoWo, lp.iv);
             LLVMValueRef v = LLVMBuildFAdd(c->b, cg_loadf(c, yb, i), bo, "yb");
             if (a->relu)
-                v = cg_select(c, LLVMBuildFCmp(c->b, LLVMRealOGT, v, cg_f32(c, 0.0f), ""), v, cg_f32(c, 0.0f));
+                v = cg_keep_positive(c, v, v);
             cg_storef(c, yb, i, v);
             cg_for_end(c, &lp);
             cg_for_end(c, &lo);

@@ -61,7 +61,7 @@ static LLVMValueRef gt0(cg_ctx *c, LLVMValueRef x) {
 
 /* relu(x) = x > 0 ? x : 0 */
 static LLVMValueRef f_relu(cg_ctx *c, const gim_node *n, LLVMValueRef x) {
-    return cg_select(c, gt0(c, x), x, cg_f32(c, 0.0f));
+    return cg_keep_positive(c, x, x);
 }
 static LLVMValueRef f_tanh(cg_ctx *c, const gim_node *n, LLVMValueRef x) { return cg_tanh(c, x); }
 /* σ(x) = 1 / (1 + e^{−x}) */
@@ -90,7 +90,7 @@ static LLVMValueRef f_mul(cg_ctx *c, const gim_node *n, LLVMValueRef a, LLVMValu
 }
 /* relu: dx = y > 0 ? dy : 0 */
 static LLVMValueRef f_relu_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef y) {
-    return cg_select(c, gt0(c, y), dy, cg_f32(c, 0.0f));
+    return cg_keep_positive(c, y, dy);
 }
 /* tanh: dx = dy (1 − y²) */
 static LLVMValueRef f_tanh_bwd(cg_ctx *c, const gim_node *n, LLVMValueRef dy, LLVMValueRef y) {
@@ -249,12 +249,6 @@ static void fill_run(cg_ctx *c, LLVMValueRef dst, LLVMValueRef base, int64_t n, 
     for (; done < n; done++) cg_storef(c, dst, cg_addk(c, base, done), v);
 }
 
-/* v where keep[i] > 0, else 0: a fused ReLU gradient (RELU_BWD's select) */
-static LLVMValueRef keep_positive(cg_ctx *c, LLVMValueRef keep, LLVMValueRef i, LLVMValueRef v) {
-    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, cg_loadf(c, keep, i), cg_f32(c, 0.0f), "");
-    return cg_select(c, pos, v, cg_f32(c, 0.0f));
-}
-
 /* dx[o, k, i] = dy[o, i] / len, dx viewed as [outer, len, inner]; units of
  * (o, block of k) covering about EW_BLOCK floats of dx. mask (dx's shape, or
  * NULL): a fused ReLU gradient keeps dx only where mask > 0. */
@@ -277,7 +271,7 @@ static void emit_mean_bwd(cg_ctx *c, LLVMValueRef dy, LLVMValueRef dx, LLVMValue
         cg_loop i = cg_for(c, inner, "i");
         LLVMValueRef xi = cg_add(c, xbase, i.iv);
         LLVMValueRef val = LLVMBuildFMul(c->b, cg_loadf(c, v[0], cg_add(c, ybase, i.iv)), scale, "");
-        cg_storef(c, v[1], xi, keep_positive(c, mask, xi, val));
+        cg_storef(c, v[1], xi, cg_keep_positive(c, cg_loadf(c, mask, xi), val));
         cg_for_end(c, &i);
         cg_for_end(c, &k);
         cg_for_end(c, &r);

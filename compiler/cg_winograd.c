@@ -289,6 +289,16 @@ typedef struct wino_epilogue {
     bool relu;
 } wino_epilogue;
 
+/* A row of len outputs about to be stored at y + i + k: with a fused ReLU
+ * its positive part, with a fused ReLU gradient kept where the mask (y of
+ * the ReLU, dx's layout) is positive. */
+static LLVMValueRef epilogue_keep(cg_ctx *c, const wino_epilogue *ep, LLVMValueRef row, LLVMValueRef i, int64_t k,
+                                  int64_t len) {
+    if (ep->relu) return cg_keep_positive(c, row, row);
+    if (ep->mask) return cg_keep_positive(c, vec_load(c, ep->mask, i, k, len), row);
+    return row;
+}
+
 /* y[b0 + b, co, 2ty + i, 2tx + j] = (Aᵀ m A)[i, j] (+ bias[co]) for every tile,
  * m[ξ] = M[ξ, co, b·T + t]; outputs past an odd edge are not stored. */
 static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValueRef b0, int64_t nimg,
@@ -323,13 +333,7 @@ static void output_transform(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMV
             for (int64_t q = 0; q < g->W; q++) idx[q] = (q % 2) * tw + q / 2;
             LLVMValueRef row = shuffle(c, o0, o1, idx, g->W);
             if (brow) row = fadd(c, row, brow);
-            /* a fused ReLU, or a fused ReLU gradient: keep where y > 0 */
-            LLVMValueRef keep = ep->relu ? row : ep->mask ? vec_load(c, ep->mask, ybase, r * g->W, g->W) : NULL;
-            if (keep) {
-                LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, keep, LLVMConstNull(LLVMTypeOf(row)), "");
-                row = LLVMBuildSelect(c->b, pos, row, LLVMConstNull(LLVMTypeOf(row)), "");
-            }
-            vec_store(c, y, ybase, r * g->W, row);
+            vec_store(c, y, ybase, r * g->W, epilogue_keep(c, ep, row, ybase, r * g->W, g->W));
         }
     }
     planes_end(c, &pl);
@@ -438,13 +442,7 @@ static void lanes_output(cg_ctx *c, const wino_geo *g, LLVMValueRef M, LLVMValue
         for (int j = 0; j < g->W; j++) px[i * g->W + j] = bias ? fadd(c, o[j], bias) : o[j];
     }
     LLVMValueRef row = lanes_join(c, g, px);
-    LLVMValueRef ybase = l.img;
-    LLVMValueRef keep = ep->relu ? row : ep->mask ? vec_load(c, ep->mask, ybase, 0, CL * hw) : NULL;
-    if (keep) {
-        LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, keep, LLVMConstNull(LLVMTypeOf(row)), "");
-        row = LLVMBuildSelect(c->b, pos, row, LLVMConstNull(LLVMTypeOf(row)), "");
-    }
-    vec_store(c, y, ybase, 0, row);
+    vec_store(c, y, l.img, 0, epilogue_keep(c, ep, row, l.img, 0, CL * hw));
     lanes_end(c, &l);
 }
 
