@@ -252,12 +252,7 @@ static void emit_export_copies(emitter *e) {
     const cg_plan *p = e->plan;
     for (int i = 0; i < p->exports.len; i++) {
         const gim_node *x = p->exports.items[i];
-        if (p->where[x->id] == CG_AT_OUTPUT && p->index[x->id] == i) continue;
-        int64_t off = 0;
-        const gim_node *r = cg_plan_root(p, x, &off);   /* a whole view of a value planned into this slot */
-        if (off == 0 && p->where[r->id] == CG_AT_OUTPUT && p->index[r->id] == i &&
-            gim_shape_numel(&r->shape) == gim_shape_numel(&x->shape))
-            continue;
+        if (cg_export_in_place(p, i)) continue;
         const char *name = gim_arena_printf(e->arena, "out.%s", node_label(e, x));
         LLVMValueRef dst = slot_ptr(e, F_OUTPUTS, i, name);
         cg_copy(c, dst, node_ptr(e, x), cg_i64(c, gim_shape_numel(&x->shape)));

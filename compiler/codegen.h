@@ -52,11 +52,13 @@ typedef struct cg_plan {
  * reporting (a module too large, an overflowing shape). Memory in arena. */
 int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_arena *arena, cg_plan *p);
 
-/* The view root of n (n itself if not a view) and the float offset of n in it. */
-const gim_node *cg_view_root(const gim_node *n, int64_t *offset);
 bool cg_is_view(gim_op op);
-/* The same, but stopping at the module's inputs (where p says CG_AT_INPUT). */
+/* The view root of n (n itself if not a view; a module input counts as a
+ * root) and the float offset of n in it. */
 const gim_node *cg_plan_root(const cg_plan *p, const gim_node *n, int64_t *offset);
+/* Whether export i is computed straight into its output slot (itself, or the
+ * value it is a whole view of): no copy at the end of the forward pass. */
+bool cg_export_in_place(const cg_plan *p, int i);
 
 /* One LLVM module holding the step and forward functions of graph modules. */
 typedef struct cg_module_fns {

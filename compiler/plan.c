@@ -29,16 +29,6 @@ bool cg_is_view(gim_op op) {
     return op == GIM_OP_RESHAPE || op == GIM_OP_GRADIENT_BLOCK || op == GIM_OP_SLICE;
 }
 
-const gim_node *cg_view_root(const gim_node *n, int64_t *offset) {
-    int64_t off = 0;
-    while (cg_is_view(n->op)) {
-        if (n->op == GIM_OP_SLICE) off += gim_attr_i(n, 0);
-        n = n->in[0];
-    }
-    if (offset) *offset = off;
-    return n;
-}
-
 /* The view root as this module sees it: a module input that is itself a
  * view in the module that made it (a fused ReLU's output, see fuse.c) is a
  * root here. */
@@ -50,6 +40,21 @@ const gim_node *cg_plan_root(const cg_plan *p, const gim_node *n, int64_t *offse
     }
     if (offset) *offset = off;
     return n;
+}
+
+/* The root of export i when the export is a whole view of it (no offset, the
+ * same size), else NULL. */
+static const gim_node *whole_view_root(const cg_plan *p, int i) {
+    const gim_node *n = p->exports.items[i];
+    int64_t off = 0;
+    const gim_node *r = cg_plan_root(p, n, &off);
+    return r != n && off == 0 && gim_shape_numel(&r->shape) == gim_shape_numel(&n->shape) ? r : NULL;
+}
+
+bool cg_export_in_place(const cg_plan *p, int i) {
+    const gim_node *n = p->exports.items[i], *r = whole_view_root(p, i);
+    if (p->where[n->id] == CG_AT_OUTPUT && p->index[n->id] == i) return true;
+    return r && p->where[r->id] == CG_AT_OUTPUT && p->index[r->id] == i;
 }
 
 /* ---- a first-fit allocator over [0, high) ---- */
@@ -200,11 +205,8 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
     /* An export that is a whole view of a work value (a fused ReLU's output,
      * a reshape): the value itself is written into the slot, no copy. */
     for (int i = 0; i < p->exports.len; i++) {
-        const gim_node *n = p->exports.items[i];
-        int64_t off = 0;
-        const gim_node *r = cg_plan_root(p, n, &off);
-        if (r != n && off == 0 && p->where[r->id] == CG_AT_WORK &&
-            gim_shape_numel(&r->shape) == gim_shape_numel(&n->shape)) {
+        const gim_node *r = whole_view_root(p, i);
+        if (r && p->where[r->id] == CG_AT_WORK) {
             p->where[r->id] = CG_AT_OUTPUT;
             p->index[r->id] = i;
         }
