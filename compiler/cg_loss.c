@@ -54,16 +54,6 @@ static LLVMValueRef loss_scratch(cg_ctx *c, const gim_node *n, int64_t floats) {
     return g;
 }
 
-/* x · y over n floats, and y += alpha x: generated vector loops (a call into
- * BLAS per feature vector cost more than the arithmetic at these lengths) */
-static LLVMValueRef sdot(cg_ctx *c, int64_t n, LLVMValueRef x, LLVMValueRef y) {
-    return cg_dot(c, x, cg_i64(c, 0), y, cg_i64(c, 0), n);
-}
-
-static void saxpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y) {
-    cg_axpy(c, n, alpha, x, y);
-}
-
 /* ---- infonce ------------------------------------------------------------------ */
 
 /* The geometry shared by forward and backward. Context positions are the rows
@@ -142,7 +132,7 @@ static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, L
     LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
     LLVMTypeRef cty = LLVMArrayType(c->i64, (unsigned)(g->neg + 1));
     LLVMValueRef zero = cg_i64(c, 0);
-    LLVMValueRef s0 = sdot(c, g->Cz, cg_gep(c, z, cg_mulk(c, pos, g->Cz)), predp);
+    LLVMValueRef s0 = cg_dot(c, z, cg_mulk(c, pos, g->Cz), predp, cg_i64(c, 0), g->Cz);
     LLVMValueRef idx0[2] = {zero, zero};
     LLVMBuildStore(c->b, s0, LLVMBuildInBoundsGEP2(c->b, sty, s, idx0, 2, ""));
     LLVMBuildStore(c->b, pos, LLVMBuildInBoundsGEP2(c->b, cty, cand, idx0, 2, ""));
@@ -157,7 +147,7 @@ static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, L
         cg_loop j = cg_for(c, g->neg, "neg");
         LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
                                          LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
-        LLVMValueRef sj = sdot(c, g->Cz, cg_gep(c, z, cg_mulk(c, row, g->Cz)), predp);
+        LLVMValueRef sj = cg_dot(c, z, cg_mulk(c, row, g->Cz), predp, cg_i64(c, 0), g->Cz);
         LLVMValueRef ij[2] = {zero, cg_addk(c, j.iv, 1)};
         LLVMBuildStore(c->b, sj, LLVMBuildInBoundsGEP2(c->b, sty, s, ij, 2, ""));
         LLVMBuildStore(c->b, row, LLVMBuildInBoundsGEP2(c->b, cty, cand, ij, 2, ""));
@@ -321,8 +311,8 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
     gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
     LLVMValueRef zrow = cg_mulk(c, row, g.Cz);
-    saxpy(c, g.Cz, gi, predp, cg_gep(c, pdz, zrow));
-    saxpy(c, g.Cz, gi, cg_gep(c, v[0], zrow), dpredp);
+    cg_axpy(c, g.Cz, gi, predp, cg_gep(c, pdz, zrow));
+    cg_axpy(c, g.Cz, gi, cg_gep(c, v[0], zrow), dpredp);
     cg_for_end(c, &i);
     cg_for_end(c, &q);
     cg_for_end(c, &lk);
