@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package gim needs to build, test and train, plus any
+# Installs every Debian package gim needs to build, test and train (Open MPI
+# for distributed training, libsndfile/libsamplerate for audio, espeak-ng and
+# sox to synthesise a speech corpus, gnuplot for run reports), plus any
 # package names given as arguments (bench/setup.sh adds PyTorch's).
 # Idempotent: packages already present are left alone. Run as root (or with sudo).
 set -euo pipefail
@@ -13,6 +15,10 @@ packages=(
     zlib1g-dev
     dataset-fashion-mnist
     valgrind
+    openmpi-bin libopenmpi-dev
+    libsndfile1-dev libsamplerate0-dev
+    espeak-ng sox
+    gnuplot-nox
     "$@"
 )
 
