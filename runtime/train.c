@@ -215,7 +215,7 @@ void rt_module_forward(const gim_exec_model *m, const gim_train_state *s, int mi
 static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir, bool append) {
     memset(p, 0, sizeof *p);
     p->out = out;
-    p->tty = out && isatty(fileno(out));
+    p->tty = out && isatty(fileno(out)) && gim_dist_size() == 1;   /* mpirun gives ranks a pty */
     p->n_modules = m->n_modules;
     p->batch = m->batch;
     p->sum = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
@@ -558,7 +558,8 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     install_signals(&old_int, &old_term);
     double t0 = rt_now();
     int rc;
-    switch (cfg->schedule) {
+    if (gim_dist_size() > 1) rc = rt_train_mpi(m, cfg, s, d, &b, &p, rep, err, errlen);
+    else switch (cfg->schedule) {
     case GIM_SCHED_SEQUENTIAL: rc = rt_train_sequential(m, cfg, s, d, &b, &p, rep, err, errlen); break;
     case GIM_SCHED_ASYNC: rc = rt_train_async(m, cfg, s, d, &b, &p, rep, err, errlen); break;
     default: rc = rt_train_simultaneous(m, cfg, s, d, &b, &p, rep, err, errlen); break;

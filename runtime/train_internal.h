@@ -169,5 +169,6 @@ typedef int rt_schedule_fn(const gim_exec_model *m, const gim_train_config *cfg,
 rt_schedule_fn rt_train_simultaneous;   /* sched_simultaneous.c */
 rt_schedule_fn rt_train_sequential;     /* sched_sequential.c */
 rt_schedule_fn rt_train_async;          /* sched_async.c */
+rt_schedule_fn rt_train_mpi;            /* sched_mpi.c: under mpirun, lockstep or async */
 
 #endif
