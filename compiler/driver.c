@@ -18,8 +18,8 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
-    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_PLACEMENT, OPT_REPLAY,
-    OPT_MAX_REUSE, OPT_PEER_TIMEOUT, OPT_RANKS,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH,
+    OPT_PLACEMENT, OPT_REPLAY, OPT_MAX_REUSE, OPT_PEER_TIMEOUT, OPT_RANKS,
 };
 
 static const struct option cli_long[] = {
@@ -35,6 +35,7 @@ static const struct option cli_long[] = {
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY}, {"pool", required_argument, NULL, OPT_POOL},
     {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
     {"text", no_argument, NULL, OPT_TEXT},
+    {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE}, {"refresh", required_argument, NULL, OPT_REFRESH},
     {"placement", required_argument, NULL, OPT_PLACEMENT}, {"replay", required_argument, NULL, OPT_REPLAY},
     {"max-reuse", required_argument, NULL, OPT_MAX_REUSE}, {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
     {"ranks", required_argument, NULL, OPT_RANKS},
@@ -66,6 +67,8 @@ static unsigned cli_bit(int opt) {
     case OPT_RANDOM_INIT: return GIM_CLI_RANDOM_INIT;
     case OPT_COMPARE_RANDOM: return GIM_CLI_COMPARE_RANDOM;
     case OPT_TEXT: return GIM_CLI_TEXT;
+    case OPT_CACHE_DTYPE: return GIM_CLI_CACHE_DTYPE;
+    case OPT_REFRESH: return GIM_CLI_REFRESH;
     case OPT_PLACEMENT: return GIM_CLI_PLACEMENT;
     case OPT_REPLAY:
     case OPT_MAX_REUSE: return GIM_CLI_REPLAY;
@@ -166,6 +169,16 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
                 return cli_usage_error(cmd, usage, status, "--pool expects flat or mean; got '%s'", arg);
             o->pool_mean = !strcmp(arg, "mean");
             break;
+        case OPT_CACHE_DTYPE:
+            if (strcmp(arg, "f32") && strcmp(arg, "bf16"))
+                return cli_usage_error(cmd, usage, status, "--cache-dtype expects f32 or bf16; got '%s'", arg);
+            o->cache_dtype = !strcmp(arg, "bf16") ? GIM_CACHE_BF16 : GIM_CACHE_F32;
+            break;
+        case OPT_REFRESH:
+            if (!cli_int(arg, 1, INT64_C(1) << 40, &v))
+                return cli_usage_error(cmd, usage, status, "--refresh expects a positive number of epochs; got '%s'", arg);
+            o->refresh = v;
+            break;
         case OPT_PLACEMENT: o->placement = arg; break;
         case OPT_REPLAY:
         case OPT_MAX_REUSE:
@@ -260,6 +273,8 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg) {
     if (o->given & GIM_CLI_OUT) cfg->out_dir = o->out_dir;
     if (o->given & GIM_CLI_RESUME) cfg->resume = o->resume;
     if (o->given & GIM_CLI_SAVE_EVERY) cfg->save_every = o->save_every;
+    if (o->given & GIM_CLI_CACHE_DTYPE) cfg->cache_dtype = o->cache_dtype;
+    if (o->given & GIM_CLI_REFRESH) cfg->refresh = o->refresh;
     if (o->replay) cfg->replay_capacity = o->replay;
     if (o->max_reuse) cfg->max_reuse = o->max_reuse;
     if (o->given & GIM_CLI_PEER_TIMEOUT) cfg->peer_timeout = o->peer_timeout;
