@@ -225,10 +225,10 @@ int cmd_train(int argc, char **argv) {
             status = GIMC_USAGE;
             goto done;
         }
-        if (s.cfg.refresh > 0) {
+        if (s.cfg.refresh > 0 && s.cfg.schedule != GIM_SCHED_SIMULTANEOUS) {
             if (rank == 0)
-                fprintf(stderr, "gimc train: error: --refresh is not available under mpirun yet: a receiving rank "
-                                "trains on the batches streamed to it (async keeps a replay buffer of them)\n");
+                fprintf(stderr, "gimc train: error: --refresh under mpirun takes --schedule simultaneous: between "
+                                "refreshes every rank trains on its own caches\n");
             status = GIMC_USAGE;
             goto done;
         }

@@ -14,8 +14,11 @@
  * reports flow to rank 0; a stop request from any rank to rank 0. */
 enum { RT_TAG_DATA = 1, RT_TAG_LOSS = 2, RT_TAG_STATE = 3, RT_TAG_STOP = 4 };
 
-/* Kinds of messages on the data stream. */
-enum { RT_MSG_BATCH = 1, RT_MSG_SAVE = 2, RT_MSG_END = 3 };
+/* Kinds of messages on the data stream: a batch (with its payload), a
+ * checkpoint marker, the end; under --refresh a refresh batch (examples
+ * [batch_no, batch_no + batch) for the caches, with its payload) and a tick
+ * (train on batch batch_no from the caches: no payload). */
+enum { RT_MSG_BATCH = 1, RT_MSG_SAVE = 2, RT_MSG_END = 3, RT_MSG_REFRESH = 4, RT_MSG_TICK = 5 };
 
 /* Non-blocking sends: at most `slots` in flight, each from a buffer the
  * outbox owns (the caller's data is copied in, so it may change at once). */

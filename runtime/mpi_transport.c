@@ -79,6 +79,8 @@ typedef struct dist_ident {
     int64_t batch, epochs, steps;
     uint64_t seed;
     int32_t schedule, e2e;
+    int64_t refresh;
+    int32_t cache_dtype;
 } dist_ident;
 
 static uint64_t mix(uint64_t h, const void *p, size_t n) {
@@ -119,6 +121,8 @@ static void ident_of(dist_ident *id, const gim_exec_model *m, const gim_train_co
     id->seed = cfg->seed;
     id->schedule = (int32_t)cfg->schedule;
     id->e2e = cfg->e2e;
+    id->refresh = cfg->refresh;
+    id->cache_dtype = (int32_t)cfg->cache_dtype;
 }
 
 /* The first field in which b differs from a, described; false when none. */
@@ -141,6 +145,9 @@ static bool ident_diff(const dist_ident *a, const dist_ident *b, char *what, siz
                  b->epochs, b->steps, a->epochs, a->steps);
     else if (a->e2e != b->e2e)
         snprintf(what, n, "%s, rank 0 %s", b->e2e ? "--e2e" : "greedy training", a->e2e ? "--e2e" : "greedy training");
+    else if (a->refresh != b->refresh || a->cache_dtype != b->cache_dtype)
+        snprintf(what, n, "--refresh %" PRId64 " --cache-dtype %s, rank 0 --refresh %" PRId64 " --cache-dtype %s",
+                 b->refresh, b->cache_dtype ? "bf16" : "f32", a->refresh, a->cache_dtype ? "bf16" : "f32");
     else if (a->optimizer != b->optimizer)
         snprintf(what, n, "other optimizer settings (--lr or the train block) than rank 0");
     else if (a->placement != b->placement)

@@ -13,6 +13,12 @@
  *       other rank keeps a replay buffer of received batches (capacity
  *       cfg->replay_capacity), takes the newest it has used fewer than
  *       cfg->max_reuse times, and waits only when it has none.
+ *   refresh (--refresh N, lockstep framing)  at epochs 0, N, 2N, ... the
+ *       modules' outputs over every example flow down once, each rank
+ *       keeping what its modules read in caches (as sched_refresh.c does in
+ *       one process); in the other batches only a tick flows down and each
+ *       rank trains on its caches: the single process's --refresh weights
+ *       bit for bit.
  *
  * Checkpoints: rank 0 sends a SAVE marker down the data stream; a rank
  * that meets it passes it on and sends rank 0 its modules' state, which is
@@ -54,6 +60,11 @@ typedef struct rt_dist {
     char up_name[96], down_name[96];
     gim_dist_stats *stats;           /* per module (only this rank's are filled) */
     int64_t losses_sent;             /* messages to rank 0 on RT_TAG_LOSS */
+    /* --refresh: every rank trains on caches of what it receives, rebuilt
+     * every cfg->refresh epochs (see refresh_batch) */
+    bool refresh;
+    rt_cache *caches;                /* per slot; module slots in cfg->cache_dtype, data slots f32 */
+    rt_order order;                  /* ranks other than 0: the data order, for the caches */
 } rt_dist;
 
 static void rank_name(const rt_dist *x, int r, char *buf, size_t n) {
@@ -111,7 +122,7 @@ static int send_down(rt_dist *x, int64_t kind, int64_t batch_no, const rt_item *
     parts[0] = hdr;
     sizes[0] = sizeof(int64_t) * (size_t)x->n_hdr;
     int np = 1;
-    if (kind == RT_MSG_BATCH)
+    if (kind == RT_MSG_BATCH || kind == RT_MSG_REFRESH)
         for (int i = 0; i < x->n_out; i++, np++) {
             parts[np] = it->slot[x->out[i]];
             sizes[np] = sizeof(float) * (size_t)x->m->slots[x->out[i]].numel;
@@ -126,7 +137,7 @@ static void unpack(const rt_dist *x, const void *msg, rt_item *it, int64_t *kind
     const int64_t *hdr = msg;
     *kind = hdr[0];
     *batch_no = hdr[1];
-    if (*kind != RT_MSG_BATCH) return;
+    if (*kind != RT_MSG_BATCH && *kind != RT_MSG_REFRESH) return;
     it->batch_no = hdr[1];
     for (int i = 0; i < x->n; i++) it->made_at[i] = (uint64_t)hdr[2 + i];
     const char *at = (const char *)msg + sizeof(int64_t) * (size_t)x->n_hdr;
@@ -295,6 +306,97 @@ static int save_all(rt_dist *x, rt_lossbook *lb, char *err, size_t errlen) {
     return rt_save_now(x->m, x->s, x->cfg, x->p, err, errlen);
 }
 
+/* ---- --refresh ---------------------------------------------------------------------- */
+
+/* Opens this rank's caches: every slot its modules read from another
+ * module (cfg->cache_dtype), and on ranks other than 0 the data slots they
+ * read (f32: they stand for the data this rank never reads). */
+static int refresh_open(rt_dist *x, char *err, size_t errlen) {
+    const gim_exec_model *m = x->m;
+    bool *cached = gim_calloc((size_t)m->n_slots, sizeof(bool));
+    bool *mine = gim_calloc((size_t)m->n_slots, sizeof(bool));
+    bool *data = gim_calloc((size_t)m->n_slots, sizeof(bool));
+    x->caches = gim_calloc((size_t)m->n_slots, sizeof(rt_cache));
+    int rc = 0;
+    if (!cached || !mine || !data || !x->caches) {
+        rc = gim_errf(err, errlen, "out of memory for the caches");
+        goto done;
+    }
+    if ((rc = rt_cache_slots(m, cached, "--refresh", err, errlen))) goto done;
+    for (int mi = x->first; mi < x->last; mi++)
+        for (int k = 0; k < m->modules[mi].n_inputs; k++) {
+            int sl = m->modules[mi].inputs[k];
+            if (m->slots[sl].producer < 0) data[sl] = x->rank > 0;
+            else if (cached[sl] && m->slots[sl].producer != mi) mine[sl] = true;
+        }
+    char what[96];
+    snprintf(what, sizeof what, "refresh, rank %d: caches of module outputs", x->rank);
+    const char *dir = x->rank == 0 ? x->cfg->out_dir : NULL;
+    if ((rc = rt_cache_open_slots(x->caches, mine, m, dir, x->d->n, x->cfg->cache_dtype, x->p->out, what, err,
+                                  errlen)))
+        goto done;
+    rc = rt_cache_open_slots(x->caches, data, m, dir, x->d->n, GIM_CACHE_F32, NULL, what, err, errlen);
+done:
+    gim_free(cached);
+    gim_free(mine);
+    gim_free(data);
+    return rc;
+}
+
+/* Examples [start, start + batch) (the last batch padded with its last
+ * example) of a refresh: the item holds the data (rank 0) or what rank - 1
+ * sent; received slots go into the caches, then each module of the rank in
+ * turn reads its inputs from the caches, runs forward and caches its
+ * exports, exactly as a refresh in one process builds module by module. */
+static void refresh_batch(rt_dist *x, int64_t start, int64_t *seq, rt_item *it) {
+    const gim_exec_model *m = x->m;
+    int64_t n = x->d->n, count = n - start < m->batch ? n - start : m->batch;
+    for (int64_t e = 0; e < m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
+    for (int i = 0; i < x->n_in; i++)
+        if (x->caches[x->in[i]].data) rt_cache_put(&x->caches[x->in[i]], start, count, it->slot[x->in[i]]);
+    for (int mi = x->first; mi < x->last; mi++) {
+        rt_cache_fill_inputs(m, x->caches, mi, seq, it);
+        rt_module_forward(m, x->s, mi, it);
+        for (int e = 0; e < m->modules[mi].n_exports; e++) {
+            int sl = m->modules[mi].exports[e];
+            if (x->caches[sl].data) rt_cache_put(&x->caches[sl], start, count, it->slot[sl]);
+        }
+    }
+}
+
+/* A training batch's inputs from the caches: the data slots (ranks other
+ * than 0) and, module by module, what the modules below made. */
+static void refresh_inputs(rt_dist *x, int mi, const int64_t *idx, rt_item *it) {
+    const gim_exec_model *m = x->m;
+    if (mi == x->first && x->rank > 0)
+        for (int i = 0; i < x->n_in; i++) {
+            int sl = x->in[i];
+            if (m->slots[sl].producer < 0 && x->caches[sl].data) rt_cache_get(&x->caches[sl], idx, m->batch, it->slot[sl]);
+        }
+    rt_cache_fill_inputs(m, x->caches, mi, idx, it);
+}
+
+/* Rank 0: a refresh, every example through its modules and down. */
+static int refresh_rank0(rt_dist *x, int64_t epoch, rt_item *it, char *err, size_t errlen) {
+    int64_t *seq = gim_malloc(sizeof(int64_t) * (size_t)x->m->batch);
+    if (!seq) return gim_errf(err, errlen, "out of memory");
+    int rc = 0;
+    if (x->p->out) {
+        fprintf(x->p->out, "refresh (epoch %lld): the modules' outputs over %lld examples, down every rank\n",
+                (long long)epoch + 1, (long long)x->d->n);
+        fflush(x->p->out);
+    }
+    for (int64_t start = 0; start < x->d->n && rc == 0; start += x->m->batch) {
+        int64_t count = x->d->n - start < x->m->batch ? x->d->n - start : x->m->batch;
+        for (int64_t e = 0; e < x->m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
+        if ((rc = rt_fill_data(x->m, x->b, x->d, epoch, seq, it, err, errlen))) break;
+        refresh_batch(x, start, seq, it);
+        rc = send_down(x, RT_MSG_REFRESH, start, it, err, errlen);
+    }
+    gim_free(seq);
+    return rc;
+}
+
 static int run_rank0(rt_dist *x, char *err, size_t errlen) {
     const gim_exec_model *m = x->m;
     gim_train_state *s = x->s;
@@ -323,14 +425,19 @@ static int run_rank0(rt_dist *x, char *err, size_t errlen) {
         }
         if (rt_stop_now()) break;
         int64_t epoch = g / nb, in_epoch = g % nb;
+        if (x->refresh && in_epoch == 0 && epoch % cfg->refresh == 0 &&
+            (rc = refresh_rank0(x, epoch, it, err, errlen)))
+            break;
         const int64_t *perm = rt_order_for(&order, cfg->seed, epoch);
-        if ((rc = rt_fill_data(m, x->b, x->d, epoch, perm + in_epoch * m->batch, it, err, errlen))) break;
+        const int64_t *idx = perm + in_epoch * m->batch;
+        if ((rc = rt_fill_data(m, x->b, x->d, epoch, idx, it, err, errlen))) break;
         it->batch_no = g;
         for (int mi = x->first; mi < x->last; mi++) {
+            if (x->refresh) refresh_inputs(x, mi, idx, it);
             losses[mi] = rt_module_step(m, s, mi, it, cfg);
             x->stats[mi].steps++;
         }
-        if ((rc = send_down(x, RT_MSG_BATCH, g, it, err, errlen))) break;
+        if ((rc = send_down(x, x->refresh ? RT_MSG_TICK : RT_MSG_BATCH, g, it, err, errlen))) break;
         g++;
         s->epoch = g / nb;
         s->batch_in_epoch = g % nb;
@@ -404,9 +511,10 @@ static int run_lockstep_rank(rt_dist *x, char *err, size_t errlen) {
     char *buf = gim_malloc(cap);
     rt_item *it = rt_item_new(m);
     float *losses = gim_calloc((size_t)x->n, sizeof(float));
+    int64_t *seq = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
     int rc = 0;
     bool asked = false;
-    if (!buf || !it || !losses) {
+    if (!buf || !it || !losses || !seq) {
         rc = gim_errf(err, errlen, "out of memory for a batch");
         goto done;
     }
@@ -415,14 +523,27 @@ static int run_lockstep_rank(rt_dist *x, char *err, size_t errlen) {
         if ((rc = receive(x, buf, cap, err, errlen))) break;
         int64_t kind, batch_no;
         unpack(x, buf, it, &kind, &batch_no);
-        if (kind == RT_MSG_BATCH) {
-            x->stats[x->first].received++;
+        if (kind == RT_MSG_BATCH || kind == RT_MSG_TICK) {
+            x->stats[x->first].received += kind == RT_MSG_BATCH;
+            const int64_t *idx = NULL;
+            if (kind == RT_MSG_TICK) {
+                it->batch_no = batch_no;
+                idx = rt_order_for(&x->order, x->cfg->seed, batch_no / x->nb) + batch_no % x->nb * m->batch;
+            }
             for (int mi = x->first; mi < x->last; mi++) {
+                if (idx) refresh_inputs(x, mi, idx, it);
                 losses[mi] = rt_module_step(m, x->s, mi, it, x->cfg);
                 x->stats[mi].steps++;
             }
             if ((rc = send_losses(x, batch_no, losses, err, errlen))) break;
-            if ((rc = send_down(x, RT_MSG_BATCH, batch_no, it, err, errlen))) break;
+            if ((rc = send_down(x, (int)kind, batch_no, it, err, errlen))) break;
+        } else if (kind == RT_MSG_REFRESH) {
+            if (!x->caches) {
+                rc = gim_errf(err, errlen, "%s sent a refresh but this rank runs without --refresh", x->up_name);
+                break;
+            }
+            refresh_batch(x, batch_no, seq, it);
+            if ((rc = send_down(x, RT_MSG_REFRESH, batch_no, it, err, errlen))) break;
         } else if (kind == RT_MSG_SAVE) {
             if ((rc = send_down(x, RT_MSG_SAVE, 0, NULL, err, errlen)) || (rc = send_state(x, err, errlen))) break;
         } else {
@@ -436,6 +557,7 @@ done:
     gim_free(buf);
     rt_item_free(m, it);
     gim_free(losses);
+    gim_free(seq);
     return rc;
 }
 
@@ -598,6 +720,26 @@ int rt_train_mpi(const gim_exec_model *m, const gim_train_config *cfg, gim_train
         rc = gim_errf(err, errlen, "out of memory");
         goto done;
     }
+    x.refresh = cfg->refresh > 0;
+    if (x.refresh) {
+        if (!x.lockstep) {
+            rc = gim_errf(err, errlen, "--refresh under mpirun takes --schedule simultaneous: between refreshes every "
+                          "rank trains on its own caches");
+            goto done;
+        }
+        if (s->batch_in_epoch != 0 || s->epoch % cfg->refresh != 0) {
+            rc = gim_errf(err, errlen, "under mpirun a --refresh run resumes at the start of a period only (epochs "
+                          "1, %lld, ...); this checkpoint is at epoch %lld, batch %lld: resume it in one process",
+                          (long long)cfg->refresh + 1, (long long)s->epoch + 1, (long long)s->batch_in_epoch);
+            goto done;
+        }
+        x.order = (rt_order){.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n), .epoch = -1, .n = d->n};
+        if (!x.order.perm) {
+            rc = gim_errf(err, errlen, "out of memory");
+            goto done;
+        }
+        if ((rc = refresh_open(&x, err, errlen))) goto done;
+    }
     if (x.rank == 0) rc = run_rank0(&x, err, errlen);
     else if (x.lockstep) rc = run_lockstep_rank(&x, err, errlen);
     else rc = run_async_rank(&x, err, errlen);
@@ -611,6 +753,10 @@ int rt_train_mpi(const gim_exec_model *m, const gim_train_config *cfg, gim_train
         x.stats = NULL;
     }
 done:
+    if (x.caches)
+        for (int i = 0; i < m->n_slots; i++) rt_cache_close(&x.caches[i]);
+    gim_free(x.caches);
+    gim_free(x.order.perm);
     rt_outbox_free(x.down);
     rt_outbox_free(x.to0);
     gim_free(x.rank_of);

@@ -1,6 +1,7 @@
 /* gimc train under mpirun on this machine (--oversubscribe): lockstep is the
  * single process bit for bit on 2 and 3 ranks; the merged checkpoint resumes
  * in one process and a single process's checkpoint resumes under mpirun;
+ * --refresh on 3 ranks is the single process's --refresh bit for bit;
  * async with replay buffers lowers every module's loss; ranks started with
  * different models or batch sizes refuse; more ranks than modules is an
  * error; a rank killed with kill -9 stops the job naming it, leaving the
@@ -140,6 +141,20 @@ static void test_lockstep_resume_across(void) {
     CU_ASSERT(tt_has(out, "resuming from"));
     expect_ok(rc, out, "resume under mpirun -np 3");
     expect_same(ref, b, "one process, then 3 ranks");
+}
+
+/* --refresh across ranks: each rank trains on caches of what it received,
+ * rebuilt every 2 epochs: the single process's --refresh bit for bit. */
+static void test_refresh_bits(void) {
+    setup();
+    char *out = NULL;
+    const char *one = tt_path("refresh1"), *three = tt_path("refresh3");
+    expect_ok(train(&out, 0, model3, one, "--epochs 4 --refresh 2"), out, "one process --refresh 2");
+    out = NULL;
+    int rc = train(&out, 3, model3, three, "--epochs 4 --refresh 2");
+    CU_ASSERT(tt_has(out, "refresh (epoch 3)"));
+    expect_ok(rc, out, "mpirun -np 3 --refresh 2");
+    expect_same(one, three, "--refresh 2 on 3 ranks");
 }
 
 /* ---- async ------------------------------------------------------------------------- */
@@ -309,6 +324,7 @@ int main(void) {
     static const gim_test tests[] = {
         {"lockstep on 2 ranks = one process, bit for bit", test_lockstep_bits},
         {"3 ranks <-> one process: checkpoints resume across", test_lockstep_resume_across},
+        {"--refresh on 3 ranks = one process, bit for bit", test_refresh_bits},
         {"async on 3 ranks lowers every module's loss", test_async_lowers_losses},
         {"mismatched model or batch refused; too many ranks", test_mismatch_refused},
         {"kill -9 of a rank: the job stops, the checkpoint resumes", test_kill_9},
