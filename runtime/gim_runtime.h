@@ -168,6 +168,11 @@ typedef struct gim_train_config {
     bool resume;
     bool e2e;
     int64_t save_every;          /* steps between checkpoints; 0: default */
+    /* Called after each checkpoint is written (NULL: nothing), on the
+     * thread that wrote it, metrics.csv flushed: gimc train --report
+     * refreshes the run's page here. */
+    void (*after_save)(void *arg);
+    void *after_save_arg;
 } gim_train_config;
 
 /* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,
