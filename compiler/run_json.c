@@ -80,6 +80,10 @@ int gim_run_json_write(const char *dir, const char *model, const char *model_fil
         run_key(f, &first, "schedule");
         gim_json_str(f, schedules[cfg->schedule >= 0 && cfg->schedule <= 2 ? cfg->schedule : 0]);
     }
+    if (cfg->refresh > 0) {
+        run_key(f, &first, "refresh caches every (epochs)");
+        fprintf(f, "%lld", (long long)cfg->refresh);
+    }
     run_key(f, &first, "modules");
     fprintf(f, "%d", n_modules);
     run_key(f, &first, "batch");
