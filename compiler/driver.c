@@ -18,7 +18,7 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
-    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH, OPT_REPORT,
     OPT_PLACEMENT, OPT_REPLAY, OPT_MAX_REUSE, OPT_PEER_TIMEOUT, OPT_RANKS,
 };
 
@@ -36,6 +36,7 @@ static const struct option cli_long[] = {
     {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
     {"text", no_argument, NULL, OPT_TEXT},
     {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE}, {"refresh", required_argument, NULL, OPT_REFRESH},
+    {"report", no_argument, NULL, OPT_REPORT},
     {"placement", required_argument, NULL, OPT_PLACEMENT}, {"replay", required_argument, NULL, OPT_REPLAY},
     {"max-reuse", required_argument, NULL, OPT_MAX_REUSE}, {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
     {"ranks", required_argument, NULL, OPT_RANKS},
@@ -69,10 +70,11 @@ static unsigned cli_bit(int opt) {
     case OPT_TEXT: return GIM_CLI_TEXT;
     case OPT_CACHE_DTYPE: return GIM_CLI_CACHE_DTYPE;
     case OPT_REFRESH: return GIM_CLI_REFRESH;
+    case OPT_REPORT: return GIM_CLI_REPORT;
     case OPT_PLACEMENT: return GIM_CLI_PLACEMENT;
     case OPT_REPLAY:
-    case OPT_MAX_REUSE: return GIM_CLI_REPLAY;
-    case OPT_PEER_TIMEOUT: return GIM_CLI_PEER_TIMEOUT;
+    case OPT_MAX_REUSE:
+    case OPT_PEER_TIMEOUT: return GIM_CLI_DIST;
     case OPT_RANKS: return GIM_CLI_RANKS;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
@@ -245,6 +247,7 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
         case OPT_RESUME: o->resume = true; break;
         case OPT_BACKWARD: o->backward = true; break;
         case OPT_TEXT: o->text = true; break;
+        case OPT_REPORT: o->report = true; break;
         case OPT_ASM: o->asm_out = true; break;
         case 'c': o->object = true; break;
         case OPT_DATA: o->data = arg; break;
@@ -254,7 +257,8 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
         case OPT_STDLIB: o->stdlib = arg; break;
         }
     }
-    if (optind >= argc) return cli_usage_error(cmd, usage, status, "no model file given");
+    if (optind >= argc)
+        return cli_usage_error(cmd, usage, status, !strcmp(cmd, "report") ? "no run directory given" : "no model file given");
     o->file = argv[optind++];
     if (optind < argc) return cli_usage_error(cmd, usage, status, "unexpected argument '%s'", argv[optind]);
     return 0;
@@ -277,7 +281,7 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg) {
     if (o->given & GIM_CLI_REFRESH) cfg->refresh = o->refresh;
     if (o->replay) cfg->replay_capacity = o->replay;
     if (o->max_reuse) cfg->max_reuse = o->max_reuse;
-    if (o->given & GIM_CLI_PEER_TIMEOUT) cfg->peer_timeout = o->peer_timeout;
+    if (o->peer_timeout > 0) cfg->peer_timeout = o->peer_timeout;
 }
 
 /* ---- the pipeline ---------------------------------------------------------------- */
