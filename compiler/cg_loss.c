@@ -237,6 +237,48 @@ static nce_chunk nce_chunk_begin(cg_ctx *c, const nce_geo *g, int64_t R, LLVMVal
     return ch;
 }
 
+/* term = max + log Σ exp − s_0, added in double into acc[k − 1] (this part's sums) */
+static void nce_add_term(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVMValueRef mx, LLVMValueRef se,
+                         LLVMValueRef acc, LLVMValueRef k) {
+    LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g->neg + 1, cg_i64(c, 0)), "");
+    LLVMValueRef term = LLVMBuildFPExt(c->b, fsub(c, fadd(c, mx, cg_log(c, se)), s0), c->f64, "");
+    LLVMValueRef at = arr_d(c, acc, g->K, cg_addk(c, k, -1));
+    LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f64, at, ""), term, ""), at);
+}
+
+/* At the end of a part: its per-step sums into partial[part][0 .. K) */
+static void nce_part_sums(cg_ctx *c, const nce_geo *g, int64_t parts, LLVMValueRef mine, LLVMValueRef partial,
+                          LLVMValueRef part) {
+    cg_loop ks = cg_for(c, g->K, "k");
+    LLVMValueRef sk = LLVMBuildLoad2(c->b, c->f64, arr_d(c, mine, g->K, ks.iv), "");
+    LLVMBuildStore(c->b, sk, arr_d(c, partial, g->K * parts, cg_add(c, cg_mulk(c, part, g->K), ks.iv)));
+    cg_for_end(c, &ks);
+}
+
+/* After a chunk: sums[k] += Σ_t partial[t][k], in part order */
+static void nce_chunk_sums(cg_ctx *c, const nce_geo *g, int64_t parts, LLVMValueRef partial, LLVMValueRef sums) {
+    cg_loop ka = cg_for(c, g->K, "k");
+    LLVMValueRef tot = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g->K, ka.iv), "");
+    for (int64_t t = 0; t < parts; t++)
+        tot = LLVMBuildFAdd(c->b, tot, LLVMBuildLoad2(c->b, c->f64, arr_d(c, partial, g->K * parts, cg_addk(c, ka.iv, t * g->K)), ""), "");
+    LLVMBuildStore(c->b, tot, arr_d(c, sums, g->K, ka.iv));
+    cg_for_end(c, &ka);
+}
+
+/* L = (1/K) Σ_k sums[k]/M_k into out[0] (a float) */
+static void nce_store_loss(cg_ctx *c, const nce_geo *g, LLVMValueRef sums, LLVMValueRef out) {
+    LLVMValueRef loss = LLVMConstReal(c->f64, 0.0);
+    for (int64_t kk = 1; kk <= g->K; kk++) {
+        int64_t M = nce_count(g, kk);
+        if (M == 0) continue;
+        LLVMValueRef total = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g->K, cg_i64(c, kk - 1)), "");
+        LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
+        loss = LLVMBuildFAdd(c->b, loss, mean, "");
+    }
+    LLVMValueRef l = LLVMBuildFMul(c->b, loss, LLVMConstReal(c->f64, 1.0 / (double)g->K), "");
+    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
+}
+
 /* infonce: L = (1/K) Σ_k (1/M_k) Σ_{p with a target} [ −s_0 + log Σ_i exp s_i ],
  * s_i = z_{cand_i} · pred_p,k, pred = c Wᵀ, the log-sum-exp taken with the
  * maximum subtracted. Per chunk, the positions run in parallel parts, each
@@ -269,38 +311,18 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
     LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
     LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
     LLVMValueRef se = nce_sumexp(c, &g, s, mx);
-    LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, cg_i64(c, 0)), "");
-    LLVMValueRef term = LLVMBuildFPExt(c->b, fsub(c, fadd(c, mx, cg_log(c, se)), s0), c->f64, "");
-    LLVMValueRef at = arr_d(c, mine, g.K, cg_addk(c, k, -1));
-    LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f64, at, ""), term, ""), at);
+    nce_add_term(c, &g, s, mx, se, mine, k);
     cg_for_end(c, &lk);
     cg_for_end(c, &r);
-    cg_loop ks = cg_for(c, g.K, "k");
-    LLVMValueRef sk = LLVMBuildLoad2(c->b, c->f64, arr_d(c, mine, g.K, ks.iv), "");
-    LLVMBuildStore(c->b, sk, arr_d(c, v[2], g.K * parts, cg_add(c, cg_mulk(c, par.part, g.K), ks.iv)));
-    cg_for_end(c, &ks);
+    nce_part_sums(c, &g, parts, mine, v[2], par.part);
     cg_par_end_v(c, &par, ch.rows);
-    cg_loop ka = cg_for(c, g.K, "k");
-    LLVMValueRef tot = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g.K, ka.iv), "");
-    for (int64_t t = 0; t < parts; t++)
-        tot = LLVMBuildFAdd(c->b, tot, LLVMBuildLoad2(c->b, c->f64, arr_d(c, partial, g.K * parts, cg_addk(c, ka.iv, t * g.K)), ""), "");
-    LLVMBuildStore(c->b, tot, arr_d(c, sums, g.K, ka.iv));
-    cg_for_end(c, &ka);
+    nce_chunk_sums(c, &g, parts, partial, sums);
     cg_for_end(c, &ch.h);
-    LLVMValueRef loss = LLVMConstReal(c->f64, 0.0);
-    for (int64_t kk = 1; kk <= g.K; kk++) {
-        int64_t M = nce_count(&g, kk);
-        if (M == 0) continue;
-        LLVMValueRef total = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g.K, cg_i64(c, kk - 1)), "");
-        LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
-        loss = LLVMBuildFAdd(c->b, loss, mean, "");
-    }
-    LLVMValueRef l = LLVMBuildFMul(c->b, loss, LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
-    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
+    nce_store_loss(c, &g, sums, out);
     return 0;
 }
 
-/* infonce_bwd, packed [dz | dc | dW]. With a = 1/(K·M_k) and the softmax weights
+/* infonce_bwd, packed [dz | dc | dW | L]. With a = 1/(K·M_k) and the softmax weights
  * g_i = a (softmax(s)_i − [i = 0]) over the candidates of position p at step k
  * (the same negatives as the forward pass):
  *   dz_{cand_i} += g_i pred_p,k         (the positive and every negative)
@@ -308,7 +330,9 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
  *   dc           = dpred W              (dpred [P, K·Cz], W [K·Cz, Cc]: one sgemm)
  *   dW           = dpredᵀ c             (one sgemm)
  * Entries of dpred without a target are zero. When c is z (no context), the
- * caller adds dz and dc.
+ * caller adds dz and dc. L is the loss, summed exactly as gen_infonce sums it
+ * (the same terms, parts and order: the same bits), so that a training step
+ * need not run the forward loss, whose products this pass repeats.
  *
  * Per chunk of R positions: pred (one SGEMM); then, in parallel over the
  * chunk's positions, the scores, dpred's rows and a record (g_i, cand_i) of
@@ -322,28 +346,34 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
     int64_t nz = g.P * g.Cz, nc = g.P * g.Cc, nw = g.K * g.Cz * g.Cc, KC = g.K * g.Cz;
-    if (gim_shape_numel(&n->shape) != nz + nc + nw)
+    if (gim_shape_numel(&n->shape) != nz + nc + nw + 1)
         return cg_fail(c, n, "internal: infonce_bwd: packed output of %lld floats, want %lld",
-                       (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw));
-    LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc);
+                       (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw + 1));
+    LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc), lout = off(c, out, nz + nc + nw);
     bool any = false;
     for (int64_t k = 1; k <= g.K; k++) any |= nce_count(&g, k) > 0;
-    if (!any) {   /* no target at any step: the gradient is zero */
-        cg_zero(c, out, cg_i64(c, nz + nc + nw));
+    if (!any) {   /* no target at any step: the gradient and the loss are zero */
+        cg_zero(c, out, cg_i64(c, nz + nc + nw + 1));
         return 0;
     }
-    int64_t R = nce_chunk_rows(g.P, KC), C1 = g.neg + 1, E = nce_records(R, g.K, g.neg);
+    int64_t R = nce_chunk_rows(g.P, KC), C1 = g.neg + 1, E = nce_records(R, g.K, g.neg), parts = cg_par_parts(R);
     LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E);
     LLVMValueRef pred = scratch, dpred = off(c, scratch, R * KC);
     LLVMValueRef wgt = off(c, scratch, 2 * R * KC), rec = off(c, scratch, 2 * R * KC + E);
+    LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");
+    LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
+    cg_zero(c, sums, cg_i64(c, 2 * g.K));
     cg_zero(c, dW, cg_i64(c, nw));
     nce_chunk ch = nce_chunk_begin(c, &g, R, cx, W, pred);
+    cg_zero(c, partial, cg_i64(c, 2 * g.K * parts));
 
     /* 1. scores, dpred rows and records, over the chunk's positions */
-    LLVMValueRef v1[6] = {z, pred, dpred, wgt, rec, ch.p0};
-    cg_par par = cg_par_begin(c, "nce", v1, 6);
+    LLVMValueRef v1[7] = {z, pred, dpred, wgt, rec, ch.p0, partial};
+    cg_par par = cg_par_begin(c, "nce", v1, 7);
     LLVMValueRef s = entry_array(c, c->f32, C1, "nce.scores");
     LLVMValueRef cand = entry_array(c, c->i64, C1, "nce.cand");
+    LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");
+    cg_zero(c, mine, cg_i64(c, 2 * g.K));
     cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
     LLVMValueRef p = cg_add(c, v1[5], r.iv);
     LLVMValueRef last = nce_last_step(c, &g, p);
@@ -363,6 +393,7 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
         LLVMValueRef mx = nce_scores(c, n, &g, k, v1[0], predp, p, pos, s, cand);
         LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+        nce_add_term(c, &g, s, mx, se, mine, k);
         LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
         cg_loop i = cg_for(c, C1, "cand");
         LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, C1, i.iv), "");
@@ -385,7 +416,9 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     cg_if_end(c, &ifn);
     cg_for_end(c, &lk);
     cg_for_end(c, &r);
+    nce_part_sums(c, &g, parts, mine, v1[6], par.part);
     cg_par_end_v(c, &par, ch.rows);
+    nce_chunk_sums(c, &g, parts, partial, sums);
 
     /* 2. dz: part t owns rows [begin, end) of dz (zeroed at the first chunk)
      * and adds, in record order, g pred_p,k into each record's row it owns */
@@ -403,8 +436,8 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef e = cg_add(c, e2, i2.iv);
     LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v2[3], e), "row");
     /* begin <= row < end, as one unsigned compare (row −1 never passes) */
-    LLVMValueRef mine = LLVMBuildICmp(c->b, LLVMIntULT, LLVMBuildSub(c->b, row, pz.begin, ""), owned, "mine");
-    cg_if im = cg_if_begin(c, mine, "dz.mine");
+    LLVMValueRef owns = LLVMBuildICmp(c->b, LLVMIntULT, LLVMBuildSub(c->b, row, pz.begin, ""), owned, "mine");
+    cg_if im = cg_if_begin(c, owns, "dz.mine");
     cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predp2, cg_gep(c, v2[0], cg_mulk(c, row, g.Cz)));
     cg_if_end(c, &im);
     cg_for_end(c, &i2);
@@ -418,6 +451,7 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     cg_sgemm_v(c, true, false, cg_i64(c, KC), cg_i64(c, g.Cc), ch.rows, 1.0f, dpred, KC,
                cg_gep(c, cx, cg_mulk(c, ch.p0, g.Cc)), g.Cc, 1.0f, dW, g.Cc);
     cg_for_end(c, &ch.h);
+    nce_store_loss(c, &g, sums, lout);
     return 0;
 }
 

@@ -263,7 +263,7 @@ typedef struct nce_run {
     bool shared;
     double *z, *c, *W;            /* inputs (float-representable) */
     float loss;                   /* JIT forward */
-    float *packed;                /* JIT backward [dz | dc | dW] */
+    float *packed;                /* JIT backward [dz | dc | dW | loss] */
 } nce_run;
 
 /* Builds z, c (or c = z), W, infonce and infonce_bwd; runs both generated. */
@@ -282,7 +282,7 @@ static int nce_jit(nce_run *r) {
     gim_node *W = mk(g, GIM_OP_PARAM, 0, NULL, 3, dw);
     gim_node *in[3] = {z, c, W};
     gim_node *loss = mk(g, GIM_OP_INFONCE, 3, in, 0, NULL);
-    int64_t total = nz + nc + nw;
+    int64_t total = nz + nc + nw + 1;      /* [dz | dc | dW | loss] */
     gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, in, 1, &total);
     loss->attr[0] = bwd->attr[0] = (double)cfg->K;
     loss->attr[1] = bwd->attr[1] = (double)cfg->negatives;
@@ -329,6 +329,8 @@ static void check_infonce_jit(ref_infonce_cfg cfg, bool shared, unsigned seed) {
     double want = ref_infonce(&r.cfg, r.z, r.c, r.W);
     CU_ASSERT(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)));
     if (!(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)))) fprintf(stderr, "\n  loss: jit %.9g vs ref %.9g\n", r.loss, want);
+    /* the backward's loss (what a training step returns) is the forward's, bit for bit */
+    CU_ASSERT(memcmp(&r.packed[nz + nc + nw], &r.loss, sizeof(float)) == 0);
     double *dz = gim_xmalloc(sizeof(double) * nz), *dc = gim_xmalloc(sizeof(double) * nc);
     double *dW = gim_xmalloc(sizeof(double) * nw);
     ref_infonce_bwd(&r.cfg, r.z, r.c, r.W, dz, dc, dW);
@@ -406,7 +408,7 @@ static void check_infonce_bwd_repeat(void) {
     nce_run r = {cfg, false, NULL, NULL, NULL, 0, NULL};
     nce_data(&r, 700);
     int64_t P = ref_infonce_positions(&r.cfg);
-    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc, total = nz + nc + nw;
+    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc, total = nz + nc + nw + 1;
     gim_graph *g = gim_graph_new();
     int64_t dz4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cz}, dc4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cc};
     int64_t dw[3] = {cfg.K, cfg.Cz, cfg.Cc}, tot = (int64_t)total;
@@ -471,7 +473,7 @@ static void test_jit_infonce_no_negatives(void) {
     nce_data(&r, 500);
     CU_ASSERT_FATAL(nce_jit(&r) == 0);
     CU_ASSERT(fabs(r.loss) < 1e-6);
-    int64_t total = ref_infonce_positions(&r.cfg) * (r.cfg.Cz + r.cfg.Cc) + r.cfg.K * r.cfg.Cz * r.cfg.Cc;
+    int64_t total = ref_infonce_positions(&r.cfg) * (r.cfg.Cz + r.cfg.Cc) + r.cfg.K * r.cfg.Cz * r.cfg.Cc + 1;   /* and the loss */
     for (int64_t i = 0; i < total; i++) CU_ASSERT(fabs(r.packed[i]) < 1e-6);
     nce_free(&r);
 }
@@ -519,7 +521,7 @@ static void test_jit_infonce_negatives(void) {
     r.packed = NULL;
     CU_ASSERT_FATAL(nce_jit(&r) == 0);
     CU_ASSERT(r.loss == first);
-    CU_ASSERT(memcmp(packed, r.packed, sizeof(float) * (nz + nc + nw)) == 0);
+    CU_ASSERT(memcmp(packed, r.packed, sizeof(float) * (nz + nc + nw + 1)) == 0);
     gim_free(packed);
     nce_free(&r);
 }
@@ -664,7 +666,7 @@ static void test_jit_gru_infonce_fd(void) {
     q.c = gim_xmalloc(sizeof(double) * nc);
     float *fz = to_f(q.z, nz), *fW = to_f(q.W, nw), *fwi = to_f(q.wi, H3 * C), *fwh = to_f(q.wh, H3 * H);
     float *fbi = to_f(q.bi, H3), *fbh = to_f(q.bh, H3), *fc = gim_xmalloc(sizeof(float) * nc), floss = NAN;
-    float *nce = gim_xmalloc(sizeof(float) * (nz + nc + nw));
+    float *nce = gim_xmalloc(sizeof(float) * (nz + nc + nw + 1));
     int64_t gtotal = nz + H3 * C + H3 * H + 2 * H3;
     float *gru = gim_xmalloc(sizeof(float) * gtotal);
 
@@ -675,7 +677,7 @@ static void test_jit_gru_infonce_fd(void) {
     gim_node *nwi = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwi), *nwh = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwh);
     gim_node *nbi = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3), *nbh = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3);
     gim_node *c = mk(g, GIM_OP_GRU, 5, (gim_node *[]){z, nwi, nwh, nbi, nbh}, 3, dc3);
-    int64_t ntot = nz + nc + nw;
+    int64_t ntot = nz + nc + nw + 1;
     gim_node *loss = mk(g, GIM_OP_INFONCE, 3, (gim_node *[]){z, c, W}, 0, NULL);
     gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, (gim_node *[]){z, c, W}, 1, &ntot);
     c->attr[0] = (double)H;
@@ -731,18 +733,19 @@ static void check_infonce_planned(ref_infonce_cfg cfg, bool shared, unsigned see
                                    : hj_input(h, HJ_SHAPE(q->N, q->len, q->Cc));
     gim_node *W = hj_input(h, HJ_SHAPE(q->K, q->Cz, q->Cc));
     gim_node *loss = hj_op(h, GIM_OP_INFONCE, HJ_SCALAR, HJ_IN(z, c, W), HJ_ATTR((double)q->K, (double)q->negatives));
-    gim_node *bwd = hj_op(h, GIM_OP_INFONCE_BWD, HJ_SHAPE((int64_t)(nz + nc + nw)), HJ_IN(z, c, W),
+    gim_node *bwd = hj_op(h, GIM_OP_INFONCE_BWD, HJ_SHAPE((int64_t)(nz + nc + nw + 1)), HJ_IN(z, c, W),
                           HJ_ATTR((double)q->K, (double)q->negatives));
     loss->rng_stream = bwd->rng_stream = q->stream;
     CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(loss, bwd)) == 0);
     CU_ASSERT(hj_work_floats(h) >= (int64_t)(2 * nz));    /* the backward's scratch was planned */
     float *fz = to_f(r.z, nz), *fc = to_f(r.c, nc), *fw = to_f(r.W, nw), fl = NAN;
-    float *packed = gim_xmalloc(sizeof(float) * (nz + nc + nw));
+    float *packed = gim_xmalloc(sizeof(float) * (nz + nc + nw + 1));
     int rc = shared ? hj_run_ex(h, (const void *[]){fz, fw}, (float *[]){&fl, packed}, q->step, q->seed)
                     : hj_run_ex(h, (const void *[]){fz, fc, fw}, (float *[]){&fl, packed}, q->step, q->seed);
     CU_ASSERT_FATAL(rc == 0);
     double want = ref_infonce(q, r.z, r.c, r.W);
     CU_ASSERT(fabs(fl - want) <= 2e-5 * (1 + fabs(want)));
+    CU_ASSERT(memcmp(&packed[nz + nc + nw], &fl, sizeof(float)) == 0);   /* the backward's loss */
     double *d = gim_xmalloc(sizeof(double) * (nz + nc + nw));
     ref_infonce_bwd(q, r.z, r.c, r.W, d, d + nz, d + nz + nc);
     double gmax = 0;
