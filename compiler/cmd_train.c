@@ -105,6 +105,9 @@ int cmd_train(int argc, char **argv) {
     gim_train_state st;
     memset(&st, 0, sizeof st);
     float *storage = NULL;
+    int32_t *audio_labels = NULL;
+    gim_audio_corpus corpus;
+    memset(&corpus, 0, sizeof corpus);
     char err[2048];
 
     /* the pipeline, source to native code */
@@ -116,14 +119,19 @@ int cmd_train(int argc, char **argv) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
-    if ((status = load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
+    bool audio = cmd_audio_data(&s.cfg);
+    if (!audio && (status = load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
     if (!(m = compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
     (void)t0;
+    /* audio: the model's input length is the crop, the cache goes with the run */
+    if (audio && (status = cmd_audio_open("train", &s.cfg, m, s.cfg.out_dir, &corpus)) != GIMC_OK) goto done;
     gim_examples ex;
-    if (gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err) ||
+    if ((audio ? gim_audio_examples(&corpus, corpus.train, corpus.n_train, 0, &ex, &storage, &audio_labels, err,
+                                    sizeof err)
+               : gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err)) ||
         gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
         fprintf(stderr, "gimc train: error: %s\n", err);
         status = GIMC_BAD_INPUT;
@@ -144,7 +152,7 @@ int cmd_train(int argc, char **argv) {
     printf("training %s: %d module%s, %s, batch %" PRId64 ", %" PRId64 " epoch%s, %s data in %s\n",
            m->name, m->n_modules, m->n_modules == 1 ? "" : "s", s.cfg.e2e ? "end to end" : sched_names[s.cfg.schedule],
            m->batch, s.cfg.epochs, s.cfg.epochs == 1 ? "" : "s", s.cfg.dataset ? s.cfg.dataset : "fashion-mnist",
-           ds.dir);
+           audio ? corpus.dir : ds.dir);
     fflush(stdout);
     gim_train_report rep;
     int rc = gim_train(m, &s.cfg, &st, &ex, stdout, &rep, err, sizeof err);
@@ -169,6 +177,8 @@ int cmd_train(int argc, char **argv) {
 done:
     if (m) gim_train_state_free(&st, m);
     gim_free(storage);
+    gim_free(audio_labels);
+    gim_audio_close(&corpus);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);
     gim_session_release(&s);
@@ -259,6 +269,20 @@ done:
     return rc;
 }
 
+static int audio_probe_all(const gim_exec_model *m, const gim_train_state *st, const gim_audio_corpus *c,
+                           uint64_t seed, probe_row *rows, char *err, size_t errlen) {
+    int n = m->n_modules;
+    gim_probe_result *res = gim_calloc((size_t)n, sizeof *res);
+    int64_t *dims = gim_calloc((size_t)n, sizeof *dims);
+    int rc = -1;
+    if (!res || !dims) gim_errf(err, errlen, "out of memory");
+    else if (!(rc = cmd_audio_probe(m, st, c, seed, res, dims, err, errlen)))
+        for (int i = 0; i < n; i++) rows[i] = (probe_row){.r = res[i], .dim = dims[i]};
+    gim_free(res);
+    gim_free(dims);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
     gim_cli o;
     int status;
@@ -282,14 +306,27 @@ int cmd_eval(int argc, char **argv) {
     memset(&wst, 0, sizeof wst);
     bool have_wst = false;
     probe_row *trained = NULL, *random = NULL;
+    gim_audio_corpus corpus;
+    memset(&corpus, 0, sizeof corpus);
     char err[2048];
     status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
     if (status != GIMC_OK) goto done;
-    if ((status = load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
+    bool audio = cmd_audio_data(&s.cfg);
+    if (!audio && (status = load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
     if (!(m = compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
+    /* audio: the cache the training run left beside the weights, if any */
+    char cache_dir[4096] = "";
+    if (o.weights) {
+        snprintf(cache_dir, sizeof cache_dir, "%s", o.weights);
+        char *slash = strrchr(cache_dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(cache_dir, sizeof cache_dir, ".");
+    }
+    if (audio && (status = cmd_audio_open("eval", &s.cfg, m, cache_dir[0] ? cache_dir : NULL, &corpus)) != GIMC_OK)
+        goto done;
     set_blas_threads(&s.cfg);
     trained = gim_calloc((size_t)m->n_modules, sizeof *trained);
     random = gim_calloc((size_t)m->n_modules, sizeof *random);
@@ -304,12 +341,20 @@ int cmd_eval(int argc, char **argv) {
         if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
     }
     if (random_only || compare) {
-        if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err)) goto fail;
+        if (audio ? audio_probe_all(m, &st, &corpus, s.cfg.seed, random, err, sizeof err)
+                  : probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err))
+            goto fail;
     }
     if (!random_only) {
-        if (probe_all(m, &wst, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
+        if (audio ? audio_probe_all(m, &wst, &corpus, s.cfg.seed, trained, err, sizeof err)
+                  : probe_all(m, &wst, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err))
+            goto fail;
     }
-    printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");
+    if (audio)
+        printf("speaker probe on %s (%d speakers, %" PRId64 " train / %" PRId64 " test utterances, time-averaged "
+               "features of the centred crop)\n", corpus.dir, corpus.n_speakers, corpus.n_train, corpus.n_test);
+    else
+        printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");
     if (compare)
         printf("%-8s %9s %10s %10s %13s %13s\n", "module", "features", "train acc", "test acc", "random train",
                "random test");
@@ -334,6 +379,7 @@ done:
     if (m && have_wst) gim_train_state_free(&wst, m);
     gim_free(trained);
     gim_free(random);
+    gim_audio_close(&corpus);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);
     gim_session_release(&s);

@@ -109,6 +109,24 @@ void gim_session_release(gim_session *s);
  * GIMC_BAD_INPUT after the errors were reported on stderr. */
 int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto);
 
+/* ---- audio data (cmd_audio.c) ------------------------------------------------------ */
+
+struct gim_audio_corpus;
+struct gim_probe_result;
+struct gim_train_state;
+/* Whether cfg's data set is a tree of audio files (not an IDX directory). */
+bool cmd_audio_data(const gim_train_config *cfg);
+/* Opens it with m's input length as the crop and cache_dir (NULL: none) for
+ * the decoded cache; prints the notes and a summary. GIMC_OK, or
+ * GIMC_BAD_INPUT after printing the error as "gimc CMD: error: ...". */
+int cmd_audio_open(const char *cmd, const gim_train_config *cfg, const gim_exec_model *m, const char *cache_dir,
+                   struct gim_audio_corpus *c);
+/* The speaker probe: per module, a linear classifier on the time-averaged
+ * features of the training utterances, scored on the test ones. res[i] and
+ * dims[i] (0: the module has no features). Returns 0, or -1 with err. */
+int cmd_audio_probe(const gim_exec_model *m, const struct gim_train_state *st, const struct gim_audio_corpus *c,
+                    uint64_t seed, struct gim_probe_result *res, int64_t *dims, char *err, size_t errlen);
+
 /* ---- the commands -------------------------------------------------------------- */
 
 int cmd_check(int argc, char **argv);   /* driver.c */

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "gim_data.h"
+#include "gim_probe.h"
 #include "gim_train.h"
 #include "gim_util.h"
 #include "rt_internal.h"
@@ -194,6 +195,20 @@ static int decode(const char *path, int rate, aud_buf *out, char *why, size_t wh
     }
     if (info.frames <= 0) {
         snprintf(why, whylen, "no samples");
+        goto done;
+    }
+    /* libsndfile reads a WAV whose header claims more than the file holds
+     * for what it holds, and logs "(should be N)": such a file was cut short
+     * or lies, and is not trusted */
+    char log[2048] = "";
+    sf_command(f, SFC_GET_LOG_INFO, log, sizeof log);
+    const char *lie = strstr(log, "(should be");
+    if (lie) {
+        const char *line = lie;
+        while (line > log && line[-1] != '\n') line--;
+        const char *end = strchr(lie, ')');
+        snprintf(why, whylen, "truncated, or its header lies about its length (%.*s)",
+                 (int)((end ? end + 1 : lie + strlen(lie)) - line), line);
         goto done;
     }
     const int64_t max_frames = (int64_t)info.samplerate * AUD_MAX_SECONDS;
@@ -482,6 +497,23 @@ static const aud_header *map_cache(int fd, const char *what, uint64_t fingerprin
     return h;
 }
 
+/* mkdir -p */
+static int make_dirs(const char *dir) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char was = *p;
+        *p = 0;
+        if (mkdir(path, 0777) && errno != EEXIST) return -1;
+        if (!was) return 0;
+        *p = was;
+    }
+}
+
 /* ---- the corpus ---------------------------------------------------------------------- */
 
 bool gim_audio_is_corpus(const char *dir) {
@@ -601,7 +633,15 @@ int gim_audio_open(const char *dir, const gim_audio_options *o, gim_audio_corpus
                         "directories holding audio files (SPEAKER/.../NAME.flac)", dir);
     }
     char cache[4200];
-    if (o->cache_dir) snprintf(cache, sizeof cache, "%s/%s", o->cache_dir, GIM_AUDIO_CACHE_NAME);
+    if (o->cache_dir) {
+        snprintf(cache, sizeof cache, "%s/%s", o->cache_dir, GIM_AUDIO_CACHE_NAME);
+        if (make_dirs(o->cache_dir)) {
+            gim_errf(err, errlen, "%s: cannot create the directory for the audio cache: %s", o->cache_dir,
+                     strerror(errno));
+            list_free(&l);
+            return -1;
+        }
+    }
     const aud_header *h = NULL;
     int fd = o->cache_dir ? open(cache, O_RDONLY) : -1;
     if (fd >= 0) {
@@ -678,6 +718,7 @@ void gim_audio_close(gim_audio_corpus *c) {
 }
 
 int64_t gim_audio_crop_start(const gim_audio_corpus *c, int64_t u, int64_t epoch) {
+    if (epoch < 0) return (c->utts[u].length - c->crop) / 2;
     uint64_t positions = (uint64_t)(c->utts[u].length - c->crop + 1);
     return (int64_t)gim_rt_rand_below64(c->seed, GIM_RT_STREAM_CROP | ((uint64_t)epoch & ((UINT64_C(1) << 61) - 1)),
                                         (uint64_t)u, positions);
@@ -719,4 +760,52 @@ int gim_audio_examples(const gim_audio_corpus *c, const int64_t *idx, int64_t n,
     *storage = x;
     *labels = y;
     return 0;
+}
+
+int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const gim_audio_corpus *c,
+                       const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen) {
+    int nm = m->n_modules, rc = -1;
+    float **f = gim_calloc((size_t)nm, sizeof *f);
+    int64_t *numel = gim_calloc((size_t)nm, sizeof *numel);
+    for (int i = 0; i < nm; i++) feats[i] = NULL, dims[i] = 0;
+    if (!f || !numel) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < nm; i++) {
+        int sl = m->modules[i].feature_slot;
+        if (sl < 0) continue;
+        dims[i] = m->slots[sl].shape[m->slots[sl].rank - 1];
+        if (!(feats[i] = gim_malloc(sizeof(float) * (size_t)(n * dims[i] + 1)))) {
+            gim_errf(err, errlen, "out of memory");
+            goto done;
+        }
+    }
+    /* a batch at a time: the per-frame features of a whole split would not fit */
+    for (int64_t start = 0; start < n; start += m->batch) {
+        int64_t count = n - start < m->batch ? n - start : m->batch;
+        gim_examples ex;
+        float *x;
+        int32_t *y;
+        if (gim_audio_examples(c, idx + start, count, -1, &ex, &x, &y, err, errlen)) goto done;
+        int r = gim_extract_features(m, s, &ex, f, numel, err, errlen);
+        gim_free(x);
+        gim_free(y);
+        if (r) goto done;
+        for (int i = 0; i < nm; i++) {
+            if (!f[i]) continue;
+            gim_probe_pool_mean(f[i], count, numel[i] / dims[i], dims[i]);
+            memcpy(feats[i] + start * dims[i], f[i], sizeof(float) * (size_t)(count * dims[i]));
+            gim_free(f[i]);
+            f[i] = NULL;
+        }
+    }
+    rc = 0;
+done:
+    for (int i = 0; f && i < nm; i++) gim_free(f[i]);
+    if (rc)
+        for (int i = 0; i < nm; i++) gim_free(feats[i]), feats[i] = NULL;
+    gim_free(f);
+    gim_free(numel);
+    return rc;
 }

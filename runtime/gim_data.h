@@ -185,7 +185,8 @@ int gim_audio_open(const char *dir, const gim_audio_options *o, gim_audio_corpus
 void gim_audio_close(gim_audio_corpus *c);
 
 /* First sample of utterance u's crop in `epoch`: uniform over the
- * length - crop + 1 positions, from (seed, GIM_RT_STREAM_CROP | epoch, u). */
+ * length - crop + 1 positions, from (seed, GIM_RT_STREAM_CROP | epoch, u);
+ * for epoch < 0 (evaluation), the centred crop. */
 int64_t gim_audio_crop_start(const gim_audio_corpus *c, int64_t u, int64_t epoch);
 /* Copies that crop (crop floats) to out. */
 void gim_audio_crop(const gim_audio_corpus *c, int64_t u, int64_t epoch, float *out);
@@ -197,5 +198,15 @@ void gim_audio_crop(const gim_audio_corpus *c, int64_t u, int64_t epoch, float *
 int gim_audio_examples(const gim_audio_corpus *c, const int64_t *idx, int64_t n, int64_t epoch,
                        struct gim_examples *ex, float **storage, int32_t **labels, char *err,
                        size_t errlen);
+
+/* Time-averaged features of every module (its feature slot [batch, T, C]
+ * averaged over T, as the speaker probe reads them) for the centred crops of
+ * the utterances idx[0..n): feats[i] gets n * dims[i] floats (gim_free),
+ * NULL and dims[i] 0 for a module without features. Runs a batch at a time.
+ * Returns 0, or -1 with err. */
+struct gim_exec_model;
+struct gim_train_state;
+int gim_audio_features(const struct gim_exec_model *m, const struct gim_train_state *s, const gim_audio_corpus *c,
+                       const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen);
 
 #endif
