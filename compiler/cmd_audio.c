@@ -83,6 +83,11 @@ int cmd_audio_probe(const gim_exec_model *m, const gim_train_state *st, const gi
     gim_probe_options po;
     gim_probe_defaults(&po);
     po.seed = seed;
+    /* a speech corpus has hundreds of utterances, not tens of thousands of
+     * images: smaller batches and more epochs give the classifier a similar
+     * number of steps (200 epochs of 480 utterances: 1,600) */
+    po.batch = 64;
+    po.epochs = 200;
     for (int i = 0; i < n; i++) {
         if (!ftr[i]) continue;
         if (gim_probe_run(ftr[i], ytr, c->n_train, fte[i], yte, c->n_test, dims[i], c->n_speakers, &po, &res[i])) {
