@@ -105,7 +105,6 @@ int cmd_train(int argc, char **argv) {
     gim_train_state st;
     memset(&st, 0, sizeof st);
     float *storage = NULL;
-    int32_t *audio_labels = NULL;
     gim_audio_corpus corpus;
     memset(&corpus, 0, sizeof corpus);
     char err[2048];
@@ -128,10 +127,11 @@ int cmd_train(int argc, char **argv) {
     (void)t0;
     /* audio: the model's input length is the crop, the cache goes with the run */
     if (audio && (status = cmd_audio_open("train", &s.cfg, m, s.cfg.out_dir, &corpus)) != GIMC_OK) goto done;
+    /* audio examples are made on demand: a fresh crop of every utterance each epoch */
     gim_examples ex;
-    if ((audio ? gim_audio_examples(&corpus, corpus.train, corpus.n_train, 0, &ex, &storage, &audio_labels, err,
-                                    sizeof err)
-               : gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err)) ||
+    gim_audio_view view = {&corpus, corpus.train, corpus.n_train};
+    if (audio) gim_audio_source(&view, &ex);
+    if ((!audio && gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err)) ||
         gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
         fprintf(stderr, "gimc train: error: %s\n", err);
         status = GIMC_BAD_INPUT;
@@ -177,7 +177,6 @@ int cmd_train(int argc, char **argv) {
 done:
     if (m) gim_train_state_free(&st, m);
     gim_free(storage);
-    gim_free(audio_labels);
     gim_audio_close(&corpus);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);

@@ -762,6 +762,28 @@ int gim_audio_examples(const gim_audio_corpus *c, const int64_t *idx, int64_t n,
     return 0;
 }
 
+/* gim_example_fn over a gim_audio_view. */
+static int audio_example(void *ctx, int64_t epoch, int64_t i, float *x, int32_t *label, char *err, size_t errlen) {
+    const gim_audio_view *v = ctx;
+    if (i < 0 || i >= v->n) return gim_errf(err, errlen, "audio example %lld of %lld asked for", (long long)i, (long long)v->n);
+    gim_audio_crop(v->c, v->idx[i], epoch < 0 ? -1 : epoch, x);
+    if (label) *label = v->c->utts[v->idx[i]].speaker;
+    return 0;
+}
+
+void gim_audio_source(const gim_audio_view *v, gim_examples *ex) {
+    memset(ex, 0, sizeof *ex);
+    ex->n = v->n;
+    ex->x_rank = 2;
+    ex->x_shape[0] = 1;
+    ex->x_shape[1] = v->c->crop;
+    ex->x_numel = v->c->crop;
+    ex->n_classes = v->c->n_speakers;
+    ex->source = audio_example;
+    ex->source_ctx = (void *)v;
+    ex->source_labels = true;
+}
+
 int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const gim_audio_corpus *c,
                        const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen) {
     int nm = m->n_modules, rc = -1;

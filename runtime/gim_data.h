@@ -199,6 +199,17 @@ int gim_audio_examples(const gim_audio_corpus *c, const int64_t *idx, int64_t n,
                        struct gim_examples *ex, float **storage, int32_t **labels, char *err,
                        size_t errlen);
 
+/* Utterances idx[0..n) of a corpus as a data set made on demand: example i
+ * of epoch e is utterance idx[i]'s crop of epoch e (GIM_EPOCH_NONE: the
+ * centred crop), labelled with its speaker. The view must outlive the
+ * examples. */
+typedef struct gim_audio_view {
+    const gim_audio_corpus *c;
+    const int64_t *idx;
+    int64_t n;
+} gim_audio_view;
+void gim_audio_source(const gim_audio_view *v, struct gim_examples *ex);
+
 /* Time-averaged features of every module (its feature slot [batch, T, C]
  * averaged over T, as the speaker probe reads them) for the centred crops of
  * the utterances idx[0..n): feats[i] gets n * dims[i] floats (gim_free),

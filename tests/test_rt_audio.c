@@ -244,6 +244,22 @@ static void test_split_and_crops(void) {
     CU_ASSERT(!memcmp(x + 3 * 1000, a.samples + a.utts[u3].offset + gim_audio_crop_start(&a, u3, 2), 4000));
     gim_free(x);
     gim_free(y);
+    /* the same crops made on demand, as the trainer asks for them */
+    gim_audio_view view = {&a, a.train, a.n_train};
+    gim_audio_source(&view, &ex);
+    CU_ASSERT_EQUAL(ex.n, 24);
+    CU_ASSERT(ex.source != NULL && ex.source_labels && ex.x == NULL);
+    float got[1000], want[1000];
+    int32_t label = -1;
+    int agree = 0;
+    for (int64_t ep = GIM_EPOCH_NONE; ep < 3; ep++)
+        for (int64_t i = 0; i < ex.n; i++) {
+            CU_ASSERT_FATAL(ex.source(ex.source_ctx, ep, i, got, &label, err, sizeof err) == 0);
+            gim_audio_crop(&a, a.train[i], ep, want);
+            agree += !memcmp(got, want, sizeof got) && label == a.utts[a.train[i]].speaker;
+        }
+    CU_ASSERT_EQUAL(agree, 4 * 24);
+    CU_ASSERT_EQUAL(ex.source(ex.source_ctx, 0, 24, got, NULL, err, sizeof err), -1);
     gim_audio_close(&a);
     gim_audio_close(&b);
     gim_audio_close(&e);
