@@ -27,4 +27,6 @@ void gim_train_config_defaults(gim_train_config *c) {
     c->e2e = false;
     c->save_every = 0;
     c->sample_rate = 16000;
+    c->cache_dtype = GIM_CACHE_F32;
+    c->refresh = 0;
 }
