@@ -525,7 +525,21 @@ bool gim_audio_is_corpus(const char *dir) {
         snprintf(p, sizeof p, "%s/%s", dir, idx[i]);
         if (access(p, F_OK) == 0) return false;
     }
-    return true;
+    /* and holds a directory: an empty or flat directory is a broken IDX set,
+     * reported as such */
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool sub = false;
+    struct dirent *e;
+    while (!sub && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[4096];
+        struct stat es;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        sub = stat(p, &es) == 0 && S_ISDIR(es.st_mode);
+    }
+    closedir(d);
+    return sub;
 }
 
 /* Marks the test utterances from a list of relative paths, one a line

@@ -172,7 +172,8 @@ typedef struct gim_audio_corpus {
 } gim_audio_corpus;
 
 /* True when `dir` is a directory that holds no IDX data set (no
- * train-images-idx3-ubyte[.gz]): a tree gim_audio_open should read. */
+ * train-images-idx3-ubyte[.gz]) but holds a directory (speakers): a tree
+ * gim_audio_open should read. */
 bool gim_audio_is_corpus(const char *dir);
 
 /* Opens (decoding or mapping the cache) the tree under `dir`. Errors: not a

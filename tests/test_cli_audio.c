@@ -121,7 +121,10 @@ static void test_errors(void) {
     char empty[1100];
     snprintf(empty, sizeof empty, "%s/no-audio", gim_tmpdir());
     mkdir(empty, 0755);
-    gim_tmpfile("no-audio/notes.md", "nothing here\n", 13);
+    snprintf(empty, sizeof empty, "%s/no-audio/spk", gim_tmpdir());
+    mkdir(empty, 0755);
+    gim_tmpfile("no-audio/spk/notes.md", "nothing here\n", 13);
+    snprintf(empty, sizeof empty, "%s/no-audio", gim_tmpdir());
     snprintf(args, sizeof args, "train '%s' --data '%s' --steps 1 --out '%s'", tiny_model(), empty, gim_tmppath("r-none"));
     rc = gim_run_gimc(args, &out, &err);
     CU_ASSERT_EQUAL(rc, 1);

@@ -467,6 +467,7 @@ static void test_no_audio(void) {
     gim_audio_close(&c);
     CU_ASSERT(!gim_audio_is_corpus(file_in(d, "spk/1/readme.md")));
     CU_ASSERT(gim_audio_is_corpus(d));
+    CU_ASSERT(!gim_audio_is_corpus(file_in(d, "spk/1")));   /* no directory in it: an IDX set */
     write_bytes(d, "train-images-idx3-ubyte.gz", "x", 1);
     CU_ASSERT(!gim_audio_is_corpus(d));   /* an IDX directory */
     gim_free(d);
