@@ -3,8 +3,6 @@
 # build-fuzz/, and runs each for a bounded time (FUZZ_SECONDS, default 45)
 # on the seed corpus: models/, stdlib/, the golden error files, the hand-made
 # seeds in tests/fuzz/corpus/ and every regression file in tests/regress/.
-# Targets: frontend (model source), readers (safetensors, IDX), audio (a
-# file in an audio tree, through libsndfile and libsamplerate).
 #
 #   scripts/ci-fuzz.sh                  # every target, 45 s each
 #   FUZZ_SECONDS=600 scripts/ci-fuzz.sh frontend
@@ -14,14 +12,15 @@
 # and the script exits 1. Make it a regression test by copying it to
 # tests/regress/frontend/NAME.gim (fuzz_frontend), tests/regress/readers/NAME
 # (fuzz_readers: first byte even = safetensors, odd = IDX, as the target
-# reads it) or tests/regress/audio/NAME (fuzz_audio: first byte the crop);
-# tests/test_regress.c runs every file there.
+# reads it), tests/regress/records/NAME (fuzz_records: first byte % 3 =
+# 0 metrics.csv, 1 eval.json, 2 JSON) or tests/regress/audio/NAME (fuzz_audio:
+# an audio file, first byte the crop); tests/test_regress.c runs every file there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${FUZZ_SECONDS:-45}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frontend readers audio)
+[ ${#targets[@]} -gt 0 ] || targets=(frontend readers records audio)
 jobs=${FUZZ_BUILD_JOBS:-$(nproc)}
 [ "$jobs" -le 2 ] || jobs=2
 
@@ -37,15 +36,19 @@ mkdir -p "$b/artifacts"
 # Seeds: assembled fresh each run so they follow the tree.
 seed=$b/seeds
 rm -rf "$seed"
-mkdir -p "$seed/frontend" "$seed/readers" "$seed/audio"
+mkdir -p "$seed/frontend" "$seed/readers" "$seed/records" "$seed/audio"
 for f in models/*.gim stdlib/*.gim tests/golden/*/*.gim tests/golden/syntax/lib/*.gim \
          tests/fuzz/corpus/frontend/* tests/regress/frontend/*; do
     [ -f "$f" ] && cp "$f" "$seed/frontend/$(echo "$f" | tr / _)"
 done
-for t in readers audio; do
-    for f in tests/fuzz/corpus/$t/* tests/regress/$t/*; do
-        [ -f "$f" ] && cp "$f" "$seed/$t/$(echo "$f" | tr / _)"
-    done
+for f in tests/fuzz/corpus/readers/* tests/regress/readers/*; do
+    [ -f "$f" ] && cp "$f" "$seed/readers/$(echo "$f" | tr / _)"
+done
+for f in tests/fuzz/corpus/records/* tests/regress/records/*; do
+    [ -f "$f" ] && cp "$f" "$seed/records/$(echo "$f" | tr / _)"
+done
+for f in tests/fuzz/corpus/audio/* tests/regress/audio/*; do
+    [ -f "$f" ] && cp "$f" "$seed/audio/$(echo "$f" | tr / _)"
 done
 
 status=0

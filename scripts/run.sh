@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: sets up (Debian packages), builds, trains the default model
 # (models/fashion_gim.gim, one epoch on Fashion-MNIST) and prints the linear
-# probe's accuracy per module, trained beside randomly initialised.
+# probe's accuracy per module, trained beside randomly initialised, and writes
+# the run's page (runs/fashion_gim/report.html).
 #
 #   ./scripts/run.sh [train options]          the image job
 #   ./scripts/run.sh speech [train options]   the speech job: makes the synthetic
@@ -29,3 +30,4 @@ fi
 out=runs/fashion_gim
 $gimc train models/fashion_gim.gim --out "$out" "$@"
 $gimc eval models/fashion_gim.gim --weights "$out/weights.safetensors" --compare-random
+$gimc report "$out"
