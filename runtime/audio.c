@@ -824,7 +824,7 @@ int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const 
         float *x;
         int32_t *y;
         if (gim_audio_examples(c, idx + start, count, -1, &ex, &x, &y, err, errlen)) goto done;
-        int r = gim_extract_features(m, s, &ex, f, numel, err, errlen);
+        int r = gim_extract_features(m, s, &ex, f, numel, NULL, NULL, err, errlen);
         gim_free(x);
         gim_free(y);
         if (r) goto done;
