@@ -191,6 +191,8 @@ int cmd_train(int argc, char **argv) {
     gim_train_state st;
     memset(&st, 0, sizeof st);
     float *storage = NULL;
+    gim_audio_corpus corpus;
+    memset(&corpus, 0, sizeof corpus);
     char *table = NULL;
     char err[2048];
     int *placement = NULL;
@@ -268,8 +270,9 @@ int cmd_train(int argc, char **argv) {
         }
     }
     table = gim_check_table_text(s.graph);   /* before code generation fuses nodes */
+    bool audio = cmd_audio_data(&s.cfg);
     /* only rank 0 reads the data; the others learn its shape from it */
-    if (rank == 0 && (status = cmd_load_data("train", &s.cfg, &ds)) != GIMC_OK && !dist) goto done;
+    if (rank == 0 && !audio && (status = cmd_load_data("train", &s.cfg, &ds)) != GIMC_OK && !dist) goto done;
     int data_status = status;
     if (!(m = cmd_compile_model(&s, o.opt_level))) {
         if (dist) dist_fail("", "the model did not compile", GIMC_BAD_INPUT);
@@ -281,9 +284,20 @@ int cmd_train(int argc, char **argv) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
+    /* audio: the model's input length is the crop, the cache goes with the run */
+    if (rank == 0 && audio && data_status == GIMC_OK) {
+        data_status = cmd_audio_open("train", &s.cfg, m, s.cfg.out_dir, &corpus);
+        if (data_status != GIMC_OK && !dist) {
+            status = data_status;
+            goto done;
+        }
+    }
+    /* audio examples are made on demand: a fresh crop of every utterance each epoch */
     gim_examples ex;
     memset(&ex, 0, sizeof ex);
-    if (rank == 0 && data_status == GIMC_OK &&
+    gim_audio_view view = {&corpus, corpus.train, corpus.n_train};
+    if (rank == 0 && audio && data_status == GIMC_OK) gim_audio_source(&view, &ex);
+    if (rank == 0 && !audio && data_status == GIMC_OK &&
         gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err)) {
         fprintf(stderr, "gimc train: error: %s\n", err);
         data_status = GIMC_BAD_INPUT;
@@ -347,7 +361,7 @@ int cmd_train(int argc, char **argv) {
         printf("training %s: %d module%s, %s, batch %" PRId64 ", %" PRId64 " epoch%s, %s data in %s\n",
                m->name, m->n_modules, m->n_modules == 1 ? "" : "s", sched,
                m->batch, s.cfg.epochs, s.cfg.epochs == 1 ? "" : "s", s.cfg.dataset ? s.cfg.dataset : "fashion-mnist",
-               ds.dir);
+               audio ? corpus.dir : ds.dir);
         if (dist) {
             printf("distributed over %d ranks (%s):", ranks,
                    s.cfg.schedule == GIM_SCHED_ASYNC ? "async, replay buffers" : "lockstep, the single process's steps");
@@ -400,6 +414,7 @@ done:
     if (m) gim_train_state_free(&st, m);
     gim_free(storage);
     gim_free(placement);
+    gim_audio_close(&corpus);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);
     gim_session_release(&s);
