@@ -117,5 +117,6 @@ int cmd_ir(int argc, char **argv);      /* cmd_ir.c */
 int cmd_train(int argc, char **argv);   /* cmd_train.c */
 int cmd_eval(int argc, char **argv);    /* cmd_train.c */
 int cmd_bench(int argc, char **argv);   /* cmd_bench.c */
+int cmd_export(int argc, char **argv);  /* cmd_export.c */
 
 #endif

@@ -21,6 +21,7 @@ static const gimc_command gimc_commands[] = {
     {"ir", cmd_ir, "print the generated LLVM IR, assembly, or an object file"},
     {"eval", cmd_eval, "linear-probe evaluation of each module's features"},
     {"bench", cmd_bench, "time training steps and compilation"},
+    {"export", cmd_export, "write a module's features as a C function (object file and header)"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))
 
