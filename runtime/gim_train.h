@@ -19,15 +19,31 @@
 
 #include "gim_runtime.h"
 
-/* A labelled data set in memory (or mapped): n examples of x_shape each. */
+/* A source fills example i of epoch e on demand, into x (x_numel floats)
+ * and, when label is not NULL, *label. epoch is the training epoch
+ * (0-based), or GIM_EPOCH_NONE outside training (feature extraction: a
+ * source gives its fixed view, e.g. a centred crop). The trainer calls it
+ * from one thread at a time, in the data order, for every example of every
+ * batch it trains on (an example may be asked for more than once).
+ * Returns 0, or -1 with err set: training stops with that message. */
+#define GIM_EPOCH_NONE (-1)
+typedef int gim_example_fn(void *ctx, int64_t epoch, int64_t i, float *x, int32_t *label, char *err,
+                           size_t errlen);
+
+/* A labelled data set of n examples of x_shape each: a fixed array in
+ * memory (or mapped), or, when `source` is set, examples made on demand
+ * (e.g. a fresh random crop of each utterance every epoch). */
 typedef struct gim_examples {
     int64_t n;
     int x_rank;
     int64_t x_shape[GIM_RT_MAX_RANK];   /* per example, e.g. [1, 28, 28] */
     int64_t x_numel;
-    const float *x;                     /* n * x_numel */
-    const int32_t *labels;              /* n, or NULL */
+    const float *x;                     /* n * x_numel; NULL with a source */
+    const int32_t *labels;              /* n, or NULL (with a source: source_labels) */
     int n_classes;
+    gim_example_fn *source;             /* NULL: the arrays above */
+    void *source_ctx;
+    bool source_labels;                 /* the source gives labels */
 } gim_examples;
 
 typedef struct gim_train_state {
@@ -79,7 +95,7 @@ int gim_weights_load_probe(const gim_exec_model *m, gim_train_state *s, const ch
 
 /* Async: batches each queue between two modules holds. A module's input is
  * then at most GIM_ASYNC_DEPTH + 1 of its producer's steps old when the
- * module steps on it (see train.c). */
+ * module steps on it (see sched_async.c). */
 #define GIM_ASYNC_DEPTH 2
 
 typedef struct gim_train_report {
