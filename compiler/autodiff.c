@@ -152,6 +152,18 @@ static int ad_conv1d(ad_ctx *c, gim_node *n, gim_node *dy) {
     return ad_conv(c, n, dy, GIM_OP_CONV1D_BWD_DATA, GIM_OP_CONV1D_BWD_WEIGHT, 1);
 }
 
+/* conv2d_mask: y = w ⊙ M with M a constant 0/1 mask (the same for every
+ * [out, C] kernel);  dw = dy ⊙ M, the same op applied to dy: the entries a
+ * masked convolution never uses get a zero gradient. */
+static int ad_conv2d_mask(ad_ctx *c, gim_node *n, gim_node *dy) {
+    gim_node *w = n->in[0];
+    if (!ad_wants(c, w)) return 0;
+    gim_node *dw = ad_node1(c, GIM_OP_CONV2D_MASK, dy, w->shape, w, n);
+    dw->attr[0] = n->attr[0];
+    ad_acc(c, w, dw, n);
+    return 0;
+}
+
 /* linear: y = x wᵀ + b, x [..., C], w [out, C]
  *   dx = dy w                         (LINEAR_BWD_DATA)
  *   dw = Σ_batch dyᵀ x                (LINEAR_BWD_WEIGHT)
@@ -387,13 +399,15 @@ static int ad_cross_entropy(ad_ctx *c, gim_node *n, gim_node *dy) {
     return 0;
 }
 
-/* One rule per user op. Sources are leaves (a parameter's gradient is the
- * result); internal ops (views, backward ops) are made by this pass and never
- * differentiated again: they have no rule. */
+/* One rule per user op, and per internal op lowering puts in the forward
+ * graph (conv2d_mask). Sources are leaves (a parameter's gradient is the
+ * result); the other internal ops (views, backward ops) are made by this pass
+ * and never differentiated again: they have no rule. */
 static const ad_rule rules[GIM_OP_COUNT] = {
     [GIM_OP_PATCHES] = ad_patches,
     [GIM_OP_CONV2D] = ad_conv2d,
     [GIM_OP_CONV1D] = ad_conv1d,
+    [GIM_OP_CONV2D_MASK] = ad_conv2d_mask,
     [GIM_OP_LINEAR] = ad_linear,
     [GIM_OP_RELU] = ad_relu,
     [GIM_OP_TANH] = ad_tanh,

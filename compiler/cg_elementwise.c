@@ -1,5 +1,5 @@
-/* Code generators: elementwise ops, reductions (means, bias gradients) and
- * transpose. Views (reshape, gradient_block, slice) have no generator: their
+/* Code generators: elementwise ops, reductions (means, bias gradients),
+ * transpose and the conv2d weight mask. Views (reshape, gradient_block, slice) have no generator: their
  * buffer is their source's (codegen.c, plan.c).
  *
  * Elementwise ops are one counted loop over numel with independent
@@ -442,7 +442,26 @@ static int g_transpose(cg_ctx *c, const gim_node *n) {
     return 0;
 }
 
+/* conv2d_mask: w [out, C, k, k] -> y, every k×k kernel keeping its first
+ * `keep` raster positions (gim_mask_keep) and zero after; a select, not a
+ * product, so the masked entries are exact zeros whatever w holds there. The
+ * same code masks the weight gradient. */
+static int g_conv2d_mask(cg_ctx *c, const gim_node *n) {
+    int64_t k = n->shape.d[3], kk = k * k, keep = gim_mask_keep((int)gim_attr_i(n, 0), k);
+    LLVMValueRef w = cg_buf(c, n->in[0]), y = cg_buf(c, n);
+    cg_loop r = cg_for(c, numel(n) / kk, "kernel");
+    LLVMValueRef base = cg_mulk(c, r.iv, kk);
+    cg_loop p = cg_for(c, kk, "pos");
+    LLVMValueRef i = cg_add(c, base, p.iv);
+    LLVMValueRef kept = LLVMBuildICmp(c->b, LLVMIntSLT, p.iv, cg_i64(c, keep), "kept");
+    cg_storef(c, y, i, cg_select(c, kept, cg_loadf(c, w, i), cg_f32(c, 0.0f)));
+    cg_for_end(c, &p);
+    cg_for_end(c, &r);
+    return 0;
+}
+
 const cg_op_fn cg_elementwise_ops[GIM_OP_COUNT] = {
+    [GIM_OP_CONV2D_MASK] = g_conv2d_mask,
     [GIM_OP_RELU] = g_relu,
     [GIM_OP_TANH] = g_tanh,
     [GIM_OP_SIGMOID] = g_sigmoid,

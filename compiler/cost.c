@@ -97,7 +97,9 @@ static const cost_rule cost_rules[GIM_OP_COUNT] = {
     [GIM_OP_GRADIENT_BLOCK] = {flop_none, false},
     [GIM_OP_INFONCE] = {flop_infonce, true},
     [GIM_OP_CROSS_ENTROPY] = {flop_cross_entropy, false},
-    /* Internal ops are never costed on their own: a step's backward is
+    /* The one internal op in forward graphs: a select per weight. */
+    [GIM_OP_CONV2D_MASK] = {flop_elementwise, false},
+    /* Other internal ops are never costed on their own: a step's backward is
      * estimated from the forward ops above. */
 };
 

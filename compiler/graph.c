@@ -12,8 +12,9 @@ static gim_opinfo op_table[GIM_OP_COUNT] = {
 };
 static int op_table_ready;
 
-/* Parses "x:t out:i k:i stride:i=1 bias:b=true" into info->params. The
- * signatures are compile-time constants; a malformed one is a bug. */
+/* Parses "x:t out:i k:i stride:i=1 bias:b=true mask:s(none|A|B)=none" into
+ * info->params. The signatures are compile-time constants; a malformed one
+ * is a bug. */
 static void parse_signature(gim_opinfo *info) {
     const char *s = info->signature;
     int n_tensor = 0, n_attr = 0;
@@ -35,12 +36,32 @@ static void parse_signature(gim_opinfo *info) {
         case 'f': p->type = GIM_PT_FLOAT; break;
         case 'b': p->type = GIM_PT_BOOL; break;
         case 'l': p->type = GIM_PT_LIST; break;
+        case 's':
+            /* s(a|b|c): the strings a choice accepts */
+            p->type = GIM_PT_CHOICE;
+            if (*s++ != '(') abort();
+            for (;;) {
+                const char *c = s;
+                while (*s && *s != '|' && *s != ')') s++;
+                if (!*s || s == c || p->n_choices == GIM_MAX_CHOICES) abort();
+                p->choices[p->n_choices++] = strndup(c, (size_t)(s - c));
+                if (*s++ == ')') break;
+            }
+            break;
         default: abort();
         }
         if (*s == '=') {
             s++;
             p->has_default = true;
-            if (!strncmp(s, "true", 4)) { p->default_value = 1; s += 4; }
+            if (p->type == GIM_PT_CHOICE) {
+                const char *c = s;
+                while (*s && *s != ' ') s++;
+                p->default_value = -1;
+                for (int i = 0; i < p->n_choices; i++)
+                    if (strlen(p->choices[i]) == (size_t)(s - c) && !strncmp(p->choices[i], c, (size_t)(s - c)))
+                        p->default_value = i;
+                if (p->default_value < 0) abort();
+            } else if (!strncmp(s, "true", 4)) { p->default_value = 1; s += 4; }
             else if (!strncmp(s, "false", 5)) { p->default_value = 0; s += 5; }
             else p->default_value = strtod(s, (char **)&s);
         }
@@ -73,6 +94,11 @@ gim_op gim_op_lookup(const char *name) {
     for (int i = 0; i < GIM_OP_COUNT; i++)
         if (op_table[i].kind == GIM_OPK_USER && !strcmp(op_table[i].name, name)) return (gim_op)i;
     return GIM_OP_COUNT;
+}
+
+const char *gim_choice_name(const gim_opparam *p, double v) {
+    int i = (int)v;
+    return i >= 0 && i < p->n_choices ? p->choices[i] : "?";
 }
 
 /* ---- shapes ---- */
@@ -147,6 +173,7 @@ void gim_graph_print(FILE *out, const gim_graph *g) {
             const gim_opparam *p = &info->params[j];
             if (p->type == GIM_PT_TENSOR || p->type == GIM_PT_OPT_TENSOR || p->type == GIM_PT_LIST) continue;
             if (p->type == GIM_PT_FLOAT) fprintf(out, " %s=%g", p->name, n->attr[p->slot]);
+            else if (p->type == GIM_PT_CHOICE) fprintf(out, " %s=%s", p->name, gim_choice_name(p, n->attr[p->slot]));
             else fprintf(out, " %s=%" PRId64, p->name, gim_attr_i(n, p->slot));
         }
         char sb[160];

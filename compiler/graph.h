@@ -30,14 +30,21 @@ typedef enum gim_op {
 typedef enum gim_op_kind { GIM_OPK_SOURCE, GIM_OPK_USER, GIM_OPK_INTERNAL } gim_op_kind;
 
 /* One parameter of an op's signature, parsed from ops.def. */
-typedef enum gim_ptype { GIM_PT_TENSOR, GIM_PT_OPT_TENSOR, GIM_PT_INT, GIM_PT_FLOAT, GIM_PT_BOOL, GIM_PT_LIST } gim_ptype;
+typedef enum gim_ptype {
+    GIM_PT_TENSOR, GIM_PT_OPT_TENSOR, GIM_PT_INT, GIM_PT_FLOAT, GIM_PT_BOOL, GIM_PT_LIST,
+    GIM_PT_CHOICE,          /* one of a few strings; the attr holds its index */
+} gim_ptype;
+
+#define GIM_MAX_CHOICES 8
 
 typedef struct gim_opparam {
     const char *name;
     gim_ptype type;
     bool has_default;
-    double default_value;   /* numbers and bools; an optional tensor defaults to none */
+    double default_value;   /* numbers, bools, a choice's index; an optional tensor defaults to none */
     int slot;               /* index into in[] (tensors) or attr[] (others) */
+    const char *choices[GIM_MAX_CHOICES];   /* GIM_PT_CHOICE: the strings, by index */
+    int n_choices;
 } gim_opparam;
 
 typedef struct gim_opinfo {
@@ -55,6 +62,8 @@ const gim_opinfo *gim_op_info(gim_op op);
 const char *gim_op_name(gim_op op);
 /* User op by source name; GIM_OP_COUNT if none. */
 gim_op gim_op_lookup(const char *name);
+/* The string of choice index v of a GIM_PT_CHOICE parameter ("?" if none). */
+const char *gim_choice_name(const gim_opparam *p, double v);
 
 /* ---- shapes ---------------------------------------------------------------- */
 
@@ -91,6 +100,19 @@ struct gim_node {
 };
 
 static inline int64_t gim_attr_i(const gim_node *n, int i) { return (int64_t)n->attr[i]; }
+
+/* conv2d's `mask` (attr 5) and conv2d_mask's (attr 0), in the order of the
+ * strings in ops.def. */
+enum { GIM_MASK_NONE = 0, GIM_MASK_A = 1, GIM_MASK_B = 2 };
+#define GIM_CONV2D_MASK_ATTR 5
+
+/* The first raster position of a k×k kernel that mask zeroes: positions
+ * u·k + v at or after it are 0 (A: the centre and after, B: after the
+ * centre); k·k for no mask. */
+static inline int64_t gim_mask_keep(int mask, int64_t k) {
+    int64_t centre = (k / 2) * k + k / 2;
+    return mask == GIM_MASK_A ? centre : mask == GIM_MASK_B ? centre + 1 : k * k;
+}
 
 /* The attr slot gim_fuse sets on a node that computes a ReLU (convolutions)
  * or a ReLU gradient (convolution data gradients, spatial_mean_bwd) along

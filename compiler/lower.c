@@ -240,6 +240,19 @@ static lower_val lower_emit(lower_ctx *L, lower_scope *S, gim_node *tmp, const c
                       gim_shape_str(&in[i]->shape, b, sizeof b));
             return lv_poison;
         }
+    if (tmp->op == GIM_OP_CONV2D && gim_attr_i(tmp, GIM_CONV2D_MASK_ATTR) != GIM_MASK_NONE) {
+        /* A masked convolution reads its weights through the mask, so the
+         * masked-out entries neither act nor learn (their gradient is masked
+         * too, by the mask's own backward rule). */
+        gim_node *m = gim_node_new(L->g, GIM_OP_CONV2D_MASK, 1, &in[1], loc);
+        m->attr[0] = tmp->attr[GIM_CONV2D_MASK_ATTR];
+        m->name = gim_arena_printf(L->g->arena, "%s/w_masked", name);
+        if (gim_infer_shape(m, msg, sizeof msg)) {
+            gim_error(L->d, loc, "internal error masking weights: %s", msg);
+            return lv_poison;
+        }
+        in[1] = m;
+    }
     gim_node *n = gim_node_new(L->g, tmp->op, n_in, in, loc);
     memcpy(n->attr, tmp->attr, sizeof n->attr);
     n->shape = tmp->shape;
@@ -561,6 +574,22 @@ static bool lower_op_arg(lower_ctx *L, const gim_expr *call, const gim_opparam *
         }
         want = "a list of 1 to 8 integers";
         break;
+    case GIM_PT_CHOICE: {
+        char list[200] = "";
+        for (int i = 0; i < p->n_choices; i++) {
+            if (v->k == LV_STRING && !strcmp(v->s, p->choices[i])) {
+                tmp->attr[p->slot] = i;
+                return true;
+            }
+            size_t at_len = strlen(list);
+            snprintf(list + at_len, sizeof list - at_len, "%s\"%s\"", i ? ", " : "", p->choices[i]);
+        }
+        if (v->k == LV_STRING)
+            gim_error(L->d, at, "argument '%s' of %s expects one of %s; got \"%s\"", p->name, call->name, list, v->s);
+        else
+            gim_error(L->d, at, "argument '%s' of %s expects one of %s; got %s", p->name, call->name, list, lv_what(v));
+        return false;
+    }
     }
     gim_error(L->d, at, "argument '%s' of %s expects %s; got %s", p->name, call->name, want, lv_what(v));
     return false;

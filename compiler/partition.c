@@ -17,8 +17,10 @@
  * Assignment: a GRADIENT_BLOCK node starts a new module (it belongs to the
  * new one; its input to the earlier one), except on a model input, where
  * there is nothing upstream to cut from. Any other node belongs to the one
- * module its inputs come from; a node whose only inputs are model inputs or
- * parameters belongs to the first module. A node reading values of two
+ * module its inputs come from; a node computed from parameters alone (the
+ * masked weights of a masked conv2d) belongs to the module of its reader, as
+ * a parameter does; a node whose only inputs are model inputs (or
+ * parameters, and nothing reads it) belongs to the first module. A node reading values of two
  * modules is an error: values cross modules only through gradient_block.
  * Every module has exactly one loss (none at all when the model has none),
  * and something with parameters for it to train.
@@ -44,12 +46,21 @@ static void push_unique(gim_arena *a, gim_ptrvec *v, gim_node *n) {
     }
 }
 
+/* A node whose inputs are all parameters (a function of weights alone). */
+static bool of_params_only(const gim_node *n) {
+    if (n->n_in == 0 || n->op == GIM_OP_PARAM) return false;
+    for (int j = 0; j < n->n_in; j++)
+        if (n->in[j]->op != GIM_OP_PARAM) return false;
+    return true;
+}
+
 /* Module of each computing node; returns the number of modules or -1. */
 static int part_assign(gim_diag *d, gim_graph *g) {
     int n_modules = 1, errors = 0;
     for (int i = 0; i < g->nodes.len; i++) {
         gim_node *n = gim_node_at(g, i);
         if (n->is_backward || n->op == GIM_OP_PARAM || is_model_input(n)) continue;
+        if (of_params_only(n)) continue;   /* set from its reader, below */
         /* A block on a model input has nothing upstream to isolate: no cut. */
         if (n->op == GIM_OP_GRADIENT_BLOCK && !g->e2e && !is_model_input(n->in[0])) {
             n->module = n_modules++;
@@ -76,6 +87,18 @@ static int part_assign(gim_diag *d, gim_graph *g) {
             }
         }
         n->module = m < 0 ? 0 : m;
+    }
+    /* Functions of parameters follow their (first) reader; read by nothing,
+     * the first module. Readers come later in graph order. */
+    for (int i = g->nodes.len - 1; i >= 0; i--) {
+        gim_node *n = gim_node_at(g, i);
+        if (n->is_backward) continue;
+        for (int j = 0; j < n->n_in; j++)
+            if (of_params_only(n->in[j]) && n->in[j]->module < 0) n->in[j]->module = n->module < 0 ? 0 : n->module;
+    }
+    for (int i = 0; i < g->nodes.len; i++) {
+        gim_node *n = gim_node_at(g, i);
+        if (!n->is_backward && of_params_only(n) && n->module < 0) n->module = 0;
     }
     if (g->e2e) n_modules = 1;
     return errors ? -1 : n_modules;

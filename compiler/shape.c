@@ -118,12 +118,32 @@ static int shape_conv2d(gim_node *n, char *msg, size_t len) {
     if (last(x, 2) + 2 * p < k || last(x, 1) + 2 * p < k)
         return shape_expect(n, msg, len, x, "[..., C, H, W] with H >= k after padding (k=%" PRId64 ", pad=%" PRId64 ")",
                             k, p);
+    /* A causal mask means something only when output (i, j) sits over input
+     * (i, j): the kernel's centre on it, so k odd, stride 1, pad k/2. */
+    int64_t mask = gim_attr_i(n, GIM_CONV2D_MASK_ATTR);
+    if (mask != GIM_MASK_NONE && (k % 2 == 0 || st != 1 || p != k / 2))
+        return gim_errf(msg, len,
+                        "conv2d with mask=\"%s\" needs an odd k, stride=1 and pad=k/2, so that output (i, j) is "
+                        "centred on input (i, j); got k=%" PRId64 ", stride=%" PRId64 ", pad=%" PRId64,
+                        mask == GIM_MASK_A ? "A" : "B", k, st, p);
     gim_shape w = shape_of(4, out, last(x, 3), k, k), b = shape_of(1, out);
     if (param_matches(n, 1, &w, "weights", msg, len) || param_matches(n, 2, &b, "bias", msg, len)) return -1;
     n->shape = *x;
     n->shape.d[x->rank - 3] = out;
     n->shape.d[x->rank - 2] = window_out(last(x, 2), k, st, p);
     n->shape.d[x->rank - 1] = window_out(last(x, 1), k, st, p);
+    return 0;
+}
+
+/* conv2d_mask: w [out, C, k, k] -> the same shape; mask A or B */
+static int shape_conv2d_mask(gim_node *n, char *msg, size_t len) {
+    const gim_shape *w = in_shape(n, 0);
+    int64_t mask = gim_attr_i(n, 0);
+    if (mask != GIM_MASK_A && mask != GIM_MASK_B)
+        return gim_errf(msg, len, "conv2d_mask expects mask A or B; got %" PRId64, mask);
+    if (w->rank != 4 || w->d[2] != w->d[3] || w->d[2] % 2 == 0)
+        return shape_expect(n, msg, len, w, "weights [out, C, k, k] with k odd");
+    n->shape = *w;
     return 0;
 }
 
@@ -435,6 +455,7 @@ static const shape_fn shape_rules[GIM_OP_COUNT] = {
     [GIM_OP_GRU] = shape_gru,
     [GIM_OP_GRADIENT_BLOCK] = shape_same,
     [GIM_OP_INFONCE] = shape_infonce,
+    [GIM_OP_CONV2D_MASK] = shape_conv2d_mask,
     [GIM_OP_CROSS_ENTROPY] = shape_cross_entropy,
     [GIM_OP_SLICE] = shape_slice,
     [GIM_OP_RELU_BWD] = shape_like_in0,

@@ -99,3 +99,14 @@ void ref_maxpool2d(const double *x, int64_t B, int64_t H, int64_t W, int64_t k, 
                 y[(n * Ho + p) * Wo + q] = m;
             }
 }
+
+void ref_conv2d_mask(const double *w, int64_t O, int64_t C, int64_t k, int type_b, double *y) {
+    int64_t c = k / 2;
+    for (int64_t oc = 0; oc < O * C; oc++)
+        for (int64_t u = 0; u < k; u++)
+            for (int64_t v = 0; v < k; v++) {
+                int keep = u < c || (u == c && (v < c || (type_b && v == c)));
+                int64_t i = (oc * k + u) * k + v;
+                y[i] = keep ? w[i] : 0.0;
+            }
+}

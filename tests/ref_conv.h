@@ -17,6 +17,11 @@ void ref_conv2d_general(const double *x, int64_t B, int64_t C, int64_t H, int64_
 /* conv2d: square kernel k, stride, pad. */
 void ref_conv2d(const double *x, int64_t B, int64_t C, int64_t H, int64_t W, const double *w,
                 const double *b, int64_t O, int64_t k, int64_t stride, int64_t pad, double *y);
+/* PixelCNN's causal mask on conv2d weights w [O, C, k, k], k odd: kernel
+ * position (u, v) is kept when it lies in a row above the centre, or in the
+ * centre row left of it, and (type_b) the centre itself; every other entry of
+ * y is 0. */
+void ref_conv2d_mask(const double *w, int64_t O, int64_t C, int64_t k, int type_b, double *y);
 /* conv1d: x [B, C, T], w [O, C, k] -> y [B, O, To]. */
 void ref_conv1d(const double *x, int64_t B, int64_t C, int64_t T, const double *w,
                 const double *b, int64_t O, int64_t k, int64_t stride, int64_t pad, double *y);

@@ -348,6 +348,45 @@ static void test_stdlib_defs(void) {
     gim_graph_free(g);
 }
 
+/* conv2d(..., mask="A"|"B") reads its weight parameter through one
+ * conv2d_mask node (attr: the mask), which partition puts in the module of
+ * the convolution, not in the first; no mask, no such node. The stdlib's
+ * pixelcnn_context keeps the grid's shape. */
+static void test_masked_conv(void) {
+    const char *src = "import \"pixelcnn.gim\"\n"
+                      "import \"conv.gim\"\n"
+                      "model m {\n"
+                      "    input x: [batch, 1, 16, 16]\n"
+                      "    h = conv_pair(patches(x, size=6, stride=2), 8)\n"
+                      "    infonce(spatial_mean(h), steps=2)\n"
+                      "    z = spatial_mean(conv_pair(gradient_block(h), 8))\n"
+                      "    a = conv2d(transpose(z, 1, 3), 4, k=5, pad=2, mask=\"A\")\n"
+                      "    c = pixelcnn_context(z, 6)\n"
+                      "    infonce(z, steps=2, context=c)\n"
+                      "    output a\n"
+                      "}\n";
+    gim_graph *g = hg_ok(src, 2, true, false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_EQUAL(hg_count(g, GIM_OP_CONV2D_MASK), 4);   /* a, and three in pixelcnn_context */
+    gim_node *a = hg_find(g, "conv2d.1");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_EQUAL(gim_attr_i(a, GIM_CONV2D_MASK_ATTR), GIM_MASK_A);
+    gim_node *m = a->in[1];
+    CU_ASSERT_EQUAL(m->op, GIM_OP_CONV2D_MASK);
+    CU_ASSERT_EQUAL(gim_attr_i(m, 0), GIM_MASK_A);
+    CU_ASSERT_STRING_EQUAL(m->name, "conv2d.1/w_masked");
+    CU_ASSERT_EQUAL(m->in[0], hg_find(g, "conv2d.1/w"));
+    HG_SHAPE_IS(m, 4, 8, 5, 5);
+    CU_ASSERT_EQUAL(m->module, 1);
+    CU_ASSERT_EQUAL(m->in[0]->module, 1);
+    gim_node *b = hg_find(g, "pixelcnn_context.1/conv2d.2");
+    CU_ASSERT(b && b->in[1]->op == GIM_OP_CONV2D_MASK && gim_attr_i(b->in[1], 0) == GIM_MASK_B);
+    HG_SHAPE_IS(hg_find(g, "pixelcnn_context.1/transpose.4"), 2, 6, 6, 6);
+    /* unmasked convolutions read their parameter directly */
+    CU_ASSERT_EQUAL(hg_find(g, "conv_pair.1/conv2d.1")->in[1]->op, GIM_OP_PARAM);
+    gim_graph_free(g);
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"param names and shapes", test_param_names_and_shapes},
@@ -359,6 +398,7 @@ int main(void) {
         {"errors", test_errors},
         {"unused values warn", test_unused_values_warn},
         {"stdlib defs", test_stdlib_defs},
+        {"masked conv2d", test_masked_conv},
         {NULL, NULL},
     };
     return gim_run_suite("lower", tests);

@@ -70,9 +70,18 @@ static void test_op_table_is_consistent(void) {
     }
     /* spot checks against ops.def */
     const gim_opinfo *conv = gim_op_info(GIM_OP_CONV2D);
-    CU_ASSERT_EQUAL(conv->n_params, 6);
+    CU_ASSERT_EQUAL(conv->n_params, 7);
     CU_ASSERT_STRING_EQUAL(conv->params[3].name, "stride");
     CU_ASSERT(conv->params[3].has_default && conv->params[3].default_value == 1);
+    /* a choice: its strings in order, the default by index, attr slot 5 */
+    const gim_opparam *mask = &conv->params[6];
+    CU_ASSERT_EQUAL(mask->type, GIM_PT_CHOICE);
+    CU_ASSERT_EQUAL(mask->slot, GIM_CONV2D_MASK_ATTR);
+    CU_ASSERT_EQUAL_FATAL(mask->n_choices, 3);
+    CU_ASSERT_STRING_EQUAL(mask->choices[GIM_MASK_NONE], "none");
+    CU_ASSERT_STRING_EQUAL(mask->choices[GIM_MASK_A], "A");
+    CU_ASSERT_STRING_EQUAL(mask->choices[GIM_MASK_B], "B");
+    CU_ASSERT(mask->has_default && mask->default_value == GIM_MASK_NONE);
     CU_ASSERT_EQUAL(gim_op_lookup("conv2"), GIM_OP_COUNT);
 }
 
