@@ -6,7 +6,7 @@
 # every run with `gimc eval` and prints a table of test accuracy per module.
 #
 # usage: bench/schedules.sh [--gimc PATH] [--epochs N] [--train N] [--seed S]
-#                           [--model FILE] [--out DIR] [--only LIST]
+#                           [--model FILE] [--out DIR] [--only LIST] [--table]
 # --gimc PATH   gimc to run (default: $GIMC, else build-release/compiler/gimc,
 #               else build/compiler/gimc)
 # --epochs N    epochs per module (default 1)
@@ -17,6 +17,7 @@
 # --out DIR     where the runs go (default build-bench/schedules-<date>); each
 #               schedule has DIR/<name>/ with its checkpoint, train.log, eval.log
 # --only LIST   comma-separated subset of simultaneous,sequential,async,e2e
+# --table       run nothing: print the table of the runs already in --out DIR
 #
 # The runs follow one another (never side by side: the machine is shared);
 # each line of the table says how long training took and under what load it
@@ -32,6 +33,7 @@ MODEL=models/fashion_gim.gim
 OUT=""
 ONLY="simultaneous,sequential,async,e2e"
 TRAIN=""
+TABLE_ONLY=0
 FASHION=/usr/share/datasets/fashion-mnist
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --train) TRAIN=$2; shift 2 ;;
+        --table) TABLE_ONLY=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench/schedules.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -65,11 +68,16 @@ if [ ! -f "$MODEL" ]; then
 fi
 case "$EPOCHS" in ''|*[!0-9]*) echo "bench/schedules.sh: --epochs expects a positive integer" >&2; exit 2 ;; esac
 
+if [ "$TABLE_ONLY" = 1 ] && [ -z "$OUT" ]; then
+    echo "bench/schedules.sh: --table needs --out DIR" >&2
+    exit 2
+fi
 OUT=${OUT:-build-bench/schedules-$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 DATA=()
 SIZE="all 60,000"
-if [ -n "$TRAIN" ]; then
+[ -n "$TRAIN" ] && SIZE="the first $TRAIN"
+if [ -n "$TRAIN" ] && [ "$TABLE_ONLY" = 0 ]; then
     case "$TRAIN" in ''|*[!0-9]*) echo "bench/schedules.sh: --train expects a positive integer" >&2; exit 2 ;; esac
     mkdir -p "$OUT/data"
     # the first N training images and labels (IDX: the count is the first dimension)
@@ -92,7 +100,6 @@ for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         os.symlink(os.path.join(src, name), link)
 PY
     DATA=(--data "$OUT/data")
-    SIZE="the first $TRAIN"
 fi
 echo "schedules: $MODEL, $EPOCHS epoch(s) per module over $SIZE training images, seed $SEED, gimc $GIMC; runs in $OUT"
 
@@ -127,6 +134,7 @@ run() {
 
 IFS=, read -r -a WANT <<< "$ONLY"
 for w in "${WANT[@]}"; do
+    [ "$TABLE_ONLY" = 1 ] && break
     case "$w" in
         simultaneous|sequential|async) run "$w" --schedule "$w" ;;
         e2e) run e2e --e2e ;;
