@@ -61,6 +61,17 @@ static int resume_schedule_check(const gim_train_config *cfg, char *err, size_t 
         snprintf(err, errlen, "%.1024s was saved by a %s run; resume it with --schedule %s (not %s)", path, was, was, now);
         rc = -1;
     }
+    /* --refresh: the position within a period says which cache to rebuild */
+    const char *rf = gim_ckpt_meta_get(c, "refresh");
+    long long was_refresh = rf ? strtoll(rf, NULL, 10) : 0;
+    if (rc == 0 && was_refresh != (long long)cfg->refresh) {
+        if (was_refresh > 0)
+            snprintf(err, errlen, "%.1024s was saved by a run with --refresh %lld; resume it with the same (not %s)",
+                     path, was_refresh, cfg->refresh > 0 ? "another period" : "without --refresh");
+        else
+            snprintf(err, errlen, "%.1024s was saved by a run without --refresh; resume it without --refresh", path);
+        rc = -1;
+    }
     gim_ckpt_free(c);
     return rc;
 }
@@ -85,6 +96,10 @@ static const char train_usage[] =
     "  --out DIR          metrics.csv and checkpoints (default runs/<model>)\n"
     "  --save-every N     checkpoint every N steps (default: once a minute)\n"
     "  --resume           continue from DIR's checkpoint\n"
+    "  --refresh N        modules above the first train on a cache of the outputs of the\n"
+    "                     modules below, recomputed every N epochs (simultaneous schedule)\n"
+    "  --cache-dtype T    f32 (default) or bf16 (half the disk): the caches of\n"
+    "                     --schedule sequential and --refresh\n"
     "  -O0 .. -O3         optimisation of the generated code (default -O2)\n"
     "  --stdlib DIR       where imports not found next to the file are looked up\n"
     "  -h, --help         show this help\n"
@@ -111,6 +126,23 @@ int cmd_train(int argc, char **argv) {
     double t0 = 0;
     status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
     if (status != GIMC_OK) goto done;
+    /* --refresh needs every module training at once on cached inputs, and
+     * --cache-dtype a cache to apply to */
+    if (s.cfg.refresh > 0 && (s.cfg.e2e || s.cfg.schedule != GIM_SCHED_SIMULTANEOUS)) {
+        fprintf(stderr, "gimc train: --refresh trains every module in every epoch on cached outputs of the modules "
+                "below it: it takes the simultaneous schedule (the default), not %s\n%s",
+                s.cfg.e2e ? "--e2e" : s.cfg.schedule == GIM_SCHED_SEQUENTIAL ? "--schedule sequential (which builds "
+                "each cache once, after the module below has finished)" : "--schedule async",
+                "see 'gimc train --help'\n");
+        status = GIMC_USAGE;
+        goto done;
+    }
+    if ((o.given & GIM_CLI_CACHE_DTYPE) && s.cfg.refresh == 0 && (s.cfg.e2e || s.cfg.schedule != GIM_SCHED_SEQUENTIAL)) {
+        fprintf(stderr, "gimc train: --cache-dtype applies to the caches of --schedule sequential and --refresh; "
+                "this run has none\nsee 'gimc train --help'\n");
+        status = GIMC_USAGE;
+        goto done;
+    }
     if (s.graph->losses.len == 0) {
         fprintf(stderr, "gimc train: error: %s has no loss: nothing would be trained\n", o.file);
         status = GIMC_BAD_INPUT;
@@ -141,8 +173,12 @@ int cmd_train(int argc, char **argv) {
     }
     set_blas_threads(&s.cfg);
     static const char *const sched_names[] = {"simultaneous", "sequential", "async"};
+    char sched[64];
+    if (s.cfg.refresh > 0) snprintf(sched, sizeof sched, "cached inputs refreshed every %" PRId64 " epoch%s", s.cfg.refresh,
+                                    s.cfg.refresh == 1 ? "" : "s");
+    else snprintf(sched, sizeof sched, "%s", s.cfg.e2e ? "end to end" : sched_names[s.cfg.schedule]);
     printf("training %s: %d module%s, %s, batch %" PRId64 ", %" PRId64 " epoch%s, %s data in %s\n",
-           m->name, m->n_modules, m->n_modules == 1 ? "" : "s", s.cfg.e2e ? "end to end" : sched_names[s.cfg.schedule],
+           m->name, m->n_modules, m->n_modules == 1 ? "" : "s", sched,
            m->batch, s.cfg.epochs, s.cfg.epochs == 1 ? "" : "s", s.cfg.dataset ? s.cfg.dataset : "fashion-mnist",
            ds.dir);
     fflush(stdout);

@@ -50,13 +50,15 @@ typedef enum gim_cli_opt {
     GIM_CLI_RANDOM_INIT = 1 << 22, /* --random-init */
     GIM_CLI_COMPARE_RANDOM = 1 << 23, /* --compare-random */
     GIM_CLI_TEXT = 1 << 24,      /* --text (graph: the text dump) */
+    GIM_CLI_CACHE_DTYPE = 1 << 25, /* --cache-dtype f32|bf16 */
+    GIM_CLI_REFRESH = 1 << 26,   /* --refresh N */
 } gim_cli_opt;
 
 /* The options the train block can take, plus --e2e and --stdlib. */
 #define GIM_CLI_TRAIN_OPTS                                                                           \
     (GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_DATA | GIM_CLI_EPOCHS | GIM_CLI_STEPS | GIM_CLI_LR |      \
      GIM_CLI_SCHEDULE | GIM_CLI_THREADS | GIM_CLI_SEED | GIM_CLI_OUT | GIM_CLI_RESUME | GIM_CLI_STDLIB |   \
-     GIM_CLI_SAVE_EVERY)
+     GIM_CLI_SAVE_EVERY | GIM_CLI_CACHE_DTYPE | GIM_CLI_REFRESH)
 
 typedef struct gim_cli {
     const char *file;          /* the model (the one positional argument) */
@@ -74,6 +76,8 @@ typedef struct gim_cli {
     int64_t save_every;        /* --save-every N */
     bool pool_mean;            /* --pool mean */
     bool random_init, compare_random;
+    gim_cache_dtype cache_dtype; /* --cache-dtype */
+    int64_t refresh;           /* --refresh N */
 } gim_cli;
 
 /* Parses argv (argv[0] is the command name) allowing `allowed` options.

@@ -18,7 +18,7 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
-    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH,
 };
 
 static const struct option cli_long[] = {
@@ -34,6 +34,7 @@ static const struct option cli_long[] = {
     {"save-every", required_argument, NULL, OPT_SAVE_EVERY}, {"pool", required_argument, NULL, OPT_POOL},
     {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
     {"text", no_argument, NULL, OPT_TEXT},
+    {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE}, {"refresh", required_argument, NULL, OPT_REFRESH},
     {NULL, 0, NULL, 0},
 };
 
@@ -62,6 +63,8 @@ static unsigned cli_bit(int opt) {
     case OPT_RANDOM_INIT: return GIM_CLI_RANDOM_INIT;
     case OPT_COMPARE_RANDOM: return GIM_CLI_COMPARE_RANDOM;
     case OPT_TEXT: return GIM_CLI_TEXT;
+    case OPT_CACHE_DTYPE: return GIM_CLI_CACHE_DTYPE;
+    case OPT_REFRESH: return GIM_CLI_REFRESH;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
     case 'O': return GIM_CLI_OPT_LEVEL;
@@ -157,6 +160,16 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
                 return cli_usage_error(cmd, usage, status, "--pool expects flat or mean; got '%s'", arg);
             o->pool_mean = !strcmp(arg, "mean");
             break;
+        case OPT_CACHE_DTYPE:
+            if (strcmp(arg, "f32") && strcmp(arg, "bf16"))
+                return cli_usage_error(cmd, usage, status, "--cache-dtype expects f32 or bf16; got '%s'", arg);
+            o->cache_dtype = !strcmp(arg, "bf16") ? GIM_CACHE_BF16 : GIM_CACHE_F32;
+            break;
+        case OPT_REFRESH:
+            if (!cli_int(arg, 1, INT64_C(1) << 40, &v))
+                return cli_usage_error(cmd, usage, status, "--refresh expects a positive number of epochs; got '%s'", arg);
+            o->refresh = v;
+            break;
         case OPT_RANDOM_INIT: o->random_init = true; break;
         case OPT_COMPARE_RANDOM: o->compare_random = true; break;
         case OPT_SCHEDULE: {
@@ -227,6 +240,8 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg) {
     if (o->given & GIM_CLI_OUT) cfg->out_dir = o->out_dir;
     if (o->given & GIM_CLI_RESUME) cfg->resume = o->resume;
     if (o->given & GIM_CLI_SAVE_EVERY) cfg->save_every = o->save_every;
+    if (o->given & GIM_CLI_CACHE_DTYPE) cfg->cache_dtype = o->cache_dtype;
+    if (o->given & GIM_CLI_REFRESH) cfg->refresh = o->refresh;
 }
 
 /* ---- the pipeline ---------------------------------------------------------------- */

@@ -26,4 +26,6 @@ void gim_train_config_defaults(gim_train_config *c) {
     c->resume = false;
     c->e2e = false;
     c->save_every = 0;
+    c->cache_dtype = GIM_CACHE_F32;
+    c->refresh = 0;
 }

@@ -160,6 +160,9 @@ int gim_rt_symbols(const char *const **names, void *const **addrs);
 
 typedef enum gim_optimizer_kind { GIM_OPT_ADAM, GIM_OPT_SGD } gim_optimizer_kind;
 typedef enum gim_schedule { GIM_SCHED_SIMULTANEOUS, GIM_SCHED_SEQUENTIAL, GIM_SCHED_ASYNC } gim_schedule;
+/* How a cache of module outputs stores each value: float32, or bfloat16
+ * (the top 16 bits, rounded to nearest even; half the disk). */
+typedef enum gim_cache_dtype { GIM_CACHE_F32, GIM_CACHE_BF16 } gim_cache_dtype;
 
 /* Everything a run is configured by: the model's train block, then the
  * command line on top. Optimizer settings are compiled into the step code. */
@@ -177,6 +180,9 @@ typedef struct gim_train_config {
     bool resume;
     bool e2e;
     int64_t save_every;          /* steps between checkpoints; 0: default */
+    gim_cache_dtype cache_dtype; /* caches of module outputs (sequential, refresh) */
+    int64_t refresh;             /* > 0: modules above the first train on a cache of
+                                    their inputs, recomputed every `refresh` epochs */
 } gim_train_config;
 
 /* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,

@@ -3,75 +3,18 @@
  * module 2's data set; and so on. A source's examples are cached as epoch
  * 0 gives them (a resumed run rebuilds the same cache); the data slots a
  * module reads directly come from the epoch it trains. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "gim_util.h"
 #include "train_internal.h"
 
-/* Per-example storage of one slot for the whole training set: memory-mapped
- * from an unlinked file in the output directory, so a cache larger than
- * memory pages to disk instead of failing. */
-typedef struct rt_cache {
-    float *data;
-    size_t bytes;
-    int64_t per_example;
-} rt_cache;
-
-static int cache_open(rt_cache *c, const char *dir, int64_t n, int64_t per_example, char *err, size_t errlen) {
-    c->per_example = per_example;
-    c->bytes = (size_t)n * (size_t)per_example * sizeof(float);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/.cache.XXXXXX", dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        gim_errf(err, errlen, "cannot create a cache file in %s: %s", dir ? dir : "/tmp", strerror(errno));
-        return -1;
-    }
-    unlink(path);
-    int e = posix_fallocate(fd, 0, (off_t)c->bytes);
-    if (e) {
-        close(fd);
-        gim_errf(err, errlen, "cannot reserve %.2f GiB for the sequential schedule's cache in %s: %s",
-                 (double)c->bytes / (1 << 30), dir ? dir : "/tmp", strerror(e));
-        return -1;
-    }
-    c->data = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (c->data == MAP_FAILED) {
-        c->data = NULL;
-        gim_errf(err, errlen, "cannot map the cache: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-static void cache_close(rt_cache *c) {
-    if (c->data) munmap(c->data, c->bytes);
-    c->data = NULL;
-}
-
 /* Sources of each slot while module `mi` trains sequentially: data slots
  * come from the data set, earlier modules' exports from caches. */
 static int fill_sequential(const gim_exec_model *m, const rt_binding *b, const gim_examples *d, int64_t epoch,
-                           rt_cache *caches, int mi, const int64_t *idx, rt_item *it, char *err, size_t errlen) {
+                           const rt_cache *caches, int mi, const int64_t *idx, rt_item *it, char *err, size_t errlen) {
     if (rt_fill_data(m, b, d, epoch, idx, it, err, errlen)) return -1;
-    const gim_exec_module *mod = &m->modules[mi];
-    for (int i = 0; i < mod->n_inputs; i++) {
-        int sl = mod->inputs[i];
-        if (m->slots[sl].producer < 0) continue;
-        rt_cache *c = &caches[sl];
-        for (int64_t e = 0; e < m->batch; e++)
-            memcpy(it->slot[sl] + e * c->per_example, c->data + idx[e] * c->per_example,
-                   (size_t)c->per_example * sizeof(float));
-    }
+    rt_cache_fill_inputs(m, caches, mi, idx, it);
     return 0;
 }
 
@@ -79,19 +22,40 @@ int rt_train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gi
                         const gim_examples *d, const rt_binding *b, rt_progress *p, gim_train_report *rep,
                         char *err, size_t errlen) {
     int64_t nb = d->n / m->batch;
+    bool *cached = gim_calloc((size_t)m->n_slots, sizeof(bool));
+    if (!cached) {
+        gim_errf(err, errlen, "out of memory for the sequential schedule");
+        return -1;
+    }
+    if (rt_cache_slots(m, cached, "the sequential schedule", err, errlen)) {
+        gim_free(cached);
+        return -1;
+    }
+    /* Refused before module 1 trains, not hours later when its cache is
+     * due: the most the caches hold at once is every cached slot (the
+     * last module's build keeps the chain below it open). */
+    uint64_t peak = 0;
     for (int i = 0; i < m->n_slots; i++)
-        if (m->slots[i].producer >= 0 && (m->slots[i].rank < 1 || m->slots[i].shape[0] != m->batch)) {
-            gim_errf(err, errlen, "the sequential schedule caches module outputs per example, but '%s' "
-                     "does not have the batch as its first dimension", m->slots[i].name);
-            return -1;
+        if (cached[i]) peak += rt_cache_bytes(d->n, m->slots[i].numel / m->batch, cfg->cache_dtype);
+    gim_free(cached);
+    if (peak && s->sequential_module < m->n_modules) {
+        if (p->out) {
+            char size[32];
+            fprintf(p->out, "sequential: the caches of module outputs take up to %s (%s) in %s\n",
+                    rt_cache_size_text(size, sizeof size, peak), rt_cache_dtype_name(cfg->cache_dtype),
+                    cfg->out_dir ? cfg->out_dir : "/tmp");
+            fflush(p->out);
         }
+        if (rt_cache_check_room(cfg->out_dir, peak, "the sequential schedule's caches", cfg->cache_dtype, err, errlen))
+            return -1;
+    }
     rt_cache *caches = gim_calloc((size_t)m->n_slots, sizeof(rt_cache));
     rt_item *it = rt_item_new(m);
     rt_order order = {.perm = gim_malloc(sizeof(int64_t) * (size_t)d->n), .epoch = -1, .n = d->n};
-    int64_t *seq = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
     bool *need = gim_calloc((size_t)m->n_slots, sizeof(bool));
+    bool *want = gim_calloc((size_t)m->n_slots, sizeof(bool));
     int rc = 0;
-    if (!caches || !it || !order.perm || !seq || !need) {
+    if (!caches || !it || !order.perm || !need || !want) {
         gim_errf(err, errlen, "out of memory for the sequential schedule");
         rc = -1;
         goto done;
@@ -119,52 +83,21 @@ int rt_train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gi
             for (int pm = 0; pm < mi && rc == 0; pm++) {
                 const gim_exec_module *prev = &m->modules[pm];
                 bool needed = false;
+                for (int i = 0; i < m->n_slots; i++) want[i] = false;
                 for (int e = 0; e < prev->n_exports; e++) {
                     int sl = prev->exports[e];
-                    if (need[sl] && !caches[sl].data) {
-                        if ((rc = cache_open(&caches[sl], cfg->out_dir, d->n, m->slots[sl].numel / m->batch, err, errlen))) break;
-                        needed = true;
-                    }
+                    if (need[sl] && !caches[sl].data) want[sl] = needed = true;
                 }
-                if (rc || !needed) continue;
-                double bytes = 0;
-                for (int e = 0; e < prev->n_exports; e++)
-                    if (caches[prev->exports[e]].data) bytes += (double)caches[prev->exports[e]].bytes;
-                if (p->out) {
-                    fprintf(p->out, "module %d: caching its outputs over %lld examples (%.2f GiB in %s)\n", pm + 1,
-                            (long long)d->n, bytes / (1 << 30), cfg->out_dir ? cfg->out_dir : "/tmp");
-                    fflush(p->out);
-                }
-                double t_cache = rt_now(), t_drawn = t_cache;
-                int64_t every = d->n / 20 > m->batch ? d->n / 20 : m->batch, next_line = every;
-                /* Every example, not only the first nb * batch: the shuffled
-                 * order draws its batches from all n. The final partial batch
-                 * is padded by repeating its last example. */
-                for (int64_t start = 0; start < d->n && !rt_stop_now(); start += m->batch) {
-                    int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
-                    for (int64_t e = 0; e < m->batch; e++) seq[e] = start + (e < count ? e : count - 1);
-                    if ((rc = fill_sequential(m, b, d, 0, caches, pm, seq, it, err, errlen))) break;
-                    rt_module_forward(m, s, pm, it);
-                    for (int e = 0; e < prev->n_exports; e++) {
-                        int sl = prev->exports[e];
-                        if (!caches[sl].data) continue;
-                        memcpy(caches[sl].data + start * caches[sl].per_example, it->slot[sl],
-                               (size_t)(count * caches[sl].per_example) * sizeof(float));
-                    }
-                    /* progress: minutes of work on a full data set */
-                    int64_t done = start + count;
-                    double t = rt_now();
-                    bool last = done == d->n;
-                    if (p->out && (p->tty ? (t - t_drawn >= 0.2 || last) : (done >= next_line || last))) {
-                        double rate = t > t_cache ? (double)done / (t - t_cache) : 0;
-                        fprintf(p->out, p->tty ? "\r\033[Kcaching %lld/%lld examples  %.0f ex/s%s"
-                                               : "caching %lld/%lld examples  %.0f ex/s%s\n",
-                                (long long)done, (long long)d->n, rate, p->tty && last ? "\n" : "");
-                        fflush(p->out);
-                        t_drawn = t;
-                        while (next_line <= done) next_line += every;
-                    }
-                }
+                if (!needed) continue;
+                char what[96];
+                snprintf(what, sizeof what, "module %d: caching its outputs over %lld examples", pm + 1, (long long)d->n);
+                if ((rc = rt_cache_open_slots(caches, want, m, cfg->out_dir, d->n, cfg->cache_dtype, p->out, what, err,
+                                              errlen)))
+                    break;
+                /* a source's examples as epoch 0 gives them */
+                int brc = rt_cache_build(m, s, d, b, 0, caches, pm, p, err, errlen);
+                if (brc < 0) rc = -1;
+                if (brc) break;
             }
             /* Caches module mi does not read served only to build the ones
              * it does: give their memory and disk back. (Module 1's output
@@ -172,10 +105,11 @@ int rt_train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gi
             for (int i = 0; i < m->n_slots; i++) {
                 bool read = false;
                 for (int k = 0; k < m->modules[mi].n_inputs; k++) read = read || m->modules[mi].inputs[k] == i;
-                if (!read) cache_close(&caches[i]);
+                if (!read) rt_cache_close(&caches[i]);
             }
         }
-        if (rc || mi < s->sequential_module) continue;
+        if (rc || rt_stop_now()) break;   /* stopped while caching: resumes by building again */
+        if (mi < s->sequential_module) continue;
         if (p->out) fprintf(p->out, "module %d: training\n", mi + 1);
         for (; s->epoch < cfg->epochs && rc == 0; s->epoch++, s->batch_in_epoch = 0) {
             const int64_t *perm = rt_order_for(&order, cfg->seed, s->epoch);
@@ -219,11 +153,11 @@ int rt_train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gi
     }
 done:
     if (caches)
-        for (int i = 0; i < m->n_slots; i++) cache_close(&caches[i]);
+        for (int i = 0; i < m->n_slots; i++) rt_cache_close(&caches[i]);
     gim_free(caches);
     gim_free(need);
+    gim_free(want);
     rt_item_free(m, it);
     gim_free(order.perm);
-    gim_free(seq);
     return rc;
 }

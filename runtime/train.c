@@ -413,8 +413,11 @@ int rt_save_now(const gim_exec_model *m, const gim_train_state *s, const gim_tra
      * without its missing loss parameters; resume checks the schedule */
     static const char *const names[] = {"simultaneous", "sequential", "async"};
     int sched = cfg->schedule >= 0 && cfg->schedule <= 2 ? (int)cfg->schedule : 0;
-    gim_ckpt_meta meta[] = {{"training", cfg->e2e ? "e2e" : "greedy"}, {"schedule", names[sched]}};
-    return gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, 2, err, errlen);
+    /* and every how many epochs the caches were refreshed (resume keeps it) */
+    char refresh[32];
+    snprintf(refresh, sizeof refresh, "%lld", (long long)cfg->refresh);
+    gim_ckpt_meta meta[] = {{"training", cfg->e2e ? "e2e" : "greedy"}, {"schedule", names[sched]}, {"refresh", refresh}};
+    return gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, cfg->refresh > 0 ? 3 : 2, err, errlen);
 }
 
 /* Copies what a checkpoint holds (parameters, optimizer state, counters)
@@ -558,7 +561,13 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     install_signals(&old_int, &old_term);
     double t0 = rt_now();
     int rc;
-    switch (cfg->schedule) {
+    if (cfg->refresh > 0 && cfg->schedule != GIM_SCHED_SIMULTANEOUS) {
+        gim_errf(err, errlen, "--refresh runs every module on caches of the modules below it, one batch after "
+                 "another: it takes the simultaneous schedule, not %s",
+                 cfg->schedule == GIM_SCHED_SEQUENTIAL ? "sequential" : "async");
+        rc = -1;
+    } else if (cfg->refresh > 0) rc = rt_train_refresh(m, cfg, s, d, &b, &p, rep, err, errlen);
+    else switch (cfg->schedule) {
     case GIM_SCHED_SEQUENTIAL: rc = rt_train_sequential(m, cfg, s, d, &b, &p, rep, err, errlen); break;
     case GIM_SCHED_ASYNC: rc = rt_train_async(m, cfg, s, d, &b, &p, rep, err, errlen); break;
     default: rc = rt_train_simultaneous(m, cfg, s, d, &b, &p, rep, err, errlen); break;

@@ -160,6 +160,71 @@ typedef struct rt_order {
  * epoch), remade only when the epoch changes. */
 const int64_t *rt_order_for(rt_order *o, uint64_t seed, int64_t epoch);
 
+/* ---- caches of module outputs (cache.c) --------------------------------------
+ * One slot's values for every example of the training set, stored as
+ * float32 or bfloat16, in a file of the output directory mapped into
+ * memory (a cache larger than memory pages to disk instead of failing).
+ * The file is unlinked as soon as it is created and its blocks reserved
+ * before anything is written: however the run ends, nothing is left on
+ * disk, and a full disk is an error up front, never a SIGBUS mid-write.
+ * The sequential schedule builds each once; --refresh rebuilds them every
+ * N epochs (sched_refresh.c). */
+
+typedef struct rt_cache {
+    void *data;              /* n * per_example values of dtype; NULL: not open */
+    size_t bytes;
+    int64_t n, per_example;
+    gim_cache_dtype dtype;
+} rt_cache;
+
+/* float32 -> bfloat16, rounded to nearest, ties to even; NaN stays NaN
+ * (quiet, sign kept), infinities and zeros keep their sign; a finite value
+ * beyond bf16's largest rounds to infinity, as IEEE rounding does. */
+uint16_t rt_bf16_from_f32(float x);
+/* bfloat16 -> float32: exact (the low 16 bits are zero). */
+float rt_f32_from_bf16(uint16_t h);
+const char *rt_cache_dtype_name(gim_cache_dtype t);
+/* Bytes of a cache of n examples of per_example values. */
+uint64_t rt_cache_bytes(int64_t n, int64_t per_example, gim_cache_dtype t);
+/* "16.48 GiB", "3.0 MiB", "512.0 KiB" into buf; returns buf. */
+const char *rt_cache_size_text(char *buf, size_t n, uint64_t bytes);
+
+/* The slots a cache can hold: exported by one module and read by a later
+ * one. -1 with err set when such a slot does not have the batch as its
+ * first dimension (its values cannot be stored per example). */
+int rt_cache_slots(const gim_exec_model *m, bool *cached, const char *who, char *err, size_t errlen);
+
+/* 0 when dir's file system has room for `need` more bytes; else -1 with
+ * err naming the directory, the bytes needed and free, and the ways out
+ * (--cache-dtype bf16, another --out). `what` says what needs them. */
+int rt_cache_check_room(const char *dir, uint64_t need, const char *what, gim_cache_dtype t, char *err,
+                        size_t errlen);
+
+/* Opens a cache for every slot with want[sl] set that is not open yet:
+ * states on `out` their total size and where they go ("<what>: 1.25 GiB
+ * (f32) in DIR"), checks the room, reserves the blocks. On failure closes
+ * those it opened and returns -1 with err set. */
+int rt_cache_open_slots(rt_cache *caches, const bool *want, const gim_exec_model *m, const char *dir, int64_t n,
+                        gim_cache_dtype t, FILE *out, const char *what, char *err, size_t errlen);
+void rt_cache_close(rt_cache *c);
+
+/* Examples [first, first + count) from src (count * per_example floats). */
+void rt_cache_put(rt_cache *c, int64_t first, int64_t count, const float *src);
+/* Examples idx[0..count) into dst, widened to float32. */
+void rt_cache_get(const rt_cache *c, const int64_t *idx, int64_t count, float *dst);
+
+/* Module mi's inputs made by earlier modules: from the caches, examples idx
+ * (the batch). */
+void rt_cache_fill_inputs(const gim_exec_model *m, const rt_cache *caches, int mi, const int64_t *idx, rt_item *it);
+
+/* Module mi's forward pass over every example (data of `epoch`, its other
+ * inputs from the caches) into the open caches of its exports, with
+ * progress lines on p->out. The last partial batch is padded by repeating
+ * its last example. Returns 0, -1 with err set (the data's source failed),
+ * or 1 when a stop was requested. */
+int rt_cache_build(const gim_exec_model *m, const gim_train_state *s, const gim_examples *d, const rt_binding *b,
+                   int64_t epoch, rt_cache *caches, int mi, rt_progress *p, char *err, size_t errlen);
+
 /* ---- the schedules ------------------------------------------------------------- */
 
 typedef int rt_schedule_fn(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
@@ -169,5 +234,6 @@ typedef int rt_schedule_fn(const gim_exec_model *m, const gim_train_config *cfg,
 rt_schedule_fn rt_train_simultaneous;   /* sched_simultaneous.c */
 rt_schedule_fn rt_train_sequential;     /* sched_sequential.c */
 rt_schedule_fn rt_train_async;          /* sched_async.c */
+rt_schedule_fn rt_train_refresh;        /* sched_refresh.c: cfg->refresh > 0 */
 
 #endif
