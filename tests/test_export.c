@@ -59,7 +59,7 @@ static float *gim_features(int64_t n) {
     float *feats[3] = {NULL, NULL, NULL};
     int64_t numel[3];
     char err[1024];
-    int rc = gim_extract_features(em, &st, &ex, feats, numel, err, sizeof err);
+    int rc = gim_extract_features(em, &st, &ex, feats, numel, NULL, NULL, err, sizeof err);
     if (rc) fprintf(stderr, "\n%s\n", err);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     CU_ASSERT_EQUAL(numel[2], FASHION_GIM_M3_FEATURES);
