@@ -314,6 +314,10 @@ typedef struct aud_entry {
     int64_t offset, length, path_off;
 } aud_entry;
 
+/* Bytes the samples take in the file, padded to 8 so the table after them
+ * is aligned. */
+static int64_t aud_samples_bytes(int64_t n_samples) { return (n_samples * (int64_t)sizeof(float) + 7) & ~(int64_t)7; }
+
 static int write_all(int fd, const void *p, size_t n) {
     const char *b = p;
     while (n) {
@@ -416,7 +420,10 @@ static int build_cache(const char *root, const aud_list *l, int rate, const char
         }
     }
     notes_end(&notes, "files skipped");
-    h.table_off = AUD_HEADER + h.n_samples * (int64_t)sizeof(float);
+    /* The table holds int64s: pad the samples to a multiple of 8 bytes so
+     * it is aligned in the mapping. */
+    if (h.n_samples % 2 && write_all(fd, &(float){0}, sizeof(float))) goto io;
+    h.table_off = AUD_HEADER + aud_samples_bytes(h.n_samples);
     h.strings_off = h.table_off + h.n_utts * (int64_t)sizeof(aud_entry);
     h.strings_len = (int64_t)strings.len;
     h.notes_off = h.strings_off + h.strings_len;
@@ -467,7 +474,7 @@ static const aud_header *map_cache(int fd, const char *what, uint64_t fingerprin
     int64_t bytes;
     if (ok && !(h->n_utts >= 0 && h->n_utts <= size / (int64_t)sizeof(aud_entry) && h->n_samples >= 0 &&
                 h->n_samples <= size / 4 && !gim_mul_overflows(h->n_samples, 4, &bytes) &&
-                h->table_off == AUD_HEADER + bytes && !gim_mul_overflows(h->n_utts, sizeof(aud_entry), &bytes) &&
+                h->table_off == AUD_HEADER + aud_samples_bytes(h->n_samples) && !gim_mul_overflows(h->n_utts, sizeof(aud_entry), &bytes) &&
                 h->strings_off == h->table_off + bytes && h->strings_len >= 0 && h->strings_len <= size &&
                 h->notes_off == h->strings_off + h->strings_len && h->notes_len >= 1 && h->notes_len <= size &&
                 h->notes_off + h->notes_len == size)) {

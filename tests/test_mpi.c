@@ -99,11 +99,12 @@ static void test_lockstep_bits(void) {
     setup();
     char *out = NULL;
     ref = tt_path("ref");
-    expect_ok(train(&out, 0, model3, ref, "--epochs 2"), out, "one process");
+    int rc = train(&out, 0, model3, ref, "--epochs 2");
+    expect_ok(rc, out, "one process");
     /* 2 ranks: modules 1-2 | 3 (the balanced split of this model) */
     const char *two = tt_path("lock2");
     out = NULL;
-    int rc = train(&out, 2, model3, two, "--epochs 2");
+    rc = train(&out, 2, model3, two, "--epochs 2");
     CU_ASSERT(tt_has(out, "distributed over 2 ranks"));
     expect_ok(rc, out, "mpirun -np 2");
     expect_same(ref, two, "lockstep on 2 ranks");
@@ -128,14 +129,17 @@ static void test_lockstep_resume_across(void) {
     CU_ASSERT(tt_has(out, "rank 2: module 3"));
     expect_ok(rc, out, "mpirun -np 3 --steps 20");
     out = NULL;
-    expect_ok(train(&out, 0, model3, s20, "--epochs 2 --steps 20"), out, "one process --steps 20");
+    rc = train(&out, 0, model3, s20, "--epochs 2 --steps 20");
+    expect_ok(rc, out, "one process --steps 20");
     expect_same(s20, a, "lockstep on 3 ranks, 20 steps");
     out = NULL;
-    expect_ok(train(&out, 0, model3, a, "--epochs 2 --resume"), out, "resume in one process");
+    rc = train(&out, 0, model3, a, "--epochs 2 --resume");
+    expect_ok(rc, out, "resume in one process");
     expect_same(ref, a, "3 ranks, then one process");
 
     out = NULL;
-    expect_ok(train(&out, 0, model3, b, "--epochs 2 --steps 20"), out, "one process --steps 20");
+    rc = train(&out, 0, model3, b, "--epochs 2 --steps 20");
+    expect_ok(rc, out, "one process --steps 20");
     out = NULL;
     rc = train(&out, 3, model3, b, "--epochs 2 --resume");
     CU_ASSERT(tt_has(out, "resuming from"));
@@ -149,9 +153,10 @@ static void test_refresh_bits(void) {
     setup();
     char *out = NULL;
     const char *one = tt_path("refresh1"), *three = tt_path("refresh3");
-    expect_ok(train(&out, 0, model3, one, "--epochs 4 --refresh 2"), out, "one process --refresh 2");
+    int rc = train(&out, 0, model3, one, "--epochs 4 --refresh 2");
+    expect_ok(rc, out, "one process --refresh 2");
     out = NULL;
-    int rc = train(&out, 3, model3, three, "--epochs 4 --refresh 2");
+    rc = train(&out, 3, model3, three, "--epochs 4 --refresh 2");
     CU_ASSERT(tt_has(out, "refresh (epoch 3)"));
     expect_ok(rc, out, "mpirun -np 3 --refresh 2");
     expect_same(one, three, "--refresh 2 on 3 ranks");
