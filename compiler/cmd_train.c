@@ -106,7 +106,8 @@ static const char train_usage[] =
     "\n"
     "Progress goes to standard output: a bar on a terminal, plain lines otherwise.\n"
     "Ctrl-C or SIGTERM writes a checkpoint and stops (exit status 130).\n"
-    "Exit status: 0 trained, 1 bad model or data, or a diverged loss, 2 bad usage.\n";
+    "Exit status: 0 trained, 1 bad model or data, a diverged loss or no disk room for\n"
+    "the caches, 2 bad usage.\n";
 
 int cmd_train(int argc, char **argv) {
     gim_cli o;
