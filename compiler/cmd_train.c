@@ -17,9 +17,10 @@
 #include "gim_data.h"
 #include "gim_probe.h"
 #include "gim_train.h"
+#include "report.h"
 
 /* Data: the configured name or directory, the train block's `dataset`. */
-static int load_data(const char *cmd, const gim_train_config *cfg, gim_dataset *ds) {
+int cmd_load_data(const char *cmd, const gim_train_config *cfg, gim_dataset *ds) {
     char err[1024];
     const char *name = cfg->dataset ? cfg->dataset : "fashion-mnist";
     if (gim_dataset_load(name, ds, err, sizeof err)) {
@@ -29,7 +30,7 @@ static int load_data(const char *cmd, const gim_train_config *cfg, gim_dataset *
     return GIMC_OK;
 }
 
-static gim_exec_model *compile_model(gim_session *s, int opt_level) {
+gim_exec_model *cmd_compile_model(gim_session *s, int opt_level) {
     gim_cg_options cg = {.opt_level = opt_level, .cfg = &s->cfg};
     return gim_jit(&s->diag, s->graph, &cg);
 }
@@ -37,7 +38,7 @@ static gim_exec_model *compile_model(gim_session *s, int opt_level) {
 /* The runtime pool's threads (OpenBLAS then runs one; the pool cuts the
  * work): GIM_THREADS or all cores unless asked, one per module thread under the async
  * schedule (the modules themselves then share the cores). */
-static void set_blas_threads(const gim_train_config *cfg) {
+void cmd_set_threads(const gim_train_config *cfg) {
     int n = cfg->threads > 0 ? cfg->threads : 0;   /* 0: GIM_THREADS, else all cores */
     if (cfg->schedule == GIM_SCHED_ASYNC) n = 1;
     gim_rt_set_threads(n);
@@ -76,6 +77,22 @@ static int resume_schedule_check(const gim_train_config *cfg, char *err, size_t 
     return rc;
 }
 
+/* gimc train --report: the page refreshed after each checkpoint. A page
+ * that cannot be written is said once; training goes on. */
+typedef struct train_report {
+    const char *dir;
+    bool warned;
+} train_report;
+
+static void refresh_report(void *arg) {
+    train_report *t = arg;
+    char err[4096];
+    if (gim_report_write(t->dir, NULL, err, sizeof err) < 0 && !t->warned) {
+        fprintf(stderr, "gimc train: warning: report not written: %s\n", err);
+        t->warned = true;
+    }
+}
+
 static const char train_usage[] =
     "usage: gimc train FILE.gim [options]\n"
     "       gimc FILE.gim [options]\n"
@@ -96,6 +113,7 @@ static const char train_usage[] =
     "  --out DIR          metrics.csv and checkpoints (default runs/<model>)\n"
     "  --save-every N     checkpoint every N steps (default: once a minute)\n"
     "  --resume           continue from DIR's checkpoint\n"
+    "  --report           refresh DIR/report.html (gimc report) at every checkpoint\n"
     "  --refresh N        modules above the first train on a cache of the outputs of the\n"
     "                     modules below, recomputed every N epochs (simultaneous schedule)\n"
     "  --cache-dtype T    f32 (default) or bf16 (half the disk): the caches of\n"
@@ -105,6 +123,7 @@ static const char train_usage[] =
     "  -h, --help         show this help\n"
     "\n"
     "Progress goes to standard output: a bar on a terminal, plain lines otherwise.\n"
+    "DIR also gets run.json, the run's settings (for gimc report).\n"
     "Ctrl-C or SIGTERM writes a checkpoint and stops (exit status 130).\n"
     "Exit status: 0 trained, 1 bad model or data, a diverged loss or no disk room for\n"
     "the caches, 2 bad usage.\n";
@@ -112,7 +131,15 @@ static const char train_usage[] =
 int cmd_train(int argc, char **argv) {
     gim_cli o;
     int status;
-    if (gim_cli_parse(argc, argv, GIM_CLI_TRAIN_OPTS | GIM_CLI_OPT_LEVEL, train_usage, &o, &status)) return status;
+    if (gim_cli_parse(argc, argv, GIM_CLI_TRAIN_OPTS | GIM_CLI_OPT_LEVEL | GIM_CLI_REPORT, train_usage, &o, &status))
+        return status;
+    if (o.report) {
+        char err[1024];
+        if (gim_gnuplot_check(err, sizeof err)) {
+            fprintf(stderr, "gimc train: error: --report: %s\n", err);
+            return GIMC_USAGE;
+        }
+    }
     gim_session s;
     gim_session_init(&s);
     gim_exec_model *m = NULL;
@@ -121,6 +148,7 @@ int cmd_train(int argc, char **argv) {
     gim_train_state st;
     memset(&st, 0, sizeof st);
     float *storage = NULL;
+    char *table = NULL;
     char err[2048];
 
     /* the pipeline, source to native code */
@@ -149,8 +177,9 @@ int cmd_train(int argc, char **argv) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
-    if ((status = load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
-    if (!(m = compile_model(&s, o.opt_level))) {
+    table = gim_check_table_text(s.graph);   /* before code generation fuses nodes */
+    if ((status = cmd_load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
+    if (!(m = cmd_compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
@@ -172,7 +201,22 @@ int cmd_train(int argc, char **argv) {
         printf("resuming from %s/weights.safetensors (epoch %" PRId64 ", batch %" PRId64 ")\n", s.cfg.out_dir,
                st.epoch + 1, st.batch_in_epoch);
     }
-    set_blas_threads(&s.cfg);
+    cmd_set_threads(&s.cfg);
+    /* the run's settings, for gimc report; the page itself after each checkpoint */
+    if (gim_make_dirs(s.cfg.out_dir)) {
+        fprintf(stderr, "gimc train: error: cannot create the output directory %s: %s\n", s.cfg.out_dir,
+                strerror(errno));
+        status = GIMC_BAD_INPUT;
+        goto done;
+    }
+    if (gim_run_json_write(s.cfg.out_dir, m->name, o.file, m->n_modules, table, &s.cfg, ds.dir, argc, argv, err,
+                           sizeof err))
+        fprintf(stderr, "gimc train: warning: %s\n", err);
+    train_report tr = {.dir = s.cfg.out_dir};
+    if (o.report) {
+        s.cfg.after_save = refresh_report;
+        s.cfg.after_save_arg = &tr;
+    }
     static const char *const sched_names[] = {"simultaneous", "sequential", "async"};
     char sched[64];
     if (s.cfg.refresh > 0) snprintf(sched, sizeof sched, "cached inputs refreshed every %" PRId64 " epoch%s", s.cfg.refresh,
@@ -196,6 +240,7 @@ int cmd_train(int argc, char **argv) {
             else printf(" m%d %.4f", i + 1, rep.last_loss[i]);
         }
         printf("\ncheckpoint: %s/weights.safetensors\n", s.cfg.out_dir);
+        if (o.report && !tr.warned) printf("report: %s/report.html\n", s.cfg.out_dir);
         if (s.cfg.schedule == GIM_SCHED_ASYNC)
             printf("async: a module's input is at most %d of its producer's steps old (queues of %d batches); "
                    "the most stale seen was %d\n",
@@ -204,173 +249,9 @@ int cmd_train(int argc, char **argv) {
     }
     gim_free(rep.last_loss);
 done:
+    free(table);
     if (m) gim_train_state_free(&st, m);
     gim_free(storage);
-    gim_dataset_free(&ds);
-    gim_exec_model_free(m);
-    gim_session_release(&s);
-    return status;
-}
-
-/* ---- gimc eval ------------------------------------------------------------------ */
-
-static const char eval_usage[] =
-    "usage: gimc eval FILE.gim --weights FILE [options]\n"
-    "\n"
-    "The linear probe: for each module, a linear softmax classifier trained on\n"
-    "that module's frozen features of the training set (Adam, lr 1e-3, 10 epochs,\n"
-    "batch 256, features standardised), reported as train and test accuracy.\n"
-    "\n"
-    "  --weights FILE     trained weights (weights.safetensors)\n"
-    "  --random-init      probe the encoder at its random initialisation instead\n"
-    "  --compare-random   probe both, side by side\n"
-    "  --pool mean        average each module's features over the grid/sequence\n"
-    "                     (default: flatten them)\n"
-    "  --data PATH        data set (default: the train block's)\n"
-    "  --batch B          batch size for feature extraction\n"
-    "  --seed S           seed of the random initialisation and of the probe\n"
-    "  -O0 .. -O3         optimisation of the generated code (default -O2)\n"
-    "  --stdlib DIR       where imports not found next to the file are looked up\n"
-    "  -h, --help         show this help\n";
-
-typedef struct probe_row {
-    gim_probe_result r;
-    int64_t dim;
-} probe_row;
-
-/* Features of every module for both splits, then one probe per module. */
-static int probe_all(const gim_exec_model *m, const gim_train_state *st, const gim_dataset *ds, bool pool_mean,
-                     uint64_t seed, probe_row *rows, char *err, size_t errlen) {
-    gim_examples tr, te;
-    float *str = NULL, *ste = NULL;
-    int n = m->n_modules, rc = -1;
-    float **ftr = gim_calloc((size_t)n, sizeof(float *)), **fte = gim_calloc((size_t)n, sizeof(float *));
-    int64_t *dtr = gim_calloc((size_t)n, sizeof(int64_t)), *dte = gim_calloc((size_t)n, sizeof(int64_t));
-    if (!ftr || !fte || !dtr || !dte) goto done;
-    if (gim_dataset_examples(ds, &ds->train, &tr, &str, err, errlen) ||
-        gim_dataset_examples(ds, &ds->test, &te, &ste, err, errlen))
-        goto done;
-    if (gim_extract_features(m, st, &tr, ftr, dtr, err, errlen) ||
-        gim_extract_features(m, st, &te, fte, dte, err, errlen))
-        goto done;
-    gim_free(str);
-    gim_free(ste);
-    str = ste = NULL;
-    gim_probe_options po;
-    gim_probe_defaults(&po);
-    po.seed = seed;
-    for (int i = 0; i < n; i++) {
-        rows[i].dim = 0;
-        if (!ftr[i]) continue;
-        int64_t dim = dtr[i];
-        int fs = m->modules[i].feature_slot;
-        if (pool_mean) {
-            /* [..., C] per example: average over everything before the channels */
-            const gim_slot_info *sl = &m->slots[fs];
-            int64_t c = sl->shape[sl->rank - 1];
-            gim_probe_pool_mean(ftr[i], tr.n, dim / c, c);
-            gim_probe_pool_mean(fte[i], te.n, dim / c, c);
-            dim = c;
-        }
-        rows[i].dim = dim;
-        if (gim_probe_run(ftr[i], tr.labels, tr.n, fte[i], te.labels, te.n, dim, ds->n_classes, &po, &rows[i].r)) {
-            snprintf(err, errlen, "out of memory in the probe of module %d", i + 1);
-            goto done;
-        }
-        gim_free(ftr[i]);
-        gim_free(fte[i]);
-        ftr[i] = fte[i] = NULL;
-    }
-    rc = 0;
-done:
-    for (int i = 0; ftr && fte && i < n; i++) {
-        gim_free(ftr[i]);
-        gim_free(fte[i]);
-    }
-    gim_free(ftr);
-    gim_free(fte);
-    gim_free(dtr);
-    gim_free(dte);
-    gim_free(str);
-    gim_free(ste);
-    return rc;
-}
-
-int cmd_eval(int argc, char **argv) {
-    gim_cli o;
-    int status;
-    if (gim_cli_parse(argc, argv,
-                      GIM_CLI_WEIGHTS | GIM_CLI_DATA | GIM_CLI_BATCH | GIM_CLI_SEED | GIM_CLI_STDLIB | GIM_CLI_POOL |
-                          GIM_CLI_RANDOM_INIT | GIM_CLI_COMPARE_RANDOM | GIM_CLI_OPT_LEVEL,
-                      eval_usage, &o, &status))
-        return status;
-    bool random_only = o.random_init, compare = o.compare_random;
-    if (!o.weights && !random_only) {
-        fprintf(stderr, "gimc eval: --weights FILE is required (or --random-init)\n\n%s", eval_usage);
-        return GIMC_USAGE;
-    }
-    gim_session s;
-    gim_session_init(&s);
-    gim_exec_model *m = NULL;
-    gim_dataset ds;
-    memset(&ds, 0, sizeof ds);
-    gim_train_state st, wst;
-    memset(&st, 0, sizeof st);
-    memset(&wst, 0, sizeof wst);
-    bool have_wst = false;
-    probe_row *trained = NULL, *random = NULL;
-    char err[2048];
-    status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
-    if (status != GIMC_OK) goto done;
-    if ((status = load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
-    if (!(m = compile_model(&s, o.opt_level))) {
-        status = GIMC_BAD_INPUT;
-        goto done;
-    }
-    set_blas_threads(&s.cfg);
-    trained = gim_calloc((size_t)m->n_modules, sizeof *trained);
-    random = gim_calloc((size_t)m->n_modules, sizeof *random);
-    /* the weights first (into their own state): a file that does not match
-     * is reported before minutes of probing the random encoder */
-    if (gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) goto fail;
-    if (!random_only) {
-        char note[2048];
-        if (gim_train_state_init(&wst, m, s.cfg.seed, err, sizeof err)) goto fail;
-        have_wst = true;
-        if (gim_weights_load_probe(m, &wst, o.weights, note, sizeof note, err, sizeof err)) goto fail;
-        if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
-    }
-    if (random_only || compare) {
-        if (probe_all(m, &st, &ds, o.pool_mean, s.cfg.seed, random, err, sizeof err)) goto fail;
-    }
-    if (!random_only) {
-        if (probe_all(m, &wst, &ds, o.pool_mean, s.cfg.seed, trained, err, sizeof err)) goto fail;
-    }
-    printf("linear probe on %s (%s features)\n", ds.dir, o.pool_mean ? "mean-pooled" : "flattened");
-    if (compare)
-        printf("%-8s %9s %10s %10s %13s %13s\n", "module", "features", "train acc", "test acc", "random train",
-               "random test");
-    else
-        printf("%-8s %9s %10s %10s\n", "module", "features", "train acc", "test acc");
-    for (int i = 0; i < m->n_modules; i++) {
-        const probe_row *r = random_only ? &random[i] : &trained[i];
-        if (!r->dim) {
-            printf("%-8d %9s\n", i + 1, "-");
-            continue;
-        }
-        printf("%-8d %9" PRId64 " %9.2f%% %9.2f%%", i + 1, r->dim, 100 * r->r.train_acc, 100 * r->r.test_acc);
-        if (compare) printf(" %12.2f%% %12.2f%%", 100 * random[i].r.train_acc, 100 * random[i].r.test_acc);
-        printf("\n");
-    }
-    goto done;
-fail:
-    fprintf(stderr, "gimc eval: error: %s\n", err);
-    status = GIMC_BAD_INPUT;
-done:
-    if (m) gim_train_state_free(&st, m);
-    if (m && have_wst) gim_train_state_free(&wst, m);
-    gim_free(trained);
-    gim_free(random);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);
     gim_session_release(&s);

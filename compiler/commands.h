@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "gim_compiler.h"
+#include "gim_data.h"
 
 #define GIMC_VERSION "0.1.0"
 
@@ -52,6 +53,7 @@ typedef enum gim_cli_opt {
     GIM_CLI_TEXT = 1 << 24,      /* --text (graph: the text dump) */
     GIM_CLI_CACHE_DTYPE = 1 << 25, /* --cache-dtype f32|bf16 */
     GIM_CLI_REFRESH = 1 << 26,   /* --refresh N */
+    GIM_CLI_REPORT = 1 << 27,    /* --report (train: refresh report.html at checkpoints) */
 } gim_cli_opt;
 
 /* The options the train block can take, plus --e2e and --stdlib. */
@@ -78,6 +80,7 @@ typedef struct gim_cli {
     bool random_init, compare_random;
     gim_cache_dtype cache_dtype; /* --cache-dtype */
     int64_t refresh;           /* --refresh N */
+    bool report;               /* --report */
 } gim_cli;
 
 /* Parses argv (argv[0] is the command name) allowing `allowed` options.
@@ -113,13 +116,24 @@ void gim_session_release(gim_session *s);
  * GIMC_BAD_INPUT after the errors were reported on stderr. */
 int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto);
 
+/* ---- what train and eval share (cmd_train.c) -------------------------------------- */
+
+/* The configured data set (the train block's `dataset`, else fashion-mnist);
+ * GIMC_OK, or GIMC_BAD_INPUT after the error was printed as "gimc CMD: ...". */
+int cmd_load_data(const char *cmd, const gim_train_config *cfg, gim_dataset *ds);
+/* s's graph to native code at -O opt_level; NULL after printing errors. */
+gim_exec_model *cmd_compile_model(gim_session *s, int opt_level);
+/* The runtime pool's threads for cfg (one under the async schedule). */
+void cmd_set_threads(const gim_train_config *cfg);
+
 /* ---- the commands -------------------------------------------------------------- */
 
 int cmd_check(int argc, char **argv);   /* driver.c */
 int cmd_graph(int argc, char **argv);   /* driver.c */
 int cmd_ir(int argc, char **argv);      /* cmd_ir.c */
 int cmd_train(int argc, char **argv);   /* cmd_train.c */
-int cmd_eval(int argc, char **argv);    /* cmd_train.c */
+int cmd_eval(int argc, char **argv);     /* cmd_eval.c */
+int cmd_report(int argc, char **argv);   /* cmd_report.c */
 int cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 
 #endif

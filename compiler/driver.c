@@ -18,7 +18,7 @@
 enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
-    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH,
+    OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH, OPT_REPORT,
 };
 
 static const struct option cli_long[] = {
@@ -35,6 +35,7 @@ static const struct option cli_long[] = {
     {"random-init", no_argument, NULL, OPT_RANDOM_INIT}, {"compare-random", no_argument, NULL, OPT_COMPARE_RANDOM},
     {"text", no_argument, NULL, OPT_TEXT},
     {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE}, {"refresh", required_argument, NULL, OPT_REFRESH},
+    {"report", no_argument, NULL, OPT_REPORT},
     {NULL, 0, NULL, 0},
 };
 
@@ -65,6 +66,7 @@ static unsigned cli_bit(int opt) {
     case OPT_TEXT: return GIM_CLI_TEXT;
     case OPT_CACHE_DTYPE: return GIM_CLI_CACHE_DTYPE;
     case OPT_REFRESH: return GIM_CLI_REFRESH;
+    case OPT_REPORT: return GIM_CLI_REPORT;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
     case 'O': return GIM_CLI_OPT_LEVEL;
@@ -212,6 +214,7 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
         case OPT_RESUME: o->resume = true; break;
         case OPT_BACKWARD: o->backward = true; break;
         case OPT_TEXT: o->text = true; break;
+        case OPT_REPORT: o->report = true; break;
         case OPT_ASM: o->asm_out = true; break;
         case 'c': o->object = true; break;
         case OPT_DATA: o->data = arg; break;
@@ -221,7 +224,8 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
         case OPT_STDLIB: o->stdlib = arg; break;
         }
     }
-    if (optind >= argc) return cli_usage_error(cmd, usage, status, "no model file given");
+    if (optind >= argc)
+        return cli_usage_error(cmd, usage, status, !strcmp(cmd, "report") ? "no run directory given" : "no model file given");
     o->file = argv[optind++];
     if (optind < argc) return cli_usage_error(cmd, usage, status, "unexpected argument '%s'", argv[optind]);
     return 0;

@@ -20,6 +20,7 @@ static const gimc_command gimc_commands[] = {
     {"graph", cmd_graph, "print the model's graph as Graphviz DOT"},
     {"ir", cmd_ir, "print the generated LLVM IR, assembly, or an object file"},
     {"eval", cmd_eval, "linear-probe evaluation of each module's features"},
+    {"report", cmd_report, "write a run's report page (RUN_DIR/report.html)"},
     {"bench", cmd_bench, "time training steps and compilation"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))

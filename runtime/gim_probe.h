@@ -10,6 +10,10 @@ typedef struct gim_probe_options {
     int batch;           /* 256 */
     double lr;           /* Adam, 1e-3 */
     uint64_t seed;
+    /* Called after every batch when not NULL: the epoch (0-based), the
+     * batches done in it out of `batches`, and the mean loss of those. */
+    void (*progress)(void *arg, int epoch, int64_t batch, int64_t batches, double loss);
+    void *progress_arg;
 } gim_probe_options;
 
 void gim_probe_defaults(gim_probe_options *o);

@@ -174,6 +174,11 @@ typedef struct gim_train_config {
     gim_cache_dtype cache_dtype; /* caches of module outputs (sequential, refresh) */
     int64_t refresh;             /* > 0: modules above the first train on a cache of
                                     their inputs, recomputed every `refresh` epochs */
+    /* Called after each checkpoint is written (NULL: nothing), on the
+     * thread that wrote it, metrics.csv flushed: gimc train --report
+     * refreshes the run's page here. */
+    void (*after_save)(void *arg);
+    void *after_save_arg;
 } gim_train_config;
 
 /* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,

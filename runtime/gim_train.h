@@ -115,11 +115,45 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
               const gim_examples *data, FILE *progress, gim_train_report *rep,
               char *err, size_t errlen);
 
+/* Makes dir and its missing parents (mkdir -p); 0, or -1 with errno. */
+int gim_make_dirs(const char *dir);
+
+/* ---- progress on the console (progress.c) ---------------------------------- */
+
+/* What training, feature extraction and the probe show while they work: on
+ * a terminal a bar redrawn in place,
+ *     HEAD [#########...............] DONE/TOTAL TAIL
+ * otherwise plain lines, HEAD STEP DONE/TOTAL TAIL, every 5% of the work
+ * and at its end. */
+typedef struct gim_progress {
+    FILE *out;                 /* NULL: silent */
+    bool tty;                  /* out is a terminal: draw a bar */
+    double t_start, t_window, t_last_draw;
+    int64_t window_n;          /* items counted since t_window */
+    double rate;               /* items/s over the last window of about a second */
+} gim_progress;
+
+void gim_progress_init(gim_progress *p, FILE *out);
+/* n more items done: updates the rate once a second (and at the first call). */
+void gim_progress_count(gim_progress *p, int64_t n);
+/* Whether to draw now: a terminal gets about five redraws a second, a log a
+ * line every 5% of total; always at done == total. */
+bool gim_progress_due(gim_progress *p, int64_t done, int64_t total);
+/* Seconds since gim_progress_init. */
+double gim_progress_elapsed(const gim_progress *p);
+/* "m:ss" or "h:mm:ss"; "--:--" when unknown (negative or NaN) or absurd. */
+char *gim_progress_eta(char *buf, size_t n, double seconds);
+/* Draws one bar (ending the line when final) or prints one plain line. */
+void gim_progress_show(const gim_progress *p, const char *head, const char *step, int64_t done, int64_t total,
+                       const char *tail, bool final);
+
 /* Runs every module's forward pass over data and returns each module's
  * features (its feature slot) per example: feats[m] is n * feat_numel[m]
- * floats (heap; caller frees with gim_free). */
+ * floats (heap; caller frees with gim_free). When progress is not NULL, it
+ * counts images and each batch calls show(arg, images done, data->n). */
 int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *data, float **feats, int64_t *feat_numel,
+                         void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen);
 
 #endif

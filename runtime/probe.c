@@ -18,6 +18,8 @@ void gim_probe_defaults(gim_probe_options *o) {
     o->batch = 256;
     o->lr = 1e-3;
     o->seed = 0;
+    o->progress = NULL;
+    o->progress_arg = NULL;
 }
 
 static void standardise(float *xtr, int64_t ntr, float *xte, int64_t nte, int64_t dim) {
@@ -137,6 +139,9 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
                 v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
                 w[i] -= step * m[i] / (sqrtf(v[i] / c2) + eps);
             }
+            if (o->progress)
+                o->progress(o->progress_arg, ep, s / o->batch + 1, (ntr + o->batch - 1) / o->batch,
+                            loss_sum / (double)loss_n);
         }
     }
     r->final_loss = loss_n ? loss_sum / (double)loss_n : 0;

@@ -214,15 +214,16 @@ void rt_module_forward(const gim_exec_model *m, const gim_train_state *s, int mi
  * old directory does not mix its rows with the old run's). */
 static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir, bool append) {
     memset(p, 0, sizeof *p);
+    gim_progress_init(&p->con, out);
     p->out = out;
-    p->tty = out && isatty(fileno(out));
+    p->tty = p->con.tty;
     p->n_modules = m->n_modules;
     p->batch = m->batch;
     p->sum = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
     p->count = gim_xmalloc(sizeof(int64_t) * (size_t)m->n_modules);
     p->last = gim_xmalloc(sizeof(double) * (size_t)m->n_modules);
     for (int i = 0; i < m->n_modules; i++) p->sum[i] = 0, p->count[i] = 0, p->last[i] = NAN;
-    p->t_start = p->t_window = p->t_last_draw = p->t_last_save = rt_now();
+    p->t_last_save = rt_now();
     if (dir) {
         char path[4096];
         snprintf(path, sizeof path, "%s/metrics.csv", dir);
@@ -305,13 +306,6 @@ static void progress_free(rt_progress *p, const gim_exec_model *m) {
     gim_free(p->last);
 }
 
-static void fmt_eta(char *buf, size_t n, double s) {
-    if (!(s >= 0) || s > 360000) { snprintf(buf, n, "--:--"); return; }
-    int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%d:%02d", t / 60, t % 60);
-}
-
 /* One line (or a redrawn bar) with each module's mean loss since the last. */
 void rt_progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t done, int64_t total,
                           bool final) {
@@ -326,25 +320,16 @@ void rt_progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t don
     char eta[32];
     /* from the current rate: the time since the start covers other epochs
      * (and a resumed run starts mid-epoch) */
-    fmt_eta(eta, sizeof eta, rate > 0 ? (double)(total - done) * (double)p->batch / rate : -1.0);
-    char losses[512];
+    gim_progress_eta(eta, sizeof eta, rate > 0 ? (double)(total - done) * (double)p->batch / rate : -1.0);
+    char tail[600], head[64];
     size_t at = 0;
-    for (int i = 0; i < p->n_modules && at < sizeof losses; i++)
-        at += isnan(p->last[i]) ? (size_t)snprintf(losses + at, sizeof losses - at, "  m%d -", i + 1)   /* none yet */
-                                : (size_t)snprintf(losses + at, sizeof losses - at, "  m%d %.4f", i + 1, p->last[i]);
-    if (p->tty) {
-        int width = 24, fill = total ? (int)(width * done / total) : width;
-        char bar[64];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
-        bar[width] = 0;
-        fprintf(p->out, "\r\033[Kepoch %lld/%lld [%s] %lld/%lld%s  %.0f ex/s  ETA %s",
-                (long long)epoch + 1, (long long)epochs, bar, (long long)done, (long long)total, losses, rate, eta);
-        if (final) fputc('\n', p->out);
-    } else {
-        fprintf(p->out, "epoch %lld/%lld step %lld/%lld%s  %.0f ex/s  ETA %s\n", (long long)epoch + 1,
-                (long long)epochs, (long long)done, (long long)total, losses, rate, eta);
-    }
-    fflush(p->out);
+    for (int i = 0; i < p->n_modules && at < 512; i++)
+        at += isnan(p->last[i]) ? (size_t)snprintf(tail + at, 512 - at, "  m%d -", i + 1)   /* none yet */
+                                : (size_t)snprintf(tail + at, 512 - at, "  m%d %.4f", i + 1, p->last[i]);
+    if (at > 512) at = 512;
+    snprintf(tail + at, sizeof tail - at, "  %.0f ex/s  ETA %s", rate, eta);
+    snprintf(head, sizeof head, "epoch %lld/%lld", (long long)epoch + 1, (long long)epochs);
+    gim_progress_show(&p->con, head, "step", done, total, tail, final);
 }
 
 void rt_progress_record(rt_progress *p, int mi, double loss, int64_t step, int64_t epoch) {
@@ -354,28 +339,11 @@ void rt_progress_record(rt_progress *p, int mi, double loss, int64_t step, int64
 }
 
 void rt_progress_examples(rt_progress *p, int64_t n) {
-    p->window_examples += n;
-    double t = rt_now();
-    if (t - p->t_window >= 1.0 || p->rate == 0) {
-        if (t > p->t_window) p->rate = (double)p->window_examples / (t - p->t_window);
-        p->window_examples = 0;
-        p->t_window = t;
-    }
+    gim_progress_count(&p->con, n);
+    p->rate = p->con.rate;
 }
 
-/* Whether to draw now: a terminal gets ~5 redraws a second, a log a line
- * every 5% of the epoch. */
-bool rt_progress_due(rt_progress *p, int64_t done, int64_t total) {
-    if (done == total) return true;
-    if (p->tty) {
-        double t = rt_now();
-        if (t - p->t_last_draw < 0.2) return false;
-        p->t_last_draw = t;
-        return true;
-    }
-    int64_t every = total / 20 > 0 ? total / 20 : 1;
-    return done % every == 0;
-}
+bool rt_progress_due(rt_progress *p, int64_t done, int64_t total) { return gim_progress_due(&p->con, done, total); }
 
 /* ---- checkpoints on schedule ------------------------------------------------ */
 
@@ -417,7 +385,9 @@ int rt_save_now(const gim_exec_model *m, const gim_train_state *s, const gim_tra
     char refresh[32];
     snprintf(refresh, sizeof refresh, "%lld", (long long)cfg->refresh);
     gim_ckpt_meta meta[] = {{"training", cfg->e2e ? "e2e" : "greedy"}, {"schedule", names[sched]}, {"refresh", refresh}};
-    return gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, cfg->refresh > 0 ? 3 : 2, err, errlen);
+    int rc = gim_checkpoint_save_meta(m, s, cfg->out_dir, meta, cfg->refresh > 0 ? 3 : 2, err, errlen);
+    if (!rc && cfg->after_save) cfg->after_save(cfg->after_save_arg);
+    return rc;
 }
 
 /* Copies what a checkpoint holds (parameters, optimizer state, counters)
@@ -505,7 +475,7 @@ const int64_t *rt_order_for(rt_order *o, uint64_t seed, int64_t epoch) {
 /* mkdir -p: the default output directory runs/<model> usually needs its
  * parent made too. Returns 0 when `dir` exists as a directory, else -1 with
  * errno set. */
-static int make_dirs(const char *dir) {
+int gim_make_dirs(const char *dir) {
     char path[4096];
     size_t n = strlen(dir);
     if (n == 0 || n >= sizeof path) {
@@ -545,7 +515,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
             gim_errf(err, errlen, "module %d has more than %d inputs or outputs", i + 1, RT_MAX_IO);
             return -1;
         }
-    if (cfg->out_dir && make_dirs(cfg->out_dir)) {
+    if (cfg->out_dir && gim_make_dirs(cfg->out_dir)) {
         gim_errf(err, errlen, "cannot create the output directory %s: %s", cfg->out_dir, strerror(errno));
         return -1;
     }
@@ -591,6 +561,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
 
 int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *d, float **feats, int64_t *feat_numel,
+                         void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen) {
     rt_binding b;
     if (bind_data(m, d, &b, err, errlen)) return -1;
@@ -627,6 +598,7 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
             if (sl < 0) continue;
             memcpy(feats[i] + start * feat_numel[i], it->slot[sl], (size_t)(count * feat_numel[i]) * sizeof(float));
         }
+        if (show) show(arg, start + count, d->n);
     }
 done:
     if (rc)

@@ -103,16 +103,16 @@ void rt_module_forward(const gim_exec_model *m, const gim_train_state *s, int mi
 /* ---- progress and metrics -------------------------------------------------- */
 
 typedef struct rt_progress {
-    FILE *out;
-    bool tty;
+    gim_progress con;     /* the console (progress.c): bar or lines, rate in examples/s */
+    FILE *out;            /* con.out */
+    bool tty;             /* con.tty */
     FILE *csv;
     int n_modules;
     double *sum;          /* loss sums since the last line, per module */
     int64_t *count;
     double *last;         /* last window's mean, per module */
-    double t_start, t_window, t_last_draw, t_last_save;
-    int64_t window_examples;
-    double rate;          /* examples/s over the last window */
+    double t_last_save;
+    double rate;          /* examples/s over the last window (con.rate) */
     bool diverged;        /* a save found non-finite parameters */
     int64_t batch;
     /* A checkpoint due after step k is a copy of the state taken then and

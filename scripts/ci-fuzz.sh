@@ -4,21 +4,22 @@
 # on the seed corpus: models/, stdlib/, the golden error files, the hand-made
 # seeds in tests/fuzz/corpus/ and every regression file in tests/regress/.
 #
-#   scripts/ci-fuzz.sh                  # both targets, 45 s each
+#   scripts/ci-fuzz.sh                  # every target, 45 s each
 #   FUZZ_SECONDS=600 scripts/ci-fuzz.sh frontend
 #
 # A crash, sanitizer report, leak, timeout (10 s per input) or allocation over
 # 1 GiB is a failure: the input is saved as build-fuzz/artifacts/<kind>-<hash>
 # and the script exits 1. Make it a regression test by copying it to
-# tests/regress/frontend/NAME.gim (fuzz_frontend) or tests/regress/readers/NAME
+# tests/regress/frontend/NAME.gim (fuzz_frontend), tests/regress/readers/NAME
 # (fuzz_readers: first byte even = safetensors, odd = IDX, as the target
-# reads it); tests/test_regress.c runs every file there.
+# reads it) or tests/regress/records/NAME (fuzz_records: first byte % 3 =
+# 0 metrics.csv, 1 eval.json, 2 JSON); tests/test_regress.c runs every file there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${FUZZ_SECONDS:-45}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frontend readers)
+[ ${#targets[@]} -gt 0 ] || targets=(frontend readers records)
 jobs=${FUZZ_BUILD_JOBS:-$(nproc)}
 [ "$jobs" -le 2 ] || jobs=2
 
@@ -34,13 +35,16 @@ mkdir -p "$b/artifacts"
 # Seeds: assembled fresh each run so they follow the tree.
 seed=$b/seeds
 rm -rf "$seed"
-mkdir -p "$seed/frontend" "$seed/readers"
+mkdir -p "$seed/frontend" "$seed/readers" "$seed/records"
 for f in models/*.gim stdlib/*.gim tests/golden/*/*.gim tests/golden/syntax/lib/*.gim \
          tests/fuzz/corpus/frontend/* tests/regress/frontend/*; do
     [ -f "$f" ] && cp "$f" "$seed/frontend/$(echo "$f" | tr / _)"
 done
 for f in tests/fuzz/corpus/readers/* tests/regress/readers/*; do
     [ -f "$f" ] && cp "$f" "$seed/readers/$(echo "$f" | tr / _)"
+done
+for f in tests/fuzz/corpus/records/* tests/regress/records/*; do
+    [ -f "$f" ] && cp "$f" "$seed/records/$(echo "$f" | tr / _)"
 done
 
 status=0

@@ -77,7 +77,9 @@ static int stray_files(const char *dir) {
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.' ) continue;   /* ., .., the sequential cache (unlinked anyway) */
-        if (!strcmp(e->d_name, "weights.safetensors") || !strcmp(e->d_name, "metrics.csv")) continue;
+        if (!strcmp(e->d_name, "weights.safetensors") || !strcmp(e->d_name, "metrics.csv") ||
+            !strcmp(e->d_name, "run.json"))
+            continue;
         if (!strcmp(e->d_name, "refresh.safetensors")) continue;   /* --refresh: the period's parameters */
         size_t n = strlen(e->d_name);
         if (!strncmp(e->d_name, "optimizer-", 10) && n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) {

@@ -16,6 +16,7 @@
 #define GIM_FUZZ_NO_MAIN
 #include "fuzz/fuzz_frontend.c"
 #include "fuzz/fuzz_readers.c"
+#include "fuzz/fuzz_records.c"
 
 /* Names of the regular files in dir (not starting with '.'), sorted;
  * returns how many (*names: heap). */
@@ -109,8 +110,49 @@ static void test_readers(void) {
     free_names(names, n);
 }
 
+/* The run-record readers' regressions, and their seeds: the seeds are
+ * valid files and must read back as such. */
+static void test_records(void) {
+    static const char *const dirs[] = {GIM_TEST_DIR "/regress/records", GIM_TEST_DIR "/fuzz/corpus/records"};
+    for (int d = 0; d < 2; d++) {
+        char **names;
+        int n = list_dir(dirs[d], &names);
+        if (d == 1) CU_ASSERT(n > 0);
+        for (int i = 0; i < n; i++) {
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%s", dirs[d], names[i]);
+            size_t len;
+            char *bytes = gim_read_file(path, &len);
+            CU_ASSERT_FATAL(bytes != NULL);
+            gim_fuzz_records((const uint8_t *)bytes, len);   /* aborts on a broken contract */
+            if (d == 1 && len > 0) {
+                char err[512] = "";
+                int bad = 0;
+                if (bytes[0] % 3 == 0) {
+                    gim_metrics m;
+                    bad = gim_metrics_parse(bytes + 1, len - 1, names[i], &m, err, sizeof err);
+                    if (!bad) gim_metrics_free(&m);
+                } else if (bytes[0] % 3 == 1) {
+                    gim_eval_results r;
+                    bad = gim_eval_parse(bytes + 1, len - 1, names[i], &r, err, sizeof err);
+                    if (!bad) gim_eval_results_free(&r);
+                } else {
+                    gim_json_doc *j = gim_json_parse(bytes + 1, len - 1, err, sizeof err);
+                    bad = j == NULL;
+                    gim_json_free(j);
+                }
+                if (bad) fprintf(stderr, "\n  %s: %s\n", names[i], err);
+                CU_ASSERT_EQUAL(bad, 0);
+            }
+            gim_free(bytes);
+        }
+        free_names(names, n);
+    }
+}
+
 int main(void) {
     static const gim_test tests[] = {
+        {"run-record reader regressions and seeds", test_records},
         {"front-end regressions (in process and gimc check)", test_frontend},
         {"reader regressions and seeds", test_readers},
         {NULL, NULL},

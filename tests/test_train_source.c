@@ -158,8 +158,8 @@ static void test_source_equals_array(void) {
             float *fa[3], *fb[3];
             int64_t na[3], nb[3];
             memset(&c, 0, sizeof c);
-            CU_ASSERT_FATAL(gim_extract_features(model, &a, &da, fa, na, err, sizeof err) == 0);
-            CU_ASSERT_FATAL(gim_extract_features(model, &a, &db, fb, nb, err, sizeof err) == 0);
+            CU_ASSERT_FATAL(gim_extract_features(model, &a, &da, fa, na, NULL, NULL, err, sizeof err) == 0);
+            CU_ASSERT_FATAL(gim_extract_features(model, &a, &db, fb, nb, NULL, NULL, err, sizeof err) == 0);
             CU_ASSERT_EQUAL(c.calls_none, ((N + BATCH - 1) / BATCH) * BATCH);
             CU_ASSERT_EQUAL(c.calls[0] + c.calls[1] + c.calls_other, 0);
             for (int mi = 0; mi < 3; mi++) {
@@ -226,7 +226,7 @@ static void test_source_fails(void) {
     gim_examples db = source_set(&c);
     float *f[3];
     int64_t nf[3];
-    CU_ASSERT_EQUAL(gim_extract_features(model, &st, &db, f, nf, err, sizeof err), -1);
+    CU_ASSERT_EQUAL(gim_extract_features(model, &st, &db, f, nf, NULL, NULL, err, sizeof err), -1);
     CU_ASSERT(strstr(err, "cannot read") != NULL);
     gim_train_state_free(&st, model);
 }
