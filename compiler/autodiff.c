@@ -361,7 +361,8 @@ static int ad_gradient_block(ad_ctx *c, gim_node *n, gim_node *dy) {
  * With softmax weights π_j over the candidates: dL/dz_j gets (π_j − [j = pos]) W_k c_p,
  * dL/dc_p gets Σ_j (π_j − [j = pos]) W_kᵀ z_j, dL/dW_k gets Σ_j (π_j − [j = pos]) z_j c_pᵀ,
  * each times 1/(K·positions_k). INFONCE_BWD(z, c, W) computes them all, drawing the same
- * negatives (same rng_stream), packed [dz | dc | dW]. Without context, c is z, so z's
+ * negatives (same rng_stream), packed [dz | dc | dW | L] (L the loss itself, which a
+ * training step takes from here: codegen's emit_step). Without context, c is z, so z's
  * gradient is dz + dc (two accumulations into z). */
 static int ad_infonce(ad_ctx *c, gim_node *n, gim_node *dy) {
     if (dy) {
@@ -370,7 +371,7 @@ static int ad_infonce(ad_ctx *c, gim_node *n, gim_node *dy) {
         return -1;
     }
     gim_node *z = n->in[0], *ctx = n->in[1], *w = n->in[2];
-    int64_t total = gim_shape_numel(&z->shape) + gim_shape_numel(&ctx->shape) + gim_shape_numel(&w->shape);
+    int64_t total = gim_shape_numel(&z->shape) + gim_shape_numel(&ctx->shape) + gim_shape_numel(&w->shape) + 1;
     gim_node *packed = ad_node(c, GIM_OP_INFONCE_BWD, 3, n->in, ad_rank1(total), n, n);
     packed->attr[0] = n->attr[0];   /* steps */
     packed->attr[1] = n->attr[1];   /* negatives */

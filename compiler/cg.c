@@ -378,15 +378,21 @@ LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *a
     return LLVMBuildCall2(c->b, fty, f, args, (unsigned)n, "");
 }
 
-void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-              LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
-              LLVMValueRef C, int64_t ldc) {
+void cg_sgemm_v(cg_ctx *c, bool ta, bool tb, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K, float alpha,
+                LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
+                LLVMValueRef C, int64_t ldc) {
     LLVMTypeRef t[13] = {c->i32, c->i32, c->i64, c->i64, c->i64, c->f32, c->ptr, c->i64,
                          c->ptr, c->i64, c->f32, c->ptr, c->i64};
-    LLVMValueRef a[13] = {cg_i32(c, ta), cg_i32(c, tb), cg_i64(c, M), cg_i64(c, N), cg_i64(c, K),
+    LLVMValueRef a[13] = {cg_i32(c, ta), cg_i32(c, tb), M, N, K,
                           cg_f32(c, alpha), A, cg_i64(c, lda), B, cg_i64(c, ldb), cg_f32(c, beta),
                           C, cg_i64(c, ldc)};
     cg_call(c, "gim_rt_sgemm", c->void_t, a, 13, t);
+}
+
+void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
+              LLVMValueRef C, int64_t ldc) {
+    cg_sgemm_v(c, ta, tb, cg_i64(c, M), cg_i64(c, N), cg_i64(c, K), alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 LLVMValueRef cg_rand_below(cg_ctx *c, uint64_t stream, LLVMValueRef counter, LLVMValueRef n) {
@@ -456,14 +462,18 @@ cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals) 
     return p;
 }
 
-void cg_par_end(cg_ctx *c, cg_par *p, int64_t n) {
+void cg_par_end_v(cg_ctx *c, cg_par *p, LLVMValueRef n) {
     LLVMBuildRetVoid(c->b);
     c->fn = p->outer_fn;
     c->call = p->call, c->step = p->step, c->seed = p->seed, c->lr = p->lr, c->labels = p->labels;
     LLVMPositionBuilderAtEnd(c->b, p->outer_block);
     LLVMTypeRef t[3] = {c->i64, c->ptr, c->ptr};
-    LLVMValueRef a[3] = {cg_i64(c, n), p->fn, p->env};
+    LLVMValueRef a[3] = {n, p->fn, p->env};
     cg_call(c, "gim_rt_parallel_for", c->void_t, a, 3, t);
+}
+
+void cg_par_end(cg_ctx *c, cg_par *p, int64_t n) {
+    cg_par_end_v(c, p, cg_i64(c, n));
 }
 
 /* ---- errors ---- */

@@ -147,6 +147,10 @@ void cg_if_end(cg_ctx *c, cg_if *i);
 void cg_sgemm(cg_ctx *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
               LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
               LLVMValueRef C, int64_t ldc);
+/* The same with M, N and K as i64 values (a loop's last, partial chunk). */
+void cg_sgemm_v(cg_ctx *c, bool ta, bool tb, LLVMValueRef M, LLVMValueRef N, LLVMValueRef K, float alpha,
+                LLVMValueRef A, int64_t lda, LLVMValueRef B, int64_t ldb, float beta,
+                LLVMValueRef C, int64_t ldc);
 /* Calls a runtime function by name (declared on first use). */
 LLVMValueRef cg_call(cg_ctx *c, const char *fn, LLVMTypeRef ret, LLVMValueRef *args, int n, LLVMTypeRef *types);
 /* uniform integer in [0, n): gim_rt_rand_below(seed, stream, counter, n).
@@ -181,6 +185,8 @@ typedef struct cg_par {
 #define CG_PAR_MAX_VALUES 16
 cg_par cg_par_begin(cg_ctx *c, const char *name, LLVMValueRef *vals, int nvals);
 void cg_par_end(cg_ctx *c, cg_par *p, int64_t n);
+/* The same over [0, n) for an i64 value n (cut at run time, by n alone). */
+void cg_par_end_v(cg_ctx *c, cg_par *p, LLVMValueRef n);
 /* Parts of a parallel loop over n iterations (0 for n <= 0): per-part scratch
  * is sized by it. */
 int64_t cg_par_parts(int64_t n);
@@ -194,6 +200,9 @@ int64_t cg_par_parts(int64_t n);
  * allocates with gim_malloc at run time). Families add their own table. */
 typedef int64_t (*cg_scratch_fn)(const gim_node *n);
 extern const cg_scratch_fn cg_loss_scratch[GIM_OP_COUNT];
+/* InfoNCE runs over chunks of positions with at most this many floats of
+ * predictions each (cg_loss.c); tests lower it to cut small problems. */
+extern int64_t cg_nce_chunk_floats;
 extern const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT];   /* cg_conv.c */
 int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);

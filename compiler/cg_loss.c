@@ -7,8 +7,8 @@
  * graph) gets a zeroed module global of its own instead.
  *
  * Layouts and formulas: docs/internals.md. Summary of each op's scratch:
- *   infonce          pred [P, K·Cz]               P = N·T or N·G·G
- *   infonce_bwd      pred [P, K·Cz], dpred [P, K·Cz], a partial dz [P, Cz] per part but the first
+ *   infonce          pred [R, K·Cz]               R positions per chunk (of P = N·T or N·G·G)
+ *   infonce_bwd      pred [R, K·Cz], dpred [R, K·Cz], candidate weights [E], rows [E] (i64)
  *   gru              gi [N·T, 3H], gh [N, 3H]
  *   gru_bwd          gi [N·T, 3H] (becomes dgi), gh [N, 3H] (becomes dgh), dh [N, H]
  */
@@ -20,6 +20,11 @@
 
 static LLVMValueRef off(cg_ctx *c, LLVMValueRef base, int64_t k) {
     return k == 0 ? base : cg_gep(c, base, cg_i64(c, k));
+}
+
+/* &base[idx] for an array of i64 */
+static LLVMValueRef gep_i64(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(c->b, c->i64, base, &idx, 1, "");
 }
 
 static LLVMValueRef fadd(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(c->b, a, b, ""); }
@@ -102,24 +107,56 @@ static LLVMValueRef nce_len(cg_ctx *c, const nce_geo *g, LLVMValueRef k) {
     return cg_mulk(c, r, g->S / g->len);
 }
 
-/* pred [P, K·Cz]: every step's predictions, row p holding pred_p,1 .. pred_p,K */
+/* The last step at which position p (an i64 value) has a target:
+ * p = n·S + q lies in row i = q / (S/len) of its sample (its time step, or its
+ * grid row), and has a target at step k iff i + k < len; so min(K, len − 1 − i),
+ * which is < 1 when it has none. */
+static LLVMValueRef nce_last_step(cg_ctx *c, const nce_geo *g, LLVMValueRef p) {
+    LLVMValueRef q = LLVMBuildURem(c->b, p, cg_i64(c, g->S), "nce.q");
+    LLVMValueRef i = LLVMBuildUDiv(c->b, q, cg_i64(c, g->S / g->len), "nce.row");
+    LLVMValueRef last = LLVMBuildNSWSub(c->b, cg_i64(c, g->len - 1), i, "");
+    return cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, last, cg_i64(c, g->K), ""), last, cg_i64(c, g->K));
+}
+
+/* The loss runs over chunks of consecutive context positions (rows of z and
+ * c), so that the predictions (and in the backward pass their gradient) exist
+ * for one chunk at a time: [R, K·Cz] instead of [P, K·Cz]. A chunk is as many
+ * rows as fit in cg_nce_chunk_floats floats of predictions (at least one, at
+ * most P); its products stay large enough for SGEMM's full rate (module 1 of
+ * models/cpc_audio.gim: 682 rows of 6144 predictions, ≈16 MB, where all of
+ * them would be 805 MB). Tests lower the budget to cut small problems into
+ * several chunks. */
+int64_t cg_nce_chunk_floats = (int64_t)1 << 22;
+
+static int64_t nce_chunk_rows(int64_t P, int64_t KC) {
+    int64_t r = KC > 0 ? cg_nce_chunk_floats / KC : P;
+    if (r < 1) r = 1;
+    return r < P ? r : P;
+}
+
+/* The backward pass's per-chunk record of every candidate: softmax weight g
+ * (floats) and row (i64), E = R·K·(negatives + 1) of each, the weights padded
+ * to an even count so that the rows are 8-byte aligned. */
+static int64_t nce_records(int64_t R, int64_t K, int64_t neg) {
+    int64_t e = R * K * (neg + 1);
+    return e + (e & 1);
+}
+
+/* pred [R, K·Cz]: one chunk's predictions, row r holding pred_p,1 .. pred_p,K */
 static int64_t nce_scratch_fwd(const gim_node *n) {
     const gim_shape *s = &n->in[0]->shape;
-    return s->rank ? gim_shape_numel(s) * gim_attr_i(n, 0) : 0;
+    if (!s->rank) return 0;
+    int64_t KC = gim_attr_i(n, 0) * s->d[s->rank - 1];
+    return nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC) * KC;
 }
 
-/* Parts of the parallel loop over the samples (see gen_infonce_bwd). */
-static int64_t nce_parts(const gim_node *n) {
-    const gim_shape *s = &n->in[0]->shape;
-    return s->rank ? cg_par_parts(s->d[0]) : 0;
-}
-
-/* pred and dpred [P, K·Cz], and a partial dz [P, Cz] for each part but the first */
+/* pred and dpred [R, K·Cz], the candidates' weights [E] and rows [E] (i64) */
 static int64_t nce_scratch_bwd(const gim_node *n) {
-    int64_t parts = nce_parts(n);
     const gim_shape *s = &n->in[0]->shape;
-    int64_t nz = s->rank ? gim_shape_numel(s) : 0;
-    return 2 * nce_scratch_fwd(n) + (parts > 1 ? parts - 1 : 0) * nz;
+    if (!s->rank) return 0;
+    int64_t K = gim_attr_i(n, 0), KC = K * s->d[s->rank - 1];
+    int64_t R = nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC);
+    return 2 * R * KC + 3 * nce_records(R, K, gim_attr_i(n, 1));
 }
 
 /* The scores of position p at step k into s[0..neg] (s[0] the positive, the
@@ -167,6 +204,11 @@ static LLVMValueRef arr_i(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef
     return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->i64, (unsigned)len), arr, ix, 2, "");
 }
 
+static LLVMValueRef arr_d(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
+    LLVMValueRef ix[2] = {cg_i64(c, 0), i};
+    return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f64, (unsigned)len), arr, ix, 2, "");
+}
+
 /* Σ_i exp(s_i − mx) over the neg + 1 candidates */
 static LLVMValueRef nce_sumexp(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVMValueRef mx) {
     LLVMValueRef se = cg_var(c, "nce.sumexp", cg_f32(c, 0.0f));
@@ -177,160 +219,239 @@ static LLVMValueRef nce_sumexp(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVM
     return cg_var_get(c, se);
 }
 
+/* The chunk loop both passes share: chunk h covers positions [p0, p0 + rows),
+ * p0 = h·R, rows = min(R, P − p0), and starts with pred = c[p0 ..] Wᵀ for
+ * every step at once (W [K, Cz, Cc] is [K·Cz, Cc]: one SGEMM). */
+typedef struct nce_chunk { cg_loop h; LLVMValueRef p0, rows; } nce_chunk;
+
+static nce_chunk nce_chunk_begin(cg_ctx *c, const nce_geo *g, int64_t R, LLVMValueRef cx, LLVMValueRef W,
+                                 LLVMValueRef pred) {
+    nce_chunk ch;
+    int64_t KC = g->K * g->Cz;
+    ch.h = cg_for(c, (g->P + R - 1) / R, "nce.chunk");
+    ch.p0 = cg_mulk(c, ch.h.iv, R);
+    LLVMValueRef left = LLVMBuildNSWSub(c->b, cg_i64(c, g->P), ch.p0, "");
+    ch.rows = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, left, cg_i64(c, R), ""), left, cg_i64(c, R));
+    cg_sgemm_v(c, false, true, ch.rows, cg_i64(c, KC), cg_i64(c, g->Cc), 1.0f, cg_gep(c, cx, cg_mulk(c, ch.p0, g->Cc)),
+               g->Cc, W, g->Cc, 0.0f, pred, KC);
+    return ch;
+}
+
+/* term = max + log Σ exp − s_0, added in double into acc[k − 1] (this part's sums) */
+static void nce_add_term(cg_ctx *c, const nce_geo *g, LLVMValueRef s, LLVMValueRef mx, LLVMValueRef se,
+                         LLVMValueRef acc, LLVMValueRef k) {
+    LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g->neg + 1, cg_i64(c, 0)), "");
+    LLVMValueRef term = LLVMBuildFPExt(c->b, fsub(c, fadd(c, mx, cg_log(c, se)), s0), c->f64, "");
+    LLVMValueRef at = arr_d(c, acc, g->K, cg_addk(c, k, -1));
+    LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f64, at, ""), term, ""), at);
+}
+
+/* At the end of a part: its per-step sums into partial[part][0 .. K) */
+static void nce_part_sums(cg_ctx *c, const nce_geo *g, int64_t parts, LLVMValueRef mine, LLVMValueRef partial,
+                          LLVMValueRef part) {
+    cg_loop ks = cg_for(c, g->K, "k");
+    LLVMValueRef sk = LLVMBuildLoad2(c->b, c->f64, arr_d(c, mine, g->K, ks.iv), "");
+    LLVMBuildStore(c->b, sk, arr_d(c, partial, g->K * parts, cg_add(c, cg_mulk(c, part, g->K), ks.iv)));
+    cg_for_end(c, &ks);
+}
+
+/* After a chunk: sums[k] += Σ_t partial[t][k], in part order */
+static void nce_chunk_sums(cg_ctx *c, const nce_geo *g, int64_t parts, LLVMValueRef partial, LLVMValueRef sums) {
+    cg_loop ka = cg_for(c, g->K, "k");
+    LLVMValueRef tot = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g->K, ka.iv), "");
+    for (int64_t t = 0; t < parts; t++)
+        tot = LLVMBuildFAdd(c->b, tot, LLVMBuildLoad2(c->b, c->f64, arr_d(c, partial, g->K * parts, cg_addk(c, ka.iv, t * g->K)), ""), "");
+    LLVMBuildStore(c->b, tot, arr_d(c, sums, g->K, ka.iv));
+    cg_for_end(c, &ka);
+}
+
+/* L = (1/K) Σ_k sums[k]/M_k into out[0] (a float) */
+static void nce_store_loss(cg_ctx *c, const nce_geo *g, LLVMValueRef sums, LLVMValueRef out) {
+    LLVMValueRef loss = LLVMConstReal(c->f64, 0.0);
+    for (int64_t kk = 1; kk <= g->K; kk++) {
+        int64_t M = nce_count(g, kk);
+        if (M == 0) continue;
+        LLVMValueRef total = LLVMBuildLoad2(c->b, c->f64, arr_d(c, sums, g->K, cg_i64(c, kk - 1)), "");
+        LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
+        loss = LLVMBuildFAdd(c->b, loss, mean, "");
+    }
+    LLVMValueRef l = LLVMBuildFMul(c->b, loss, LLVMConstReal(c->f64, 1.0 / (double)g->K), "");
+    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
+}
+
 /* infonce: L = (1/K) Σ_k (1/M_k) Σ_{p with a target} [ −s_0 + log Σ_i exp s_i ],
- * s_i = z_{cand_i} · pred_p,k, pred = c Wᵀ (one sgemm for every step: W
- * [K, Cz, Cc] is [K·Cz, Cc]), the log-sum-exp taken with the maximum
- * subtracted; per-step sums accumulate in double. */
+ * s_i = z_{cand_i} · pred_p,k, pred = c Wᵀ, the log-sum-exp taken with the
+ * maximum subtracted. Per chunk, the positions run in parallel parts, each
+ * summing its terms per step in double into partial[part][k − 1]; the
+ * partials are added in part order, chunk after chunk (a cut that depends on
+ * the shape alone, so the bits do not depend on the thread count). */
 static int gen_infonce(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
-    int64_t KC = g.K * g.Cz;
-    LLVMValueRef pred = loss_scratch(c, n, g.P * KC);
-    cg_sgemm(c, false, true, g.P, KC, g.Cc, 1.0f, cx, g.Cc, W, g.Cc, 0.0f, pred, KC);
-    /* the samples run in parallel parts, each summing its positions of step
-     * k into partial[k − 1][part]; the partials are added in part order */
-    int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
-    LLVMTypeRef pty = LLVMArrayType(c->f64, (unsigned)(g.K * parts)), sty = LLVMArrayType(c->f64, (unsigned)g.K);
+    int64_t KC = g.K * g.Cz, R = nce_chunk_rows(g.P, KC), parts = cg_par_parts(R);   /* the most any chunk cuts into */
+    LLVMValueRef pred = loss_scratch(c, n, R * KC);
+    LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");
     LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
-    LLVMValueRef v[3] = {z, pred, partial};
-    cg_par par = cg_par_begin(c, "nce", v, 3);
+    cg_zero(c, sums, cg_i64(c, 2 * g.K));                 /* doubles: two floats each */
+    nce_chunk ch = nce_chunk_begin(c, &g, R, cx, W, pred);
+    cg_zero(c, partial, cg_i64(c, 2 * g.K * parts));     /* parts the cut does not use stay 0 */
+    LLVMValueRef v[4] = {z, pred, partial, ch.p0};
+    cg_par par = cg_par_begin(c, "nce", v, 4);
     LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
     LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
-    LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");   /* this part's, per step */
-    cg_loop kz = cg_for(c, g.K, "k");
-    LLVMBuildStore(c->b, LLVMConstReal(c->f64, 0.0),
-                   LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), kz.iv}, 2, ""));
-    cg_for_end(c, &kz);
-    cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
-    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
+    LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");   /* this part's, per step */
+    cg_zero(c, mine, cg_i64(c, 2 * g.K));
+    cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
+    LLVMValueRef p = cg_add(c, v[3], r.iv);
+    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_addk(c, nce_last_step(c, &g, p), 1), "nce.k");
     LLVMValueRef k = lk.iv;
-    LLVMValueRef sum_at =
-        LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), cg_addk(c, k, -1)}, 2, "");
-    cg_loop q = cg_for_begin(c, cg_i64(c, 0), nce_len(c, &g, k), "nce.q");
-    LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
     LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
-    LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, p, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
+    LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
     LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
     LLVMValueRef se = nce_sumexp(c, &g, s, mx);
-    LLVMValueRef s0 = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, cg_i64(c, 0)), "");
-    LLVMValueRef term = LLVMBuildFPExt(c->b, fsub(c, fadd(c, mx, cg_log(c, se)), s0), c->f64, "");
-    LLVMBuildStore(c->b, LLVMBuildFAdd(c->b, LLVMBuildLoad2(c->b, c->f64, sum_at, ""), term, ""), sum_at);
-    cg_for_end(c, &q);
+    nce_add_term(c, &g, s, mx, se, mine, k);
     cg_for_end(c, &lk);
-    cg_for_end(c, &ni);
-    cg_loop ks = cg_for(c, g.K, "k");
-    LLVMValueRef sk =
-        LLVMBuildLoad2(c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, sty, sums, (LLVMValueRef[]){cg_i64(c, 0), ks.iv}, 2, ""), "");
-    LLVMValueRef ix[2] = {cg_i64(c, 0), cg_add(c, par.part, cg_mulk(c, ks.iv, parts))};
-    LLVMBuildStore(c->b, sk, LLVMBuildInBoundsGEP2(c->b, pty, v[2], ix, 2, ""));
-    cg_for_end(c, &ks);
-    cg_par_end(c, &par, g.N);
-    LLVMValueRef loss = LLVMConstReal(c->f64, 0.0);
-    for (int64_t kk = 1; kk <= g.K; kk++) {
-        int64_t M = nce_count(&g, kk);
-        if (M == 0) continue;
-        LLVMValueRef total = NULL;
-        for (int64_t t = 0; t < parts; t++) {
-            LLVMValueRef it[2] = {cg_i64(c, 0), cg_i64(c, (kk - 1) * parts + t)};
-            LLVMValueRef pt = LLVMBuildLoad2(c->b, c->f64, LLVMBuildInBoundsGEP2(c->b, pty, partial, it, 2, ""), "");
-            total = total ? LLVMBuildFAdd(c->b, total, pt, "") : pt;
-        }
-        LLVMValueRef mean = LLVMBuildFMul(c->b, total, LLVMConstReal(c->f64, 1.0 / (double)M), "");
-        loss = LLVMBuildFAdd(c->b, loss, mean, "");
-    }
-    LLVMValueRef l = LLVMBuildFMul(c->b, loss, LLVMConstReal(c->f64, 1.0 / (double)g.K), "");
-    cg_storef(c, out, cg_i64(c, 0), LLVMBuildFPTrunc(c->b, l, c->f32, "infonce"));
+    cg_for_end(c, &r);
+    nce_part_sums(c, &g, parts, mine, v[2], par.part);
+    cg_par_end_v(c, &par, ch.rows);
+    nce_chunk_sums(c, &g, parts, partial, sums);
+    cg_for_end(c, &ch.h);
+    nce_store_loss(c, &g, sums, out);
     return 0;
 }
 
-/* infonce_bwd, packed [dz | dc | dW]. With a = 1/(K·M_k) and the softmax weights
- * g_i = softmax(s)_i − [i = 0] over the candidates of position p at step k
+/* infonce_bwd, packed [dz | dc | dW | L]. With a = 1/(K·M_k) and the softmax weights
+ * g_i = a (softmax(s)_i − [i = 0]) over the candidates of position p at step k
  * (the same negatives as the forward pass):
- *   dz_{cand_i} += a g_i pred_p,k        (the positive and every negative)
- *   dpred_p,k    = a Σ_i g_i z_{cand_i}
- *   dc           = dpred W               (dpred [P, K·Cz], W [K·Cz, Cc]: one sgemm)
- *   dW           = dpredᵀ c              (one sgemm)
- * Entries of dpred without a target stay zero. When c is z (no context), the
- * caller adds dz and dc. */
+ *   dz_{cand_i} += g_i pred_p,k         (the positive and every negative)
+ *   dpred_p,k    = Σ_i g_i z_{cand_i}
+ *   dc           = dpred W              (dpred [P, K·Cz], W [K·Cz, Cc]: one sgemm)
+ *   dW           = dpredᵀ c             (one sgemm)
+ * Entries of dpred without a target are zero. When c is z (no context), the
+ * caller adds dz and dc. L is the loss, summed exactly as gen_infonce sums it
+ * (the same terms, parts and order: the same bits), so that a training step
+ * need not run the forward loss, whose products this pass repeats.
+ *
+ * Per chunk of R positions: pred (one SGEMM); then, in parallel over the
+ * chunk's positions, the scores, dpred's rows and a record (g_i, cand_i) of
+ * every candidate; then, in parallel over the rows of dz, each part adds the
+ * records whose row it owns, in record order (the scatter to random rows
+ * needs no partial copy of dz, and each row's sum has one order whatever the
+ * threads); then dc's rows = dpred W and dW += dpredᵀ c (two SGEMMs). */
 static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
     LLVMValueRef z = cg_buf(c, n->in[0]), cx = cg_buf(c, n->in[1]), W = cg_buf(c, n->in[2]);
     LLVMValueRef out = cg_buf(c, n);
     int64_t nz = g.P * g.Cz, nc = g.P * g.Cc, nw = g.K * g.Cz * g.Cc, KC = g.K * g.Cz;
-    if (gim_shape_numel(&n->shape) != nz + nc + nw)
+    if (gim_shape_numel(&n->shape) != nz + nc + nw + 1)
         return cg_fail(c, n, "internal: infonce_bwd: packed output of %lld floats, want %lld",
-                       (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw));
-    LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc);
+                       (long long)gim_shape_numel(&n->shape), (long long)(nz + nc + nw + 1));
+    LLVMValueRef dz = out, dc = off(c, out, nz), dW = off(c, out, nz + nc), lout = off(c, out, nz + nc + nw);
     bool any = false;
     for (int64_t k = 1; k <= g.K; k++) any |= nce_count(&g, k) > 0;
-    if (!any) {   /* no target at any step: the gradient is zero */
-        cg_zero(c, out, cg_i64(c, nz + nc + nw));
+    if (!any) {   /* no target at any step: the gradient and the loss are zero */
+        cg_zero(c, out, cg_i64(c, nz + nc + nw + 1));
         return 0;
     }
-    /* The samples run in parallel parts (cg_par_begin). A part scatters into
-     * dz at random rows, so each part but the first adds into a partial dz of
-     * its own in scratch (after pred and dpred), added into dz in part order
-     * at the end; dpred rows are the part's own. */
-    int64_t parts = g.N > 0 ? cg_par_parts(g.N) : 1;
-    LLVMValueRef scratch = loss_scratch(c, n, 2 * g.P * KC + (parts - 1) * nz);
-    LLVMValueRef pred = scratch, dpred = off(c, scratch, g.P * KC), dzpart = off(c, scratch, 2 * g.P * KC);
-    cg_sgemm(c, false, true, g.P, KC, g.Cc, 1.0f, cx, g.Cc, W, g.Cc, 0.0f, pred, KC);
-    LLVMValueRef v[5] = {z, pred, dpred, dz, dzpart};
-    cg_par par = cg_par_begin(c, "nce", v, 5);
-    /* this part's dz (dz itself for part 0, else its partial) and the dpred
-     * rows of its samples, zeroed here */
-    LLVMValueRef mine = cg_gep(c, v[4], cg_mulk(c, cg_addk(c, par.part, -1), nz));
-    LLVMValueRef pdz = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, par.part, cg_i64(c, 0), ""), v[3], mine);
-    cg_zero(c, pdz, cg_i64(c, nz));
-    LLVMValueRef r0 = cg_mulk(c, par.begin, g.S), r1 = cg_mulk(c, par.end, g.S);
-    cg_zero(c, cg_gep(c, v[2], cg_mulk(c, r0, KC)), cg_mulk(c, LLVMBuildNSWSub(c->b, r1, r0, ""), KC));
-    LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
-    cg_loop ni = cg_for_begin(c, par.begin, par.end, "nce.n");
+    int64_t R = nce_chunk_rows(g.P, KC), C1 = g.neg + 1, E = nce_records(R, g.K, g.neg), parts = cg_par_parts(R);
+    LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E);
+    LLVMValueRef pred = scratch, dpred = off(c, scratch, R * KC);
+    LLVMValueRef wgt = off(c, scratch, 2 * R * KC), rec = off(c, scratch, 2 * R * KC + E);
+    LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");
+    LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
+    cg_zero(c, sums, cg_i64(c, 2 * g.K));
+    cg_zero(c, dW, cg_i64(c, nw));
+    nce_chunk ch = nce_chunk_begin(c, &g, R, cx, W, pred);
+    cg_zero(c, partial, cg_i64(c, 2 * g.K * parts));
+
+    /* 1. scores, dpred rows and records, over the chunk's positions */
+    LLVMValueRef v1[7] = {z, pred, dpred, wgt, rec, ch.p0, partial};
+    cg_par par = cg_par_begin(c, "nce", v1, 7);
+    LLVMValueRef s = entry_array(c, c->f32, C1, "nce.scores");
+    LLVMValueRef cand = entry_array(c, c->i64, C1, "nce.cand");
+    LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");
+    cg_zero(c, mine, cg_i64(c, 2 * g.K));
+    cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
+    LLVMValueRef p = cg_add(c, v1[5], r.iv);
+    LLVMValueRef last = nce_last_step(c, &g, p);
     cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
     LLVMValueRef k = lk.iv;
-    /* a = 1/(K·M_k), M_k = N·L_k, in double and rounded once */
-    LLVMValueRef Mk = cg_mulk(c, nce_len(c, &g, k), g.N);
-    LLVMValueRef den = LLVMBuildFMul(c->b, LLVMConstReal(c->f64, (double)g.K), LLVMBuildSIToFP(c->b, Mk, c->f64, ""), "");
-    LLVMValueRef a = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, LLVMConstReal(c->f64, 1.0), den, ""), c->f32, "a");
-    cg_loop q = cg_for_begin(c, cg_i64(c, 0), nce_len(c, &g, k), "nce.q");
-    LLVMValueRef p = cg_mad(c, ni.iv, g.S, q.iv);
-    LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
-    LLVMValueRef at = cg_add(c, cg_mulk(c, p, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
-    LLVMValueRef predp = cg_gep(c, v[1], at), dpredp = cg_gep(c, v[2], at);
-    LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
-    LLVMValueRef se = nce_sumexp(c, &g, s, mx);
-    LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
-    cg_loop i = cg_for(c, g.neg + 1, "cand");
-    LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, g.neg + 1, i.iv), "");
-    LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, g.neg + 1, i.iv), "");
-    LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
-    LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
-    gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
-    LLVMValueRef zrow = cg_mulk(c, row, g.Cz);
-    cg_axpy(c, g.Cz, gi, predp, cg_gep(c, pdz, zrow));
-    cg_axpy(c, g.Cz, gi, cg_gep(c, v[0], zrow), dpredp);
-    cg_for_end(c, &i);
-    cg_for_end(c, &q);
-    cg_for_end(c, &lk);
-    cg_for_end(c, &ni);
-    cg_par_end(c, &par, g.N);
-    cg_sgemm(c, false, false, g.P, g.Cc, KC, 1.0f, dpred, KC, W, g.Cc, 0.0f, dc, g.Cc);
-    cg_sgemm(c, true, false, KC, g.Cc, g.P, 1.0f, dpred, KC, cx, g.Cc, 0.0f, dW, g.Cc);
-    if (parts > 1) {
-        /* dz[i] += Σ_{t = 1..parts−1} dz_t[i], in part order, rows of dz in parallel */
-        LLVMValueRef w[2] = {dz, dzpart};
-        cg_par pz = cg_par_begin(c, "nce.dz", w, 2);
-        cg_loop r = cg_for_begin(c, cg_mulk(c, pz.begin, g.Cz), cg_mulk(c, pz.end, g.Cz), "dz.i");
-        LLVMValueRef acc = cg_loadf(c, w[0], r.iv);
-        for (int64_t t = 1; t < parts; t++) acc = fadd(c, acc, cg_loadf(c, w[1], cg_addk(c, r.iv, (t - 1) * nz)));
-        cg_storef(c, w[0], r.iv, acc);
-        cg_for_end(c, &r);
-        cg_par_end(c, &pz, g.P);
+    LLVMValueRef at = cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
+    LLVMValueRef predp = cg_gep(c, v1[1], at), dpredp = cg_gep(c, v1[2], at);
+    LLVMValueRef e0 = cg_mulk(c, cg_add(c, cg_mulk(c, r.iv, g.K), cg_addk(c, k, -1)), C1);
+    cg_zero(c, dpredp, cg_i64(c, g.Cz));
+    LLVMValueRef has = LLVMBuildICmp(c->b, LLVMIntSLE, k, last, "nce.has");
+    cg_if ifh = cg_if_begin(c, has, "nce.target");
+    {
+        /* a = 1/(K·M_k), M_k = N·L_k, in double and rounded once */
+        LLVMValueRef Mk = cg_mulk(c, nce_len(c, &g, k), g.N);
+        LLVMValueRef den = LLVMBuildFMul(c->b, LLVMConstReal(c->f64, (double)g.K), LLVMBuildSIToFP(c->b, Mk, c->f64, ""), "");
+        LLVMValueRef a = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, LLVMConstReal(c->f64, 1.0), den, ""), c->f32, "a");
+        LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
+        LLVMValueRef mx = nce_scores(c, n, &g, k, v1[0], predp, p, pos, s, cand);
+        LLVMValueRef se = nce_sumexp(c, &g, s, mx);
+        nce_add_term(c, &g, s, mx, se, mine, k);
+        LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
+        cg_loop i = cg_for(c, C1, "cand");
+        LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, C1, i.iv), "");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, C1, i.iv), "");
+        LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
+        LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
+        gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
+        cg_storef(c, v1[3], cg_add(c, e0, i.iv), gi);
+        LLVMBuildStore(c->b, row, gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
+        cg_axpy(c, g.Cz, gi, cg_gep(c, v1[0], cg_mulk(c, row, g.Cz)), dpredp);
+        cg_for_end(c, &i);
     }
+    cg_if_end(c, &ifh);
+    cg_if ifn = cg_if_begin(c, LLVMBuildNot(c->b, has, ""), "nce.none");
+    {   /* no target: records no row owns */
+        cg_loop i = cg_for(c, C1, "cand");
+        LLVMBuildStore(c->b, cg_i64(c, -1), gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
+        cg_for_end(c, &i);
+    }
+    cg_if_end(c, &ifn);
+    cg_for_end(c, &lk);
+    cg_for_end(c, &r);
+    nce_part_sums(c, &g, parts, mine, v1[6], par.part);
+    cg_par_end_v(c, &par, ch.rows);
+    nce_chunk_sums(c, &g, parts, partial, sums);
+
+    /* 2. dz: part t owns rows [begin, end) of dz (zeroed at the first chunk)
+     * and adds, in record order, g pred_p,k into each record's row it owns */
+    LLVMValueRef v2[6] = {dz, pred, wgt, rec, ch.p0, ch.rows};
+    cg_par pz = cg_par_begin(c, "nce.dz", v2, 6);
+    cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[4], cg_i64(c, 0), ""), "nce.first");
+    cg_zero(c, cg_gep(c, v2[0], cg_mulk(c, pz.begin, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, pz.end, pz.begin, ""), g.Cz));
+    cg_if_end(c, &iz);
+    LLVMValueRef owned = LLVMBuildNSWSub(c->b, pz.end, pz.begin, "");
+    cg_loop r2 = cg_for_begin(c, cg_i64(c, 0), v2[5], "dz.r");
+    cg_loop k2 = cg_for(c, g.K, "dz.k");
+    LLVMValueRef predp2 = cg_gep(c, v2[1], cg_add(c, cg_mulk(c, r2.iv, KC), cg_mulk(c, k2.iv, g.Cz)));
+    LLVMValueRef e2 = cg_mulk(c, cg_add(c, cg_mulk(c, r2.iv, g.K), k2.iv), C1);
+    cg_loop i2 = cg_for(c, C1, "dz.cand");
+    LLVMValueRef e = cg_add(c, e2, i2.iv);
+    LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v2[3], e), "row");
+    /* begin <= row < end, as one unsigned compare (row −1 never passes) */
+    LLVMValueRef owns = LLVMBuildICmp(c->b, LLVMIntULT, LLVMBuildSub(c->b, row, pz.begin, ""), owned, "mine");
+    cg_if im = cg_if_begin(c, owns, "dz.mine");
+    cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predp2, cg_gep(c, v2[0], cg_mulk(c, row, g.Cz)));
+    cg_if_end(c, &im);
+    cg_for_end(c, &i2);
+    cg_for_end(c, &k2);
+    cg_for_end(c, &r2);
+    cg_par_end(c, &pz, g.P);
+
+    /* 3. dc rows and dW */
+    cg_sgemm_v(c, false, false, ch.rows, cg_i64(c, g.Cc), cg_i64(c, KC), 1.0f, dpred, KC, W, g.Cc, 0.0f,
+               cg_gep(c, dc, cg_mulk(c, ch.p0, g.Cc)), g.Cc);
+    cg_sgemm_v(c, true, false, cg_i64(c, KC), cg_i64(c, g.Cc), ch.rows, 1.0f, dpred, KC,
+               cg_gep(c, cx, cg_mulk(c, ch.p0, g.Cc)), g.Cc, 1.0f, dW, g.Cc);
+    cg_for_end(c, &ch.h);
+    nce_store_loss(c, &g, sums, lout);
     return 0;
 }
 

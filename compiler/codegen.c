@@ -12,6 +12,7 @@
  *
  *   step:    forward nodes; loss; export copies; backward nodes; gradients
  *            to call->grads; unless GIM_CALL_NO_UPDATE, the optimizer; return loss
+ *            (an InfoNCE loss from its backward node: loss_in_backward)
  *   forward: the forward nodes the exports need; export copies
  *
  * Value names carry the source names, block names the ops, so `gimc ir`
@@ -374,14 +375,45 @@ static LLVMValueRef optimizer_function(emitter *e) {
 
 /* ---- step and forward ---- */
 
+static bool reads(const gim_node *n, const gim_node *x) {
+    for (int j = 0; j < n->n_in; j++)
+        if (n->in[j] == x) return true;
+    return false;
+}
+
+/* The InfoNCE backward node that computes the module's loss as the last float
+ * of its packed output (cg_loss.c: the same sums in the same order as the
+ * forward loss node, so the same bits), or NULL. Then the step skips the
+ * forward loss node, whose products the backward repeats; only when nothing
+ * else reads the loss's value and it is no export. */
+static const gim_node *loss_in_backward(const gim_module *m, const cg_plan *p) {
+    const gim_node *l = m->loss, *found = NULL;
+    if (!l || l->op != GIM_OP_INFONCE) return NULL;
+    for (int i = 0; i < p->exports.len; i++)
+        if (p->exports.items[i] == l) return NULL;
+    for (int i = 0; i < m->nodes.len; i++)
+        if (reads(m->nodes.items[i], l)) return NULL;
+    for (int i = 0; i < m->bwd_nodes.len; i++) {
+        const gim_node *b = m->bwd_nodes.items[i];
+        if (reads(b, l)) return NULL;
+        if (b->op == GIM_OP_INFONCE_BWD && b->n_in == 3 && b->in[0] == l->in[0] && b->in[1] == l->in[1] &&
+            b->in[2] == l->in[2] && b->rng_stream == l->rng_stream && gim_attr_i(b, 0) == gim_attr_i(l, 0) &&
+            gim_attr_i(b, 1) == gim_attr_i(l, 1))
+            found = b;
+    }
+    return found;
+}
+
 static void emit_step(emitter *e) {
     cg_ctx *c = &e->c;
     const gim_module *m = c->module;
     const cg_plan *p = e->plan;
     begin_toplevel(e, gim_arena_printf(e->arena, "gim_m%d_step", e->mi), c->f32);
     LLVMValueRef loss = cg_f32(c, 0.0f);
+    const gim_node *from_bwd = loss_in_backward(m, p);
     for (int i = 0; i < m->nodes.len; i++) {
         const gim_node *n = m->nodes.items[i];
+        if (n == m->loss && from_bwd) continue;
         emit_node_call(e, n);
         if (n == m->loss) {
             LLVMValueRef v = LLVMBuildLoad2(c->b, c->f32, node_ptr(e, n), "loss");
@@ -390,7 +422,16 @@ static void emit_step(emitter *e) {
         }
     }
     emit_export_copies(e);
-    for (int i = 0; i < m->bwd_nodes.len; i++) emit_node_call(e, m->bwd_nodes.items[i]);
+    for (int i = 0; i < m->bwd_nodes.len; i++) {
+        const gim_node *n = m->bwd_nodes.items[i];
+        emit_node_call(e, n);
+        if (n == from_bwd) {   /* read now: later nodes may reuse its memory */
+            LLVMValueRef at = gep_floats(e, node_ptr(e, n), gim_shape_numel(&n->shape) - 1, "loss.at");
+            LLVMValueRef v = LLVMBuildLoad2(c->b, c->f32, at, "loss");
+            LLVMSetAlignment(v, 4);
+            loss = v;
+        }
+    }
 
     /* Gradients into call->grads (zero for a parameter the loss does not reach). */
     for (int i = 0; i < m->params.len; i++) {

@@ -420,10 +420,10 @@ static int shape_gru_bwd(gim_node *n, char *msg, size_t len) {
     return 0;
 }
 
-/* infonce_bwd: packed [dz | dc | dW] (rank 1) */
+/* infonce_bwd: packed [dz | dc | dW | loss] (rank 1) */
 static int shape_infonce_bwd(gim_node *n, char *msg, size_t len) {
     n->shape = shape_of(1, gim_shape_numel(in_shape(n, 0)) + gim_shape_numel(in_shape(n, 1)) +
-                               gim_shape_numel(in_shape(n, 2)));
+                               gim_shape_numel(in_shape(n, 2)) + 1);
     return 0;
 }
 

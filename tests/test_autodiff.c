@@ -238,9 +238,9 @@ static void test_conv_module(void) {
     CU_ASSERT_EQUAL(ib->rng_stream, loss->rng_stream);
     CU_ASSERT_EQUAL(gim_attr_i(ib, 0), 2);
     CU_ASSERT_EQUAL(gim_attr_i(ib, 1), 4);
-    /* Packed [dz | dc | dW]: 72 + 72 + 2·4·4 floats. */
+    /* Packed [dz | dc | dW | loss]: 72 + 72 + 2·4·4 + 1 floats. */
     CU_ASSERT_EQUAL(ib->shape.rank, 1);
-    CU_ASSERT_EQUAL(ib->shape.d[0], 72 + 72 + 32);
+    CU_ASSERT_EQUAL(ib->shape.d[0], 72 + 72 + 32 + 1);
     gim_node *dW = grad_of(m, loss->in[2]);
     CU_ASSERT_EQUAL_FATAL(dW->op, GIM_OP_SLICE);
     CU_ASSERT_PTR_EQUAL(dW->in[0], ib);

@@ -263,7 +263,7 @@ typedef struct nce_run {
     bool shared;
     double *z, *c, *W;            /* inputs (float-representable) */
     float loss;                   /* JIT forward */
-    float *packed;                /* JIT backward [dz | dc | dW] */
+    float *packed;                /* JIT backward [dz | dc | dW | loss] */
 } nce_run;
 
 /* Builds z, c (or c = z), W, infonce and infonce_bwd; runs both generated. */
@@ -282,7 +282,7 @@ static int nce_jit(nce_run *r) {
     gim_node *W = mk(g, GIM_OP_PARAM, 0, NULL, 3, dw);
     gim_node *in[3] = {z, c, W};
     gim_node *loss = mk(g, GIM_OP_INFONCE, 3, in, 0, NULL);
-    int64_t total = nz + nc + nw;
+    int64_t total = nz + nc + nw + 1;      /* [dz | dc | dW | loss] */
     gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, in, 1, &total);
     loss->attr[0] = bwd->attr[0] = (double)cfg->K;
     loss->attr[1] = bwd->attr[1] = (double)cfg->negatives;
@@ -329,6 +329,8 @@ static void check_infonce_jit(ref_infonce_cfg cfg, bool shared, unsigned seed) {
     double want = ref_infonce(&r.cfg, r.z, r.c, r.W);
     CU_ASSERT(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)));
     if (!(fabs(r.loss - want) <= 2e-5 * (1 + fabs(want)))) fprintf(stderr, "\n  loss: jit %.9g vs ref %.9g\n", r.loss, want);
+    /* the backward's loss (what a training step returns) is the forward's, bit for bit */
+    CU_ASSERT(memcmp(&r.packed[nz + nc + nw], &r.loss, sizeof(float)) == 0);
     double *dz = gim_xmalloc(sizeof(double) * nz), *dc = gim_xmalloc(sizeof(double) * nc);
     double *dW = gim_xmalloc(sizeof(double) * nw);
     ref_infonce_bwd(&r.cfg, r.z, r.c, r.W, dz, dc, dW);
@@ -374,18 +376,39 @@ static void test_jit_infonce_grid_large(void) {
     check_infonce_jit(cfg, false, 401);
 }
 
+/* Chunks of positions (cg_nce_chunk_floats lowered so that a chunk is 1, 2,
+ * 5 or 13 positions, cutting samples and grid rows anywhere, the last chunk
+ * partial): the same loss and gradients as the reference, with and without
+ * a context of its own, in sequence and grid form, at odd sizes. */
+static void test_jit_infonce_chunks(void) {
+    int64_t keep = cg_nce_chunk_floats;
+    const int64_t rows[] = {1, 2, 5, 13};
+    for (int i = 0; i < 4; i++)
+        for (int shared = 0; shared <= 1; shared++) {
+            ref_infonce_cfg seq = {.grid = false, .N = 3, .len = 11, .Cz = 5, .Cc = 7, .K = 4,
+                                   .negatives = 6, .seed = 5, .stream = 2, .step = 4};
+            cg_nce_chunk_floats = rows[i] * seq.K * seq.Cz;
+            check_infonce_jit(seq, shared, 1000 + 10 * i + shared);
+            ref_infonce_cfg grid = {.grid = true, .N = 2, .len = 5, .Cz = 3, .Cc = 9, .K = 3,
+                                    .negatives = 5, .seed = 6, .stream = 1, .step = 2};
+            cg_nce_chunk_floats = rows[i] * grid.K * grid.Cz;
+            check_infonce_jit(grid, shared, 1100 + 10 * i + shared);
+        }
+    cg_nce_chunk_floats = keep;
+}
+
 /* The backward's buffers start from zero on every call: 9 samples (8 parallel
  * parts, each with its own partial dz, zeroed by the part itself) and steps
  * k >= len without targets; the same compiled code called again (its scratch
  * holding the last call's partials), and on one thread and on two, gives the
  * same bits, matching the reference. */
-static void test_jit_infonce_bwd_repeat(void) {
+static void check_infonce_bwd_repeat(void) {
     ref_infonce_cfg cfg = {.grid = true, .N = 9, .len = 4, .Cz = 16, .Cc = 12, .K = 5,
                            .negatives = 6, .seed = 31, .stream = 2, .step = 7};
     nce_run r = {cfg, false, NULL, NULL, NULL, 0, NULL};
     nce_data(&r, 700);
     int64_t P = ref_infonce_positions(&r.cfg);
-    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc, total = nz + nc + nw;
+    size_t nz = P * cfg.Cz, nc = P * cfg.Cc, nw = cfg.K * cfg.Cz * cfg.Cc, total = nz + nc + nw + 1;
     gim_graph *g = gim_graph_new();
     int64_t dz4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cz}, dc4[4] = {cfg.N, cfg.len, cfg.len, cfg.Cc};
     int64_t dw[3] = {cfg.K, cfg.Cz, cfg.Cc}, tot = (int64_t)total;
@@ -432,6 +455,16 @@ static void test_jit_infonce_bwd_repeat(void) {
     nce_free(&r);
 }
 
+/* ... in one chunk, and in chunks of 7 positions (the dz rows a part owns
+ * then take records from several chunks). */
+static void test_jit_infonce_bwd_repeat(void) {
+    int64_t keep = cg_nce_chunk_floats;
+    check_infonce_bwd_repeat();
+    cg_nce_chunk_floats = 7 * 5 * 16;     /* 7 positions of K·Cz = 5·16 */
+    check_infonce_bwd_repeat();
+    cg_nce_chunk_floats = keep;
+}
+
 /* No negatives: the loss is exactly 0 (one candidate); no gradient. */
 static void test_jit_infonce_no_negatives(void) {
     ref_infonce_cfg cfg = {.grid = false, .N = 2, .len = 4, .Cz = 3, .Cc = 3, .K = 2,
@@ -440,7 +473,7 @@ static void test_jit_infonce_no_negatives(void) {
     nce_data(&r, 500);
     CU_ASSERT_FATAL(nce_jit(&r) == 0);
     CU_ASSERT(fabs(r.loss) < 1e-6);
-    int64_t total = ref_infonce_positions(&r.cfg) * (r.cfg.Cz + r.cfg.Cc) + r.cfg.K * r.cfg.Cz * r.cfg.Cc;
+    int64_t total = ref_infonce_positions(&r.cfg) * (r.cfg.Cz + r.cfg.Cc) + r.cfg.K * r.cfg.Cz * r.cfg.Cc + 1;   /* and the loss */
     for (int64_t i = 0; i < total; i++) CU_ASSERT(fabs(r.packed[i]) < 1e-6);
     nce_free(&r);
 }
@@ -488,7 +521,7 @@ static void test_jit_infonce_negatives(void) {
     r.packed = NULL;
     CU_ASSERT_FATAL(nce_jit(&r) == 0);
     CU_ASSERT(r.loss == first);
-    CU_ASSERT(memcmp(packed, r.packed, sizeof(float) * (nz + nc + nw)) == 0);
+    CU_ASSERT(memcmp(packed, r.packed, sizeof(float) * (nz + nc + nw + 1)) == 0);
     gim_free(packed);
     nce_free(&r);
 }
@@ -590,6 +623,99 @@ static void test_jit_gru(void) {
 }
 
 
+/* ---- the CPC context: infonce(z, context = gru(z)) against finite differences ---- */
+
+/* L(z, W, w_ih, w_hh, b_ih, b_hh) = infonce(z, gru(z), W), in double. */
+typedef struct cpc_case {
+    ref_infonce_cfg cfg;
+    int64_t H;
+    double *z, *W, *wi, *wh, *bi, *bh, *c;
+} cpc_case;
+
+static double cpc_f(void *p) {
+    cpc_case *q = p;
+    ref_gru(q->cfg.N, q->cfg.len, q->cfg.Cz, q->H, q->z, q->wi, q->wh, q->bi, q->bh, q->c);
+    return ref_infonce(&q->cfg, q->z, q->c, q->W);
+}
+
+/* |jit − fd| <= tol · max(1, max |fd|), with fd the central differences of cpc_f in x */
+static int cpc_fd_close(const char *what, cpc_case *q, double *x, const float *jit, size_t n, double tol) {
+    double *fd = gim_xmalloc(sizeof(double) * n);
+    fd_grad(cpc_f, q, x, n, 1e-4, fd);
+    int ok = close_fd(what, jit, fd, n, tol);
+    gim_free(fd);
+    return ok;
+}
+
+/* The generated GRU and sequence InfoNCE with that GRU as context, chained as
+ * autodiff chains them (dz = the loss's own dz + gru_bwd(dc)), at odd sizes
+ * (3 samples of 7 steps, 5 channels, 3 hidden units, chunks of 4 positions
+ * that cut samples), checked directly against finite differences of the
+ * double-precision composite. */
+static void test_jit_gru_infonce_fd(void) {
+    int64_t keep = cg_nce_chunk_floats;
+    cpc_case q = {.cfg = {.grid = false, .N = 3, .len = 7, .Cz = 5, .Cc = 3, .K = 3, .negatives = 4,
+                          .seed = 11, .stream = 1, .step = 6},
+                  .H = 3};
+    int64_t N = q.cfg.N, T = q.cfg.len, C = q.cfg.Cz, H = q.H, H3 = 3 * H, K = q.cfg.K;
+    int64_t nz = N * T * C, nc = N * T * H, nw = K * C * H;
+    cg_nce_chunk_floats = 4 * K * C;
+    q.z = rand_d(nz, 1201, -1, 1), q.W = rand_d(nw, 1202, -1, 1);
+    q.wi = rand_d(H3 * C, 1203, -0.8, 0.8), q.wh = rand_d(H3 * H, 1204, -0.8, 0.8);
+    q.bi = rand_d(H3, 1205, -0.5, 0.5), q.bh = rand_d(H3, 1206, -0.5, 0.5);
+    q.c = gim_xmalloc(sizeof(double) * nc);
+    float *fz = to_f(q.z, nz), *fW = to_f(q.W, nw), *fwi = to_f(q.wi, H3 * C), *fwh = to_f(q.wh, H3 * H);
+    float *fbi = to_f(q.bi, H3), *fbh = to_f(q.bh, H3), *fc = gim_xmalloc(sizeof(float) * nc), floss = NAN;
+    float *nce = gim_xmalloc(sizeof(float) * (nz + nc + nw + 1));
+    int64_t gtotal = nz + H3 * C + H3 * H + 2 * H3;
+    float *gru = gim_xmalloc(sizeof(float) * gtotal);
+
+    /* forward and the loss's backward: c = gru(z), infonce(z, c, W), infonce_bwd */
+    gim_graph *g = gim_graph_new();
+    int64_t dz3[3] = {N, T, C}, dc3[3] = {N, T, H}, dw3[3] = {K, C, H}, dwi[2] = {H3, C}, dwh[2] = {H3, H};
+    gim_node *z = mk(g, GIM_OP_INPUT, 0, NULL, 3, dz3), *W = mk(g, GIM_OP_PARAM, 0, NULL, 3, dw3);
+    gim_node *nwi = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwi), *nwh = mk(g, GIM_OP_PARAM, 0, NULL, 2, dwh);
+    gim_node *nbi = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3), *nbh = mk(g, GIM_OP_PARAM, 0, NULL, 1, &H3);
+    gim_node *c = mk(g, GIM_OP_GRU, 5, (gim_node *[]){z, nwi, nwh, nbi, nbh}, 3, dc3);
+    int64_t ntot = nz + nc + nw + 1;
+    gim_node *loss = mk(g, GIM_OP_INFONCE, 3, (gim_node *[]){z, c, W}, 0, NULL);
+    gim_node *bwd = mk(g, GIM_OP_INFONCE_BWD, 3, (gim_node *[]){z, c, W}, 1, &ntot);
+    c->attr[0] = (double)H;
+    loss->attr[0] = bwd->attr[0] = (double)K;
+    loss->attr[1] = bwd->attr[1] = (double)q.cfg.negatives;
+    loss->rng_stream = bwd->rng_stream = q.cfg.stream;
+    /* the loss's dc is the GRU's upstream gradient */
+    gim_node *dy = mk(g, GIM_OP_INPUT, 0, NULL, 3, dc3);
+    gim_node *gb = mk(g, GIM_OP_GRU_BWD, 7, (gim_node *[]){dy, z, c, nwi, nwh, nbi, nbh}, 1, &gtotal);
+    gb->attr[0] = (double)H;
+    float **bufs = gim_xmalloc(sizeof(float *) * g->nodes.len);
+    bufs[z->id] = fz, bufs[W->id] = fW, bufs[nwi->id] = fwi, bufs[nwh->id] = fwh, bufs[nbi->id] = fbi;
+    bufs[nbh->id] = fbh, bufs[c->id] = fc, bufs[loss->id] = &floss, bufs[bwd->id] = nce;
+    bufs[dy->id] = nce + nz, bufs[gb->id] = gru;
+    CU_ASSERT_FATAL(jit_run(g, (gim_node *[]){c, loss, bwd, gb}, 4, bufs, q.cfg.step, q.cfg.seed) == 0);
+
+    double want = cpc_f(&q);
+    CU_ASSERT(fabs(floss - want) <= 2e-5 * (1 + fabs(want)));
+    /* dz = the loss's own + the GRU's dx; every other gradient from one place */
+    for (int64_t i = 0; i < nz; i++) nce[i] += gru[i];
+    CU_ASSERT(cpc_fd_close("dz", &q, q.z, nce, (size_t)nz, 1e-4));
+    CU_ASSERT(cpc_fd_close("dW", &q, q.W, nce + nz + nc, (size_t)nw, 1e-4));
+    CU_ASSERT(cpc_fd_close("dw_ih", &q, q.wi, gru + nz, (size_t)(H3 * C), 1e-4));
+    CU_ASSERT(cpc_fd_close("dw_hh", &q, q.wh, gru + nz + H3 * C, (size_t)(H3 * H), 1e-4));
+    CU_ASSERT(cpc_fd_close("db_ih", &q, q.bi, gru + nz + H3 * C + H3 * H, (size_t)H3, 1e-4));
+    CU_ASSERT(cpc_fd_close("db_hh", &q, q.bh, gru + nz + H3 * C + H3 * H + H3, (size_t)H3, 1e-4));
+    /* the context's gradient is not trivially zero */
+    double norm = 0;
+    for (int64_t i = 0; i < H3 * H; i++) norm += fabs(gru[nz + H3 * C + i]);
+    CU_ASSERT(norm > 1e-4);
+    cg_nce_chunk_floats = keep;
+    gim_free(bufs);
+    gim_graph_free(g);
+    gim_free(q.z); gim_free(q.W); gim_free(q.wi); gim_free(q.wh); gim_free(q.bi); gim_free(q.bh); gim_free(q.c);
+    gim_free(fz); gim_free(fW); gim_free(fwi); gim_free(fwh); gim_free(fbi); gim_free(fbh); gim_free(fc);
+    gim_free(nce); gim_free(gru);
+}
+
 /* ---- through the whole pipeline: planner (scratch in work), module codegen ---------- */
 
 /* infonce and infonce_bwd as exports of a harness module: the planned-scratch
@@ -607,18 +733,19 @@ static void check_infonce_planned(ref_infonce_cfg cfg, bool shared, unsigned see
                                    : hj_input(h, HJ_SHAPE(q->N, q->len, q->Cc));
     gim_node *W = hj_input(h, HJ_SHAPE(q->K, q->Cz, q->Cc));
     gim_node *loss = hj_op(h, GIM_OP_INFONCE, HJ_SCALAR, HJ_IN(z, c, W), HJ_ATTR((double)q->K, (double)q->negatives));
-    gim_node *bwd = hj_op(h, GIM_OP_INFONCE_BWD, HJ_SHAPE((int64_t)(nz + nc + nw)), HJ_IN(z, c, W),
+    gim_node *bwd = hj_op(h, GIM_OP_INFONCE_BWD, HJ_SHAPE((int64_t)(nz + nc + nw + 1)), HJ_IN(z, c, W),
                           HJ_ATTR((double)q->K, (double)q->negatives));
     loss->rng_stream = bwd->rng_stream = q->stream;
     CU_ASSERT_FATAL(hj_compile(h, HJ_OUT(loss, bwd)) == 0);
     CU_ASSERT(hj_work_floats(h) >= (int64_t)(2 * nz));    /* the backward's scratch was planned */
     float *fz = to_f(r.z, nz), *fc = to_f(r.c, nc), *fw = to_f(r.W, nw), fl = NAN;
-    float *packed = gim_xmalloc(sizeof(float) * (nz + nc + nw));
+    float *packed = gim_xmalloc(sizeof(float) * (nz + nc + nw + 1));
     int rc = shared ? hj_run_ex(h, (const void *[]){fz, fw}, (float *[]){&fl, packed}, q->step, q->seed)
                     : hj_run_ex(h, (const void *[]){fz, fc, fw}, (float *[]){&fl, packed}, q->step, q->seed);
     CU_ASSERT_FATAL(rc == 0);
     double want = ref_infonce(q, r.z, r.c, r.W);
     CU_ASSERT(fabs(fl - want) <= 2e-5 * (1 + fabs(want)));
+    CU_ASSERT(memcmp(&packed[nz + nc + nw], &fl, sizeof(float)) == 0);   /* the backward's loss */
     double *d = gim_xmalloc(sizeof(double) * (nz + nc + nw));
     ref_infonce_bwd(q, r.z, r.c, r.W, d, d + nz, d + nz + nc);
     double gmax = 0;
@@ -702,6 +829,8 @@ static const gim_test tests[] = {
     {"jit_infonce_grid_large", test_jit_infonce_grid_large},
     {"jit_infonce_no_negatives", test_jit_infonce_no_negatives},
     {"jit_infonce_bwd_repeat", test_jit_infonce_bwd_repeat},
+    {"jit_infonce_chunks", test_jit_infonce_chunks},
+    {"jit_gru_infonce_fd", test_jit_gru_infonce_fd},
     {"jit_infonce_negatives", test_jit_infonce_negatives},
     {"jit_cross_entropy", test_jit_cross_entropy},
     {"jit_gru", test_jit_gru},
