@@ -171,6 +171,27 @@ done:
     return rc;
 }
 
+/* The speaker probe of an audio corpus (cmd_audio.c), its scores into
+ * mods[i].trained or .random. */
+static int probe_audio(const gim_exec_model *m, const gim_train_state *st, const gim_audio_corpus *c, uint64_t seed,
+                       bool random, gim_eval_module *mods, char *err, size_t errlen) {
+    int n = m->n_modules, rc = -1;
+    gim_probe_result *res = gim_calloc((size_t)n, sizeof *res);
+    int64_t *dims = gim_calloc((size_t)n, sizeof *dims);
+    if (!res || !dims) gim_errf(err, errlen, "out of memory");
+    else if (!(rc = cmd_audio_probe(m, st, c, seed, res, dims, err, errlen)))
+        for (int i = 0; i < n; i++) {
+            if (!dims[i]) continue;
+            mods[i].features = dims[i];
+            gim_probe_score *sc = random ? &mods[i].random : &mods[i].trained;
+            *sc = (gim_probe_score){.have = true, .train_acc = res[i].train_acc, .test_acc = res[i].test_acc,
+                                    .loss = res[i].final_loss};
+        }
+    gim_free(res);
+    gim_free(dims);
+    return rc;
+}
+
 /* Where eval.json goes: --out DIR, else beside the weights; NULL (not
  * written) for a random encoder alone without --out. */
 static char *eval_json_path(const gim_cli *o, const gim_train_config *cfg) {
@@ -217,15 +238,28 @@ int cmd_eval(int argc, char **argv) {
     memset(&wst, 0, sizeof wst);
     bool have_wst = false;
     gim_eval_module *mods = NULL;
+    gim_audio_corpus corpus;
+    memset(&corpus, 0, sizeof corpus);
     char *json_path = NULL;
     char err[2048];
     status = gim_session_compile(&s, &o, GIM_STAGE_AUTODIFF);
     if (status != GIMC_OK) goto done;
-    if ((status = cmd_load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
+    bool audio = cmd_audio_data(&s.cfg);
+    if (!audio && (status = cmd_load_data("eval", &s.cfg, &ds)) != GIMC_OK) goto done;
     if (!(m = cmd_compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
+    /* audio: the cache the training run left beside the weights, if any */
+    char cache_dir[4096] = "";
+    if (o.weights) {
+        snprintf(cache_dir, sizeof cache_dir, "%s", o.weights);
+        char *slash = strrchr(cache_dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(cache_dir, sizeof cache_dir, ".");
+    }
+    if (audio && (status = cmd_audio_open("eval", &s.cfg, m, cache_dir[0] ? cache_dir : NULL, &corpus)) != GIMC_OK)
+        goto done;
     cmd_set_threads(&s.cfg);
     mods = gim_calloc((size_t)m->n_modules, sizeof *mods);
     if (!mods) {
@@ -243,13 +277,21 @@ int cmd_eval(int argc, char **argv) {
         if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
     }
     if (random_only || compare) {
-        if (probe_encoder(m, &st, &ds, o.pool_mean, s.cfg.seed, true, mods, err, sizeof err)) goto fail;
+        if (audio ? probe_audio(m, &st, &corpus, s.cfg.seed, true, mods, err, sizeof err)
+                  : probe_encoder(m, &st, &ds, o.pool_mean, s.cfg.seed, true, mods, err, sizeof err))
+            goto fail;
     }
     if (!random_only) {
-        if (probe_encoder(m, &wst, &ds, o.pool_mean, s.cfg.seed, false, mods, err, sizeof err)) goto fail;
+        if (audio ? probe_audio(m, &wst, &corpus, s.cfg.seed, false, mods, err, sizeof err)
+                  : probe_encoder(m, &wst, &ds, o.pool_mean, s.cfg.seed, false, mods, err, sizeof err))
+            goto fail;
     }
-    const char *features = o.pool_mean ? "mean-pooled" : "flattened";
-    printf("linear probe on %s (%s features)\n", ds.dir, features);
+    const char *features = audio ? "time-averaged" : o.pool_mean ? "mean-pooled" : "flattened";
+    if (audio)
+        printf("speaker probe on %s (%d speakers, %" PRId64 " train / %" PRId64 " test utterances, time-averaged "
+               "features of the centred crop)\n", corpus.dir, corpus.n_speakers, corpus.n_train, corpus.n_test);
+    else
+        printf("linear probe on %s (%s features)\n", ds.dir, features);
     if (compare)
         printf("%-8s %9s %10s %10s %13s %13s\n", "module", "features", "train acc", "test acc", "random train",
                "random test");
@@ -276,12 +318,13 @@ int cmd_eval(int argc, char **argv) {
     if (json_path) {
         gim_probe_options po;
         gim_probe_defaults(&po);
+        if (audio) po.epochs = 200, po.batch = 64;   /* as cmd_audio_probe */
         gim_eval_probe probe = {
-            .task = (char *)"classes",
+            .task = (char *)(audio ? "speakers" : "classes"),
             .features = (char *)features,
-            .classes = ds.n_classes,
-            .train_examples = ds.train.n,
-            .test_examples = ds.test.n,
+            .classes = audio ? corpus.n_speakers : ds.n_classes,
+            .train_examples = audio ? corpus.n_train : ds.train.n,
+            .test_examples = audio ? corpus.n_test : ds.test.n,
             .epochs = po.epochs,
             .batch = po.batch,
             .lr = po.lr,
@@ -292,7 +335,7 @@ int cmd_eval(int argc, char **argv) {
             .model = (char *)m->name,
             .model_file = (char *)o.file,
             .weights = random_only ? NULL : (char *)o.weights,
-            .data = (char *)ds.dir,
+            .data = (char *)(audio ? corpus.dir : ds.dir),
             .seed = s.cfg.seed,
             .seconds = eval_now() - t0,
             .n_probes = 1,
@@ -309,6 +352,7 @@ fail:
     status = GIMC_BAD_INPUT;
 done:
     if (m) gim_train_state_free(&st, m);
+    gim_audio_close(&corpus);
     if (m && have_wst) gim_train_state_free(&wst, m);
     gim_free(mods);
     gim_free(json_path);

@@ -148,6 +148,8 @@ int cmd_train(int argc, char **argv) {
     gim_train_state st;
     memset(&st, 0, sizeof st);
     float *storage = NULL;
+    gim_audio_corpus corpus;
+    memset(&corpus, 0, sizeof corpus);
     char *table = NULL;
     char err[2048];
 
@@ -178,14 +180,20 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     table = gim_check_table_text(s.graph);   /* before code generation fuses nodes */
-    if ((status = cmd_load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
+    bool audio = cmd_audio_data(&s.cfg);
+    if (!audio && (status = cmd_load_data("train", &s.cfg, &ds)) != GIMC_OK) goto done;
     if (!(m = cmd_compile_model(&s, o.opt_level))) {
         status = GIMC_BAD_INPUT;
         goto done;
     }
     (void)t0;
+    /* audio: the model's input length is the crop, the cache goes with the run */
+    if (audio && (status = cmd_audio_open("train", &s.cfg, m, s.cfg.out_dir, &corpus)) != GIMC_OK) goto done;
+    /* audio examples are made on demand: a fresh crop of every utterance each epoch */
     gim_examples ex;
-    if (gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err) ||
+    gim_audio_view view = {&corpus, corpus.train, corpus.n_train};
+    if (audio) gim_audio_source(&view, &ex);
+    if ((!audio && gim_dataset_examples(&ds, &ds.train, &ex, &storage, err, sizeof err)) ||
         gim_train_state_init(&st, m, s.cfg.seed, err, sizeof err)) {
         fprintf(stderr, "gimc train: error: %s\n", err);
         status = GIMC_BAD_INPUT;
@@ -225,7 +233,7 @@ int cmd_train(int argc, char **argv) {
     printf("training %s: %d module%s, %s, batch %" PRId64 ", %" PRId64 " epoch%s, %s data in %s\n",
            m->name, m->n_modules, m->n_modules == 1 ? "" : "s", sched,
            m->batch, s.cfg.epochs, s.cfg.epochs == 1 ? "" : "s", s.cfg.dataset ? s.cfg.dataset : "fashion-mnist",
-           ds.dir);
+           audio ? corpus.dir : ds.dir);
     fflush(stdout);
     gim_train_report rep;
     int rc = gim_train(m, &s.cfg, &st, &ex, stdout, &rep, err, sizeof err);
@@ -252,6 +260,7 @@ done:
     free(table);
     if (m) gim_train_state_free(&st, m);
     gim_free(storage);
+    gim_audio_close(&corpus);
     gim_dataset_free(&ds);
     gim_exec_model_free(m);
     gim_session_release(&s);

@@ -126,6 +126,24 @@ gim_exec_model *cmd_compile_model(gim_session *s, int opt_level);
 /* The runtime pool's threads for cfg (one under the async schedule). */
 void cmd_set_threads(const gim_train_config *cfg);
 
+/* ---- audio data (cmd_audio.c) ------------------------------------------------------ */
+
+struct gim_audio_corpus;
+struct gim_probe_result;
+struct gim_train_state;
+/* Whether cfg's data set is a tree of audio files (not an IDX directory). */
+bool cmd_audio_data(const gim_train_config *cfg);
+/* Opens it with m's input length as the crop and cache_dir (NULL: none) for
+ * the decoded cache; prints the notes and a summary. GIMC_OK, or
+ * GIMC_BAD_INPUT after printing the error as "gimc CMD: error: ...". */
+int cmd_audio_open(const char *cmd, const gim_train_config *cfg, const gim_exec_model *m, const char *cache_dir,
+                   struct gim_audio_corpus *c);
+/* The speaker probe: per module, a linear classifier on the time-averaged
+ * features of the training utterances, scored on the test ones. res[i] and
+ * dims[i] (0: the module has no features). Returns 0, or -1 with err. */
+int cmd_audio_probe(const gim_exec_model *m, const struct gim_train_state *st, const struct gim_audio_corpus *c,
+                    uint64_t seed, struct gim_probe_result *res, int64_t *dims, char *err, size_t errlen);
+
 /* ---- the commands -------------------------------------------------------------- */
 
 int cmd_check(int argc, char **argv);   /* driver.c */
@@ -135,5 +153,6 @@ int cmd_train(int argc, char **argv);   /* cmd_train.c */
 int cmd_eval(int argc, char **argv);     /* cmd_eval.c */
 int cmd_report(int argc, char **argv);   /* cmd_report.c */
 int cmd_bench(int argc, char **argv);   /* cmd_bench.c */
+int cmd_data(int argc, char **argv);    /* cmd_data.c */
 
 #endif

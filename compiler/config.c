@@ -12,6 +12,7 @@
  *       threads   0                   # >= 0; 0: all cores
  *       save_every 0                  # steps between checkpoints; 0: default
  *       out       "runs/fashion"      # output directory
+ *       sample_rate 16000             # audio data: Hz the files are converted to
  *   }
  *
  * Every key and value is checked; unknown ones are located errors with the
@@ -25,7 +26,7 @@
 #include "suggest.h"
 
 static const char *const cfg_keys[] = {"dataset", "batch",   "epochs",     "steps", "optimizer", "schedule",
-                                       "seed",    "threads", "save_every", "out",   NULL};
+                                       "seed",    "threads", "save_every", "out",   "sample_rate", NULL};
 
 static const char *const cfg_schedules[] = {"simultaneous", "sequential", "async", NULL};
 
@@ -204,6 +205,11 @@ static int cfg_entry(gim_diag *d, const gim_train_entry *t, gim_train_config *c)
     if (!strcmp(k, "seed")) {
         if (cfg_int(d, t, 0, INT64_MAX, &v)) return -1;
         c->seed = (uint64_t)v;
+        return 0;
+    }
+    if (!strcmp(k, "sample_rate")) {
+        if (cfg_int(d, t, 1000, 768000, &v)) return -1;
+        c->sample_rate = (int)v;
         return 0;
     }
     if (!strcmp(k, "threads")) {

@@ -22,6 +22,7 @@ static const gimc_command gimc_commands[] = {
     {"eval", cmd_eval, "linear-probe evaluation of each module's features"},
     {"report", cmd_report, "write a run's report page (RUN_DIR/report.html)"},
     {"bench", cmd_bench, "time training steps and compilation"},
+    {"data", cmd_data, "make a data set: a synthetic speech corpus (gimc data speech)"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))
 

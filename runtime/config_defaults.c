@@ -4,7 +4,7 @@
 #include "gim_runtime.h"
 
 /* batch 32, 1 epoch, Adam(lr 1e-3, betas 0.9 / 0.999, eps 1e-8), simultaneous,
- * seed 0, all cores. dataset and out_dir stay NULL: the dataset must be named,
+ * seed 0, all cores, audio at 16 kHz. dataset and out_dir stay NULL: the dataset must be named,
  * and the driver makes out_dir "runs/<model>" once it knows the model. */
 void gim_train_config_defaults(gim_train_config *c) {
     memset(c, 0, sizeof *c);
@@ -26,6 +26,7 @@ void gim_train_config_defaults(gim_train_config *c) {
     c->resume = false;
     c->e2e = false;
     c->save_every = 0;
+    c->sample_rate = 16000;
     c->cache_dtype = GIM_CACHE_F32;
     c->refresh = 0;
 }

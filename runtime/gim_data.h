@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Fashion-MNIST's training-set statistics of p / 255 (used for every data set;
  * change them with gim_dataset_set_norm). */
@@ -111,5 +112,113 @@ void gim_batch_iter_seek(gim_batch_iter *it, int64_t epoch, int64_t index);
  * gim_batch_iter_seek(it, it->epoch + 1, 0) to go on. */
 int64_t gim_batch_iter_next(gim_batch_iter *it, float *x, int32_t *labels);
 void gim_batch_iter_free(gim_batch_iter *it);
+
+/* ---- audio corpora ------------------------------------------------------------ */
+
+/* A directory tree of audio files (runtime/audio.c): anything libsndfile
+ * reads (WAV, FLAC, ...), converted to one sample rate with libsamplerate,
+ * channels mixed down to mono. The speaker of a file is the first directory
+ * level under the root, as in LibriSpeech's SPEAKER/CHAPTER/UTTERANCE.flac.
+ *
+ * The tree is decoded once into a cache file (raw float32 samples, an index
+ * of utterances, the notes about skipped files) that is then memory-mapped:
+ * a later run with the same files and rate maps it instead of decoding, and
+ * the page cache, not the heap, holds the samples. Every example is a crop
+ * of `crop` samples; which crop is a pure function of (seed, epoch,
+ * utterance), so a resumed run sees the same audio. */
+
+#define GIM_AUDIO_DEFAULT_RATE 16000
+#define GIM_AUDIO_CACHE_NAME "audio-cache.bin"
+
+typedef struct gim_audio_options {
+    int rate;                 /* samples per second after conversion */
+    int64_t crop;             /* samples per example; shorter utterances are skipped */
+    uint64_t seed;            /* the train/test split */
+    int test_every;           /* 1 in test_every of each speaker's utterances is a test one (5) */
+    const char *cache_dir;    /* where GIM_AUDIO_CACHE_NAME lives; NULL: an unlinked temporary file */
+    const char *test_list;    /* a file of paths (relative to the root), one a line, that are the
+                                 test split instead of the seeded one; NULL: seeded */
+} gim_audio_options;
+
+void gim_audio_defaults(gim_audio_options *o);
+
+typedef struct gim_audio_utt {
+    int64_t offset;           /* first sample in gim_audio_corpus.samples */
+    int64_t length;           /* samples, >= crop */
+    int32_t speaker;          /* index into speakers[] */
+    const char *path;         /* relative to the root */
+} gim_audio_utt;
+
+typedef struct gim_audio_corpus {
+    char dir[512];
+    int rate;
+    int64_t crop;
+    uint64_t seed;
+    int n_speakers;           /* speakers with at least one usable utterance */
+    const char **speakers;    /* their names (directory names), sorted */
+    gim_audio_utt *utts;      /* usable utterances, sorted by path */
+    int64_t n_utts;
+    int64_t *train, *test;    /* indices into utts */
+    int64_t n_train, n_test;
+    int64_t n_files;          /* regular files looked at */
+    int64_t n_short;          /* decoded but shorter than a crop: skipped */
+    int64_t n_bad;            /* not audio, damaged, or outside a speaker directory: skipped */
+    bool from_cache;          /* the cache was mapped, nothing decoded */
+    char *notes;              /* lines naming what was skipped and why; "" when nothing was */
+    const float *samples;     /* mapped */
+    void *map;
+    size_t map_len;
+    char *strings;            /* owns the path and speaker strings */
+} gim_audio_corpus;
+
+/* True when `dir` is a directory that holds no IDX data set (no
+ * train-images-idx3-ubyte[.gz]) but holds a directory (speakers): a tree
+ * gim_audio_open should read. */
+bool gim_audio_is_corpus(const char *dir);
+
+/* Opens (decoding or mapping the cache) the tree under `dir`. Errors: not a
+ * directory, no usable audio at all (naming what was found), a cache that
+ * cannot be written. Files that cannot be used are skipped, counted and
+ * named in notes. Returns 0, or -1 with a message in err and *c left safe
+ * to close. `progress`, when not NULL, gets a line per 100 decoded files. */
+int gim_audio_open(const char *dir, const gim_audio_options *o, gim_audio_corpus *c, FILE *progress,
+                   char *err, size_t errlen);
+void gim_audio_close(gim_audio_corpus *c);
+
+/* First sample of utterance u's crop in `epoch`: uniform over the
+ * length - crop + 1 positions, from (seed, GIM_RT_STREAM_CROP | epoch, u);
+ * for epoch < 0 (evaluation), the centred crop. */
+int64_t gim_audio_crop_start(const gim_audio_corpus *c, int64_t u, int64_t epoch);
+/* Copies that crop (crop floats) to out. */
+void gim_audio_crop(const gim_audio_corpus *c, int64_t u, int64_t epoch, float *out);
+
+/* The crops of `epoch` of the utterances idx[0..n) as the trainer's
+ * examples: x [n, 1, crop] in a new aligned buffer (*storage; gim_free it),
+ * labels (speakers) in *labels (gim_free it). Returns 0, or -1 (out of
+ * memory) with err. */
+int gim_audio_examples(const gim_audio_corpus *c, const int64_t *idx, int64_t n, int64_t epoch,
+                       struct gim_examples *ex, float **storage, int32_t **labels, char *err,
+                       size_t errlen);
+
+/* Utterances idx[0..n) of a corpus as a data set made on demand: example i
+ * of epoch e is utterance idx[i]'s crop of epoch e (GIM_EPOCH_NONE: the
+ * centred crop), labelled with its speaker. The view must outlive the
+ * examples. */
+typedef struct gim_audio_view {
+    const gim_audio_corpus *c;
+    const int64_t *idx;
+    int64_t n;
+} gim_audio_view;
+void gim_audio_source(const gim_audio_view *v, struct gim_examples *ex);
+
+/* Time-averaged features of every module (its feature slot [batch, T, C]
+ * averaged over T, as the speaker probe reads them) for the centred crops of
+ * the utterances idx[0..n): feats[i] gets n * dims[i] floats (gim_free),
+ * NULL and dims[i] 0 for a module without features. Runs a batch at a time.
+ * Returns 0, or -1 with err. */
+struct gim_exec_model;
+struct gim_train_state;
+int gim_audio_features(const struct gim_exec_model *m, const struct gim_train_state *s, const gim_audio_corpus *c,
+                       const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen);
 
 #endif

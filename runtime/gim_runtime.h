@@ -171,6 +171,7 @@ typedef struct gim_train_config {
     bool resume;
     bool e2e;
     int64_t save_every;          /* steps between checkpoints; 0: default */
+    int sample_rate;             /* audio data sets: Hz the files are converted to (16000) */
     gim_cache_dtype cache_dtype; /* caches of module outputs (sequential, refresh) */
     int64_t refresh;             /* > 0: modules above the first train on a cache of
                                     their inputs, recomputed every `refresh` epochs */
@@ -182,7 +183,7 @@ typedef struct gim_train_config {
 } gim_train_config;
 
 /* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,
- * 0.999, 1e-8), simultaneous, seed 0, out dir "runs/<model>". */
+ * 0.999, 1e-8), simultaneous, seed 0, out dir "runs/<model>", 16 kHz audio. */
 void gim_train_config_defaults(gim_train_config *c);
 
 #endif

@@ -6,7 +6,9 @@
  * uses never draw the same numbers:
  *   0 .. 2^62-1            loss ops (lowering numbers the infonce losses 1, 2, ...)
  *   GIM_RT_STREAM_INIT|h   parameter initialisation, h from the parameter's name
- *   GIM_RT_STREAM_DATA|e   data order of epoch e */
+ *   GIM_RT_STREAM_DATA|e   data order of epoch e
+ *   GIM_RT_STREAM_CROP|e   audio: where each utterance's crop starts in epoch e (e < 2^61)
+ *   GIM_RT_STREAM_SPLIT|h  audio: the train/test split of a speaker, h from its name */
 #ifndef GIM_RT_INTERNAL_H
 #define GIM_RT_INTERNAL_H
 
@@ -14,6 +16,8 @@
 
 #define GIM_RT_STREAM_INIT (UINT64_C(2) << 62)
 #define GIM_RT_STREAM_DATA (UINT64_C(3) << 62)
+#define GIM_RT_STREAM_CROP (UINT64_C(1) << 62)
+#define GIM_RT_STREAM_SPLIT (UINT64_C(1) << 62 | UINT64_C(1) << 61)
 #define GIM_RT_STREAM_TAG_MASK (UINT64_C(3) << 62)
 
 /* Philox4x32-10 (Salmon et al., SC 2011): the block function itself, exposed

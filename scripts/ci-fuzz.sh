@@ -12,14 +12,15 @@
 # and the script exits 1. Make it a regression test by copying it to
 # tests/regress/frontend/NAME.gim (fuzz_frontend), tests/regress/readers/NAME
 # (fuzz_readers: first byte even = safetensors, odd = IDX, as the target
-# reads it) or tests/regress/records/NAME (fuzz_records: first byte % 3 =
-# 0 metrics.csv, 1 eval.json, 2 JSON); tests/test_regress.c runs every file there.
+# reads it), tests/regress/records/NAME (fuzz_records: first byte % 3 =
+# 0 metrics.csv, 1 eval.json, 2 JSON) or tests/regress/audio/NAME (fuzz_audio:
+# an audio file, first byte the crop); tests/test_regress.c runs every file there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${FUZZ_SECONDS:-45}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frontend readers records)
+[ ${#targets[@]} -gt 0 ] || targets=(frontend readers records audio)
 jobs=${FUZZ_BUILD_JOBS:-$(nproc)}
 [ "$jobs" -le 2 ] || jobs=2
 
@@ -35,7 +36,7 @@ mkdir -p "$b/artifacts"
 # Seeds: assembled fresh each run so they follow the tree.
 seed=$b/seeds
 rm -rf "$seed"
-mkdir -p "$seed/frontend" "$seed/readers" "$seed/records"
+mkdir -p "$seed/frontend" "$seed/readers" "$seed/records" "$seed/audio"
 for f in models/*.gim stdlib/*.gim tests/golden/*/*.gim tests/golden/syntax/lib/*.gim \
          tests/fuzz/corpus/frontend/* tests/regress/frontend/*; do
     [ -f "$f" ] && cp "$f" "$seed/frontend/$(echo "$f" | tr / _)"
@@ -45,6 +46,9 @@ for f in tests/fuzz/corpus/readers/* tests/regress/readers/*; do
 done
 for f in tests/fuzz/corpus/records/* tests/regress/records/*; do
     [ -f "$f" ] && cp "$f" "$seed/records/$(echo "$f" | tr / _)"
+done
+for f in tests/fuzz/corpus/audio/* tests/regress/audio/*; do
+    [ -f "$f" ] && cp "$f" "$seed/audio/$(echo "$f" | tr / _)"
 done
 
 status=0

@@ -78,4 +78,27 @@ run seq_bf16 train "$work/tiny.gim" --data "$work/data" --steps 2 --schedule seq
 run refresh train "$work/tiny.gim" --data "$work/data" --epochs 3 --refresh 2 --steps 10 --out "$work/ref"
 run refresh_resume train "$work/tiny.gim" --data "$work/data" --epochs 3 --refresh 2 --steps 12 --resume --out "$work/ref"
 grep -q "^refresh (epoch 1)" "$work/refresh_resume.out" || { echo "ci-valgrind: the --refresh resume did not rebuild its cache" >&2; status=1; }
+
+# audio: a tree of two speakers (FLAC and WAV, 8 and 16 kHz: decoding and
+# conversion), trained from the decoded cache, then the speaker probe from it
+for s in 1 2; do
+    mkdir -p "$work/audio/$s/1"
+    for u in 1 2 3; do
+        sox -n -r 16000 -b 16 "$work/audio/$s/1/$u.flac" synth 0.1 sine $((200 * s + 30 * u))
+        sox -n -r 8000 -b 16 "$work/audio/$s/1/$u-8k.wav" synth 0.1 sine $((200 * s + 30 * u))
+    done
+done
+cat >"$work/audio.gim" <<'GIM'
+model tiny_audio {
+    input x: [batch, 1, 256]
+    h1 = relu(conv1d(x, 4, k=8, stride=4, pad=2))
+    infonce(transpose(h1, 1, 2), steps=2, negatives=3)
+    output h1
+}
+train {
+    batch 4
+}
+GIM
+run audio-train train "$work/audio.gim" --data "$work/audio" --steps 3 --out "$work/arun"
+run audio-eval eval "$work/audio.gim" --data "$work/audio" --weights "$work/arun/weights.safetensors" --compare-random
 exit $status

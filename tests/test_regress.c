@@ -1,7 +1,8 @@
 /* Replays every crash regression in tests/regress/ (see its README.md):
  * front-end inputs through the fuzz target's pipeline in this process and
  * through `gimc check`, which must exit with the status the file's first
- * line names; reader inputs through the readers' fuzz target. In the
+ * line names; reader inputs through the readers' fuzz target, audio files
+ * through the audio reader's. In the
  * sanitizer build a regression is an ASan/UBSan report that kills this
  * program; in every build a wrong status or a contract broken (the fuzz
  * targets abort) fails it. */
@@ -16,6 +17,7 @@
 #define GIM_FUZZ_NO_MAIN
 #include "fuzz/fuzz_frontend.c"
 #include "fuzz/fuzz_readers.c"
+#include "fuzz/fuzz_audio.c"
 #include "fuzz/fuzz_records.c"
 
 /* Names of the regular files in dir (not starting with '.'), sorted;
@@ -110,6 +112,49 @@ static void test_readers(void) {
     free_names(names, n);
 }
 
+/* Audio: the regressions and the seeds, through the audio target (which
+ * aborts on a broken contract); every seed is a file the reader uses. */
+static void test_audio(void) {
+    static const char *const dirs[] = {"regress/audio", "fuzz/corpus/audio"};
+    for (int d = 0; d < 2; d++) {
+        char **names, dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", GIM_TEST_DIR, dirs[d]);
+        int n = list_dir(dir, &names);
+        if (d == 1) CU_ASSERT(n > 0);
+        for (int i = 0; i < n; i++) {
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            size_t len;
+            char *bytes = gim_read_file(path, &len);
+            CU_ASSERT_FATAL(bytes != NULL && len > 1);
+            gim_fuzz_audio((const uint8_t *)bytes, len);
+            if (d == 1) {
+                /* a seed is good audio: the reader takes it */
+                gim_audio_options o;
+                gim_audio_defaults(&o);
+                o.crop = 1 + (uint8_t)bytes[0] % 64;
+                FILE *f = fopen(path, "rb");
+                char sub[1100];
+                snprintf(sub, sizeof sub, "%s/s/1/fuzz.wav", fuzz_root());
+                FILE *g = fopen(sub, "wb");
+                CU_ASSERT_FATAL(f && g);
+                fwrite(bytes + 1, 1, len - 1, g);
+                fclose(g);
+                fclose(f);
+                gim_audio_corpus c;
+                char err[1024];
+                CU_ASSERT_FATAL(gim_audio_open(fuzz_root(), &o, &c, NULL, err, sizeof err) == 0);
+                if (c.n_utts != 2) fprintf(stderr, "\n  %s: %s\n", names[i], c.notes);
+                CU_ASSERT_EQUAL(c.n_utts, 2);
+                gim_audio_close(&c);
+                unlink(sub);
+            }
+            gim_free(bytes);
+        }
+        free_names(names, n);
+    }
+}
+
 /* The run-record readers' regressions, and their seeds: the seeds are
  * valid files and must read back as such. */
 static void test_records(void) {
@@ -152,9 +197,10 @@ static void test_records(void) {
 
 int main(void) {
     static const gim_test tests[] = {
-        {"run-record reader regressions and seeds", test_records},
         {"front-end regressions (in process and gimc check)", test_frontend},
         {"reader regressions and seeds", test_readers},
+        {"run-record reader regressions and seeds", test_records},
+        {"audio reader regressions and seeds", test_audio},
         {NULL, NULL},
     };
     return gim_run_suite("regress", tests);

@@ -1,0 +1,223 @@
+/* gimc on audio: train and eval on a tree of audio files (the cache, the
+ * speaker probe's table), the errors a wrong tree or model gives, and
+ * gimc data speech (its layout, that a seed fixes its bytes, the missing
+ * tool and usage errors). */
+#include <math.h>
+#include <sndfile.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gim_data.h"
+#include "gim_util.h"
+#include "testutil.h"
+
+/* Speaker s's utterances are tones of 300 (s + 1) Hz with a random phase
+ * and a little noise: the speaker is visible in any spectral feature. */
+static const char *tone_tree(void) {
+    static char root[1024];
+    if (root[0]) return root;
+    snprintf(root, sizeof root, "%s/tones", gim_tmpdir());
+    mkdir(root, 0755);
+    float x[3000], noise[3000];
+    for (int s = 0; s < 3; s++) {
+        char dir[1100];
+        snprintf(dir, sizeof dir, "%s/%d", root, 10 + s);
+        mkdir(dir, 0755);
+        snprintf(dir, sizeof dir, "%s/%d/1", root, 10 + s);
+        mkdir(dir, 0755);
+        for (int u = 0; u < 5; u++) {
+            char path[1200];
+            snprintf(path, sizeof path, "%s/%d-1-%d.flac", dir, 10 + s, u);
+            gim_test_fill(noise, 3000, (unsigned)(s * 10 + u + 1), -0.05f, 0.05f);
+            double phase = u * 0.7;
+            for (int i = 0; i < 3000; i++) x[i] = (float)(0.5 * sin(2 * M_PI * 300.0 * (s + 1) * i / 16000 + phase)) + noise[i];
+            SF_INFO info = {.samplerate = 16000, .channels = 1, .format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16};
+            SNDFILE *f = sf_open(path, SFM_WRITE, &info);
+            CU_ASSERT_FATAL(f != NULL);
+            sf_writef_float(f, x, 3000);
+            sf_close(f);
+        }
+    }
+    return root;
+}
+
+/* Two conv modules over 256 samples. */
+static const char *tiny_model(void) {
+    static const char text[] =
+        "def frames(h) { return transpose(h, 1, 2) }\n"
+        "model tiny_audio {\n"
+        "    input x: [batch, 1, 256]\n"
+        "    h1 = relu(conv1d(x, 8, k=8, stride=4, pad=2))\n"
+        "    infonce(frames(h1), steps=2, negatives=3)\n"
+        "    h2 = relu(conv1d(gradient_block(h1), 8, k=4, stride=2, pad=1))\n"
+        "    infonce(frames(h2), steps=2, negatives=3)\n"
+        "    output h2\n"
+        "}\n"
+        "train {\n    batch 4\n    optimizer adam(lr=1e-3)\n}\n";
+    return gim_tmpfile("tiny_audio.gim", text, sizeof text - 1);
+}
+
+static void test_train_and_probe(void) {
+    char *out, *err, args[4096];
+    const char *run = gim_tmppath("audio-run");
+    snprintf(args, sizeof args, "train '%s' --data '%s' --steps 3 --out '%s'", tiny_model(), tone_tree(), run);
+    int rc = gim_run_gimc(args, &out, &err);
+    if (rc) fprintf(stderr, "%s%s", out, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(strstr(out, "audio: 15 utterances of 3 speakers (12 train, 3 test) at 16000 Hz, crops of 256 samples; 0 "
+                          "files skipped, 0 too short; decoded into") != NULL);
+    CU_ASSERT(strstr(out, "done after 3 steps") != NULL);
+    char cache[1200];
+    snprintf(cache, sizeof cache, "%s/%s", run, GIM_AUDIO_CACHE_NAME);
+    CU_ASSERT(access(cache, R_OK) == 0);
+    gim_free(out);
+    gim_free(err);
+
+    snprintf(args, sizeof args, "eval '%s' --data '%s' --weights '%s/weights.safetensors' --compare-random", tiny_model(),
+             tone_tree(), run);
+    rc = gim_run_gimc(args, &out, &err);
+    if (rc) fprintf(stderr, "%s%s", out, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(strstr(out, "mapped from") != NULL);   /* the run's cache, not decoded again */
+    CU_ASSERT(strstr(out, "speaker probe on") != NULL && strstr(out, "3 speakers, 12 train / 3 test utterances"));
+    int rows = 0;
+    for (const char *line = out; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        int module;
+        long features;
+        double tr, te, rtr, rte;
+        if (sscanf(line, "%d %ld %lf%% %lf%% %lf%% %lf%%", &module, &features, &tr, &te, &rtr, &rte) != 6) continue;
+        rows++;
+        CU_ASSERT_EQUAL(module, rows);
+        CU_ASSERT_EQUAL(features, 8);   /* time-averaged: the channels */
+        /* three tones apart by their pitch: even a random encoder's spectrum tells them */
+        bool ok = te >= 0 && te <= 100 && rtr >= 60 && rte >= 0 && rte <= 100;
+        if (!ok) fprintf(stderr, "%s", out);
+        CU_ASSERT(ok);
+    }
+    CU_ASSERT_EQUAL(rows, 2);
+    gim_free(out);
+    gim_free(err);
+}
+
+static void test_errors(void) {
+    char *out, *err, args[4096];
+    /* a model whose input is not [batch, 1, samples] */
+    static const char image_model[] = "model img {\n  input x: [batch, 28, 28]\n"
+                                      "  h = relu(conv1d(x, 4, k=3))\n"
+                                      "  infonce(transpose(h, 1, 2), steps=2, negatives=3)\n  output h\n}\n";
+    const char *img = gim_tmpfile("img.gim", image_model, sizeof image_model - 1);
+    snprintf(args, sizeof args, "train '%s' --data '%s' --steps 1 --out '%s'", img, tone_tree(), gim_tmppath("r-img"));
+    int rc = gim_run_gimc(args, &out, &err);
+    CU_ASSERT_EQUAL(rc, 1);
+    if (!strstr(err, "an audio data set gives")) fprintf(stderr, "%s", err);
+    CU_ASSERT(strstr(err, "gimc train: error: the model's input 'x' is [") &&
+              strstr(err, "an audio data set gives [batch, 1, samples]"));
+    gim_free(out);
+    gim_free(err);
+    /* a directory with nothing usable in it */
+    char empty[1100];
+    snprintf(empty, sizeof empty, "%s/no-audio", gim_tmpdir());
+    mkdir(empty, 0755);
+    snprintf(empty, sizeof empty, "%s/no-audio/spk", gim_tmpdir());
+    mkdir(empty, 0755);
+    gim_tmpfile("no-audio/spk/notes.md", "nothing here\n", 13);
+    snprintf(empty, sizeof empty, "%s/no-audio", gim_tmpdir());
+    snprintf(args, sizeof args, "train '%s' --data '%s' --steps 1 --out '%s'", tiny_model(), empty, gim_tmppath("r-none"));
+    rc = gim_run_gimc(args, &out, &err);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(strstr(err, "no usable audio among 1 files") && strstr(err, "notes.md: skipped: not audio"));
+    gim_free(out);
+    gim_free(err);
+}
+
+/* Files under dir, sorted, with their bytes: two corpora are equal when
+ * these are. */
+static char *listing(const char *dir) {
+    char cmd[2048], *text;
+    snprintf(cmd, sizeof cmd, "cd '%s' && find . -type f | sort | xargs md5sum > '%s/listing.txt'", dir, gim_tmpdir());
+    CU_ASSERT_FATAL(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s/listing.txt", gim_tmpdir());
+    size_t n;
+    text = gim_read_file(cmd, &n);
+    CU_ASSERT_FATAL(text != NULL);
+    return text;
+}
+
+static void test_data_speech(void) {
+    char *out, *err, args[4096];
+    const char *a = gim_tmppath("speech-a"), *b = gim_tmppath("speech-b"), *c = gim_tmppath("speech-c");
+    snprintf(args, sizeof args, "data speech -o '%s' --speakers 2 --utterances 2 --seed 3", a);
+    int rc = gim_run_gimc(args, &out, &err);
+    if (rc) fprintf(stderr, "%s%s", out, err);
+    CU_ASSERT_FATAL(rc == 0);
+    CU_ASSERT(strstr(out, "made 4 utterances of 2 speakers") != NULL);
+    gim_free(out);
+    gim_free(err);
+    snprintf(args, sizeof args, "data speech -o '%s' --speakers 2 --utterances 2 --seed 3 --jobs 1", b);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, NULL, NULL), 0);
+    snprintf(args, sizeof args, "data speech -o '%s' --speakers 2 --utterances 2 --seed 4", c);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, NULL, NULL), 0);
+    char *la = listing(a), *lb = listing(b), *lc = listing(c);
+    CU_ASSERT_STRING_EQUAL(la, lb);      /* the seed fixes every byte, however many processes */
+    CU_ASSERT(strcmp(la, lc) != 0);
+    /* LibriSpeech's layout: SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac, four of them */
+    int flac = 0;
+    for (const char *p = la; (p = strstr(p, ".flac")); p++) flac++;
+    CU_ASSERT_EQUAL(flac, 4);
+    CU_ASSERT(strstr(la, "./speakers.txt") != NULL);
+    gim_free(la);
+    gim_free(lb);
+    gim_free(lc);
+    /* the reader takes it: 2 speakers, 16 kHz, utterances longer than a second */
+    gim_audio_options o;
+    gim_audio_defaults(&o);
+    o.crop = 16000;
+    gim_audio_corpus corpus;
+    char e[2048];
+    CU_ASSERT_FATAL(gim_audio_open(a, &o, &corpus, NULL, e, sizeof e) == 0);
+    CU_ASSERT_EQUAL(corpus.n_speakers, 2);
+    CU_ASSERT_EQUAL(corpus.n_utts, 4);
+    CU_ASSERT_EQUAL(corpus.n_bad, 0);
+    gim_audio_close(&corpus);
+
+    /* an existing directory is not written over */
+    snprintf(args, sizeof args, "data speech -o '%s' --speakers 2 --utterances 1", a);
+    CU_ASSERT_EQUAL(gim_run_gimc(args, &out, &err), 1);
+    CU_ASSERT(strstr(err, "exists") != NULL);
+    gim_free(out);
+    gim_free(err);
+    /* the tools missing */
+    snprintf(args, sizeof args, "data speech -o '%s/none' --speakers 2 --utterances 1", gim_tmpdir());
+    char *saved = gim_xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    setenv("PATH", "/nonexistent", 1);
+    rc = gim_run_gimc(args, &out, &err);
+    setenv("PATH", saved, 1);
+    gim_free(saved);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT(strstr(err, "espeak-ng is not on PATH") != NULL);
+    gim_free(out);
+    gim_free(err);
+    /* usage */
+    static const char *const bad[] = {"data", "data speech", "data speech -o x --speakers 1", "data speech -o x --seed -1",
+                                      "data music -o x", "data speech -o x --bogus"};
+    for (int i = 0; i < 6; i++) {
+        rc = gim_run_gimc(bad[i], &out, &err);
+        if (rc != 2) fprintf(stderr, "%s: status %d\n", bad[i], rc);
+        CU_ASSERT_EQUAL(rc, 2);
+        gim_free(out);
+        gim_free(err);
+    }
+}
+
+int main(void) {
+    static const gim_test tests[] = {
+        {"train and the speaker probe on an audio tree", test_train_and_probe},
+        {"a wrong model or an empty tree", test_errors},
+        {"gimc data speech", test_data_speech},
+        {NULL, NULL},
+    };
+    return gim_run_suite("cli_audio", tests);
+}
