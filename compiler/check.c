@@ -2,10 +2,13 @@
  * `gimc graph` Graphviz output. Both read the graph only. */
 #include <inttypes.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cost.h"
 #include "gim_compiler.h"
+#include "gim_train.h"
+#include "gim_util.h"
 
 /* ---- number formatting ---------------------------------------------------------- */
 
@@ -71,6 +74,71 @@ void gim_print_check_table(FILE *out, const gim_graph *g) {
                  "a training step of batch %" PRId64 ": %s, %s of activations\n",
             g->batch, gim_fmt_si(total.step_flops, "FLOP", a, sizeof a),
             gim_fmt_si(4.0 * (double)total.act_floats, "B", b, sizeof b));
+}
+
+/* ---- placement over ranks ------------------------------------------------------- */
+
+int gim_choose_placement(const gim_graph *g, int ranks, const char *given, int *rank_of, char *err, size_t errlen) {
+    if (given) return gim_placement_parse(given, g->n_modules, ranks, rank_of, err, errlen);
+    double *cost = calloc((size_t)g->n_modules, sizeof(double));
+    if (!cost) return gim_errf(err, errlen, "out of memory");
+    for (int m = 0; m < g->n_modules; m++) cost[m] = gim_module_cost(g, &g->modules[m]).step_flops;
+    int rc = gim_placement_balance(cost, g->n_modules, ranks, rank_of, err, errlen);
+    free(cost);
+    return rc;
+}
+
+/* Bytes rank r sends rank r + 1 per batch: every value made at rank <= r
+ * (model inputs at rank 0) that a module at rank > r reads. */
+static double bytes_after(const gim_graph *g, const int *rank_of, int r) {
+    double bytes = 0;
+    for (int i = 0; i < g->nodes.len; i++) {
+        const gim_node *n = gim_node_at(g, i);
+        int from = n->module < 0 ? 0 : rank_of[n->module];
+        if (from > r) continue;
+        bool read = false;
+        for (int m = 0; m < g->n_modules && !read; m++) {
+            if (rank_of[m] <= r) continue;
+            const gim_module *mod = &g->modules[m];
+            for (int k = 0; k < mod->inputs.len; k++) read = read || mod->inputs.items[k] == n;
+        }
+        if (read) bytes += 4.0 * (double)gim_shape_numel(&n->shape);
+    }
+    return bytes;
+}
+
+void gim_print_placement(FILE *out, const gim_graph *g, int ranks, const int *rank_of) {
+    double total = 0, worst = 0;
+    double *share = calloc((size_t)ranks, sizeof(double));
+    if (!share) return;
+    for (int m = 0; m < g->n_modules; m++) {
+        double f = gim_module_cost(g, &g->modules[m]).step_flops;
+        share[rank_of[m]] += f;
+        total += f;
+    }
+    fprintf(out, "\nplacement on %d rank%s (mpirun -np %d), per batch of %" PRId64 ":\n", ranks, ranks == 1 ? "" : "s",
+            ranks, g->batch);
+    fprintf(out, "%6s  %-12s %14s %8s %16s\n", "rank", "modules", "step FLOPs", "share", "sends/batch");
+    for (int r = 0; r < ranks; r++) {
+        int a = -1, z = -1;
+        for (int m = 0; m < g->n_modules; m++)
+            if (rank_of[m] == r) {
+                if (a < 0) a = m;
+                z = m;
+            }
+        char mods[32], fl[64], by[64];
+        if (a == z) snprintf(mods, sizeof mods, "%d", a + 1);
+        else snprintf(mods, sizeof mods, "%d-%d", a + 1, z + 1);
+        if (r + 1 < ranks) gim_fmt_si(bytes_after(g, rank_of, r), "B", by, sizeof by);
+        else snprintf(by, sizeof by, "-");
+        fprintf(out, "%6d  %-12s %14s %7.1f%% %16s\n", r, mods, gim_fmt_si(share[r], "FLOP", fl, sizeof fl),
+                total > 0 ? 100 * share[r] / total : 0, by);
+        if (share[r] > worst) worst = share[r];
+    }
+    fprintf(out, "\npredicted speed-up over one process: %.2fx (1 / the largest share), if every rank has its own\n"
+                 "cores and the network carries the bytes above per batch at the ranks' step rate\n",
+            worst > 0 ? total / worst : 1.0);
+    free(share);
 }
 
 /* ---- gimc graph ---------------------------------------------------------------------- */

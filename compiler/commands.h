@@ -54,13 +54,16 @@ typedef enum gim_cli_opt {
     GIM_CLI_CACHE_DTYPE = 1 << 25, /* --cache-dtype f32|bf16 */
     GIM_CLI_REFRESH = 1 << 26,   /* --refresh N */
     GIM_CLI_REPORT = 1 << 27,    /* --report (train: refresh report.html at checkpoints) */
+    GIM_CLI_PLACEMENT = 1 << 28, /* --placement R,R,... (under mpirun; check --ranks) */
+    GIM_CLI_DIST = 1 << 29,      /* --replay N, --max-reuse N, --peer-timeout S (under mpirun) */
+    GIM_CLI_RANKS = 1 << 30,     /* --ranks R (check) */
 } gim_cli_opt;
 
 /* The options the train block can take, plus --e2e and --stdlib. */
 #define GIM_CLI_TRAIN_OPTS                                                                           \
     (GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_DATA | GIM_CLI_EPOCHS | GIM_CLI_STEPS | GIM_CLI_LR |      \
      GIM_CLI_SCHEDULE | GIM_CLI_THREADS | GIM_CLI_SEED | GIM_CLI_OUT | GIM_CLI_RESUME | GIM_CLI_STDLIB |   \
-     GIM_CLI_SAVE_EVERY | GIM_CLI_CACHE_DTYPE | GIM_CLI_REFRESH)
+     GIM_CLI_SAVE_EVERY | GIM_CLI_CACHE_DTYPE | GIM_CLI_REFRESH | GIM_CLI_PLACEMENT | GIM_CLI_DIST)
 
 typedef struct gim_cli {
     const char *file;          /* the model (the one positional argument) */
@@ -81,6 +84,10 @@ typedef struct gim_cli {
     gim_cache_dtype cache_dtype; /* --cache-dtype */
     int64_t refresh;           /* --refresh N */
     bool report;               /* --report */
+    const char *placement;     /* --placement, as given */
+    int replay, max_reuse;     /* --replay, --max-reuse */
+    double peer_timeout;       /* --peer-timeout */
+    int ranks;                 /* --ranks */
 } gim_cli;
 
 /* Parses argv (argv[0] is the command name) allowing `allowed` options.

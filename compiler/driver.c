@@ -19,6 +19,7 @@ enum {
     OPT_BATCH = 256, OPT_E2E, OPT_DATA, OPT_EPOCHS, OPT_STEPS, OPT_LR, OPT_SCHEDULE, OPT_THREADS, OPT_SEED,
     OPT_OUT, OPT_RESUME, OPT_BACKWARD, OPT_MODULE, OPT_FN, OPT_ASM, OPT_WEIGHTS, OPT_STDLIB, OPT_HELP,
     OPT_SAVE_EVERY, OPT_POOL, OPT_RANDOM_INIT, OPT_COMPARE_RANDOM, OPT_TEXT, OPT_CACHE_DTYPE, OPT_REFRESH, OPT_REPORT,
+    OPT_PLACEMENT, OPT_REPLAY, OPT_MAX_REUSE, OPT_PEER_TIMEOUT, OPT_RANKS,
 };
 
 static const struct option cli_long[] = {
@@ -36,6 +37,9 @@ static const struct option cli_long[] = {
     {"text", no_argument, NULL, OPT_TEXT},
     {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE}, {"refresh", required_argument, NULL, OPT_REFRESH},
     {"report", no_argument, NULL, OPT_REPORT},
+    {"placement", required_argument, NULL, OPT_PLACEMENT}, {"replay", required_argument, NULL, OPT_REPLAY},
+    {"max-reuse", required_argument, NULL, OPT_MAX_REUSE}, {"peer-timeout", required_argument, NULL, OPT_PEER_TIMEOUT},
+    {"ranks", required_argument, NULL, OPT_RANKS},
     {NULL, 0, NULL, 0},
 };
 
@@ -67,6 +71,11 @@ static unsigned cli_bit(int opt) {
     case OPT_CACHE_DTYPE: return GIM_CLI_CACHE_DTYPE;
     case OPT_REFRESH: return GIM_CLI_REFRESH;
     case OPT_REPORT: return GIM_CLI_REPORT;
+    case OPT_PLACEMENT: return GIM_CLI_PLACEMENT;
+    case OPT_REPLAY:
+    case OPT_MAX_REUSE:
+    case OPT_PEER_TIMEOUT: return GIM_CLI_DIST;
+    case OPT_RANKS: return GIM_CLI_RANKS;
     case 'o': return GIM_CLI_OUTPUT;
     case 'c': return GIM_CLI_OBJECT;
     case 'O': return GIM_CLI_OPT_LEVEL;
@@ -172,6 +181,30 @@ int gim_cli_parse(int argc, char **argv, unsigned allowed, const char *usage, gi
                 return cli_usage_error(cmd, usage, status, "--refresh expects a positive number of epochs; got '%s'", arg);
             o->refresh = v;
             break;
+        case OPT_PLACEMENT: o->placement = arg; break;
+        case OPT_REPLAY:
+        case OPT_MAX_REUSE:
+            if (!cli_int(arg, 1, c == OPT_REPLAY ? 1024 : 16, &v))
+                return cli_usage_error(cmd, usage, status, "--%s expects an integer from 1 to %d; got '%s'",
+                                       c == OPT_REPLAY ? "replay" : "max-reuse", c == OPT_REPLAY ? 1024 : 16, arg);
+            if (c == OPT_REPLAY) o->replay = (int)v;
+            else o->max_reuse = (int)v;
+            break;
+        case OPT_PEER_TIMEOUT: {
+            char *end;
+            errno = 0;
+            double x = strtod(arg, &end);
+            if (errno || end == arg || *end || !(x > 0) || !isfinite(x))
+                return cli_usage_error(cmd, usage, status, "--peer-timeout expects a positive number of seconds; got '%s'",
+                                       arg);
+            o->peer_timeout = x;
+            break;
+        }
+        case OPT_RANKS:
+            if (!cli_int(arg, 1, 4096, &v))
+                return cli_usage_error(cmd, usage, status, "--ranks expects an integer from 1 to 4096; got '%s'", arg);
+            o->ranks = (int)v;
+            break;
         case OPT_RANDOM_INIT: o->random_init = true; break;
         case OPT_COMPARE_RANDOM: o->compare_random = true; break;
         case OPT_SCHEDULE: {
@@ -246,6 +279,9 @@ void gim_cli_apply(const gim_cli *o, gim_train_config *cfg) {
     if (o->given & GIM_CLI_SAVE_EVERY) cfg->save_every = o->save_every;
     if (o->given & GIM_CLI_CACHE_DTYPE) cfg->cache_dtype = o->cache_dtype;
     if (o->given & GIM_CLI_REFRESH) cfg->refresh = o->refresh;
+    if (o->replay) cfg->replay_capacity = o->replay;
+    if (o->max_reuse) cfg->max_reuse = o->max_reuse;
+    if (o->peer_timeout > 0) cfg->peer_timeout = o->peer_timeout;
 }
 
 /* ---- the pipeline ---------------------------------------------------------------- */
@@ -295,7 +331,7 @@ int gim_session_compile(gim_session *s, const gim_cli *o, gim_stage upto) {
 /* ---- gimc check -------------------------------------------------------------------- */
 
 static const char check_usage[] =
-    "usage: gimc check FILE.gim [--batch N] [--e2e] [--stdlib DIR]\n"
+    "usage: gimc check FILE.gim [--batch N] [--e2e] [--ranks R [--placement LIST]] [--stdlib DIR]\n"
     "\n"
     "Parses and checks a model: names, arguments, shapes, modules and losses.\n"
     "Prints one row per module: ops, parameters, activation floats per example,\n"
@@ -303,6 +339,10 @@ static const char check_usage[] =
     "\n"
     "  --batch N      bind the batch size (default: the train block's, else 32)\n"
     "  --e2e          check the end-to-end variant (one module, the last loss)\n"
+    "  --ranks R      also the placement `mpirun -np R gimc train` would use: each\n"
+    "                 rank's modules, share of the step FLOPs, bytes sent per batch\n"
+    "                 and the predicted speed-up (docs/distributed.md)\n"
+    "  --placement L  that placement instead of the balanced one (module -> rank, e.g. 0,0,1)\n"
     "  --stdlib DIR   where imports not found next to the file are looked up\n"
     "  -h, --help     show this help\n"
     "\n"
@@ -311,12 +351,28 @@ static const char check_usage[] =
 int cmd_check(int argc, char **argv) {
     gim_cli o;
     int status;
-    if (gim_cli_parse(argc, argv, GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_STDLIB, check_usage, &o, &status))
+    if (gim_cli_parse(argc, argv, GIM_CLI_BATCH | GIM_CLI_E2E | GIM_CLI_STDLIB | GIM_CLI_RANKS | GIM_CLI_PLACEMENT,
+                      check_usage, &o, &status))
         return status;
+    if (o.placement && !o.ranks) {
+        fprintf(stderr, "gimc check: --placement needs --ranks R\n");
+        return GIMC_USAGE;
+    }
     gim_session s;
     gim_session_init(&s);
     status = gim_session_compile(&s, &o, GIM_STAGE_PARTITION);
     if (status == GIMC_OK) gim_print_check_table(stdout, s.graph);
+    if (status == GIMC_OK && o.ranks) {
+        int *rank_of = calloc((size_t)s.graph->n_modules, sizeof(int));
+        char err[512];
+        if (rank_of && gim_choose_placement(s.graph, o.ranks, o.placement, rank_of, err, sizeof err) == 0) {
+            gim_print_placement(stdout, s.graph, o.ranks, rank_of);
+        } else {
+            fprintf(stderr, "gimc check: %s\n", rank_of ? err : "out of memory");
+            status = GIMC_USAGE;
+        }
+        free(rank_of);
+    }
     gim_session_release(&s);
     return status;
 }

@@ -57,6 +57,12 @@ gim_cost gim_module_cost(const gim_graph *g, const gim_module *m);
 
 /* `gimc check`: the table of modules. */
 void gim_print_check_table(FILE *out, const gim_graph *g);
+/* Module -> rank for `ranks` ranks: `given` (--placement) parsed, else the
+ * split that balances the modules' step FLOPs. -1 with err set. */
+int gim_choose_placement(const gim_graph *g, int ranks, const char *given, int *rank_of, char *err, size_t errlen);
+/* `gimc check --ranks R`: each rank's modules, share of the step FLOPs,
+ * bytes it sends per batch, and the predicted speed-up. */
+void gim_print_placement(FILE *out, const gim_graph *g, int ranks, const int *rank_of);
 /* `gimc graph`: Graphviz DOT, a cluster per module, blocked edges dashed. */
 void gim_print_dot(FILE *out, const gim_graph *g, bool backward);
 

@@ -180,6 +180,11 @@ typedef struct gim_train_config {
      * refreshes the run's page here. */
     void (*after_save)(void *arg);
     void *after_save_arg;
+    /* under mpirun (docs/distributed.md) */
+    const int *placement;        /* module -> rank, n_modules entries; NULL: one rank per module */
+    int replay_capacity;         /* async: input batches a rank keeps (0: 4) */
+    int max_reuse;               /* async: steps on one input batch at most (0: 2) */
+    double peer_timeout;         /* seconds a rank waits for a peer (0: 120) */
 } gim_train_config;
 
 /* The defaults before any train block: batch 32, 1 epoch, Adam(1e-3, 0.9,

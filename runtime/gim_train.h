@@ -98,6 +98,18 @@ int gim_weights_load_probe(const gim_exec_model *m, gim_train_state *s, const ch
  * module steps on it (see sched_async.c). */
 #define GIM_ASYNC_DEPTH 2
 
+/* Under mpirun, per module: what its rank received and did (async). */
+#define GIM_DIST_MAX_REUSE 16
+typedef struct gim_dist_stats {
+    int rank;
+    int64_t received;               /* input batches received from the rank below */
+    int64_t steps;                  /* optimizer steps taken */
+    double stale_sum;               /* staleness summed over steps, in producer steps */
+    int64_t stale_max;
+    int64_t reuse[GIM_DIST_MAX_REUSE + 1];   /* batches used k times (0: dropped unused) */
+    double bytes_sent;              /* by the module's rank downstream, per step of the rank */
+} gim_dist_stats;
+
 typedef struct gim_train_report {
     double seconds;
     int64_t steps;                  /* batches seen by the last module */
@@ -106,6 +118,7 @@ typedef struct gim_train_report {
     bool interrupted;               /* SIGINT/SIGTERM: checkpoint written, stopped early */
     bool diverged;                  /* NaN/Inf loss: stopped, last good checkpoint kept */
     int async_max_staleness;        /* async: the largest lag seen, in steps */
+    gim_dist_stats *dist;           /* under mpirun, rank 0: per module (heap, gim_free); else NULL */
 } gim_train_report;
 
 /* Trains m on data per cfg, writing progress to `progress` (a bar when it is
@@ -155,5 +168,46 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *data, float **feats, int64_t *feat_numel,
                          void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen);
+
+/* ---- distribution over MPI (mpi_transport.c, sched_mpi.c, placement.c) ----
+ *
+ * Under `mpirun -np R gimc train ...` each rank runs a contiguous group of
+ * modules (cfg->placement); rank 0 reads the data, writes progress, metrics
+ * and the one checkpoint of the whole model. Without mpirun none of this
+ * runs: MPI is not even initialised. */
+
+/* Whether this process was started by mpirun (its environment says so). */
+bool gim_dist_requested(void);
+/* Initialises MPI. Returns 0, or -1 with err set (e.g. built without MPI). */
+int gim_dist_start(int *argc, char ***argv, char *err, size_t errlen);
+int gim_dist_rank(void);            /* 0 when not started */
+int gim_dist_size(void);            /* 1 when not started */
+int gim_dist_local_size(void);      /* ranks on this machine; 1 when not started */
+void gim_dist_finish(void);         /* MPI_Finalize, when started */
+/* Ends every rank at once with `status` (a rank that cannot go on). */
+_Noreturn void gim_dist_abort(int status);
+
+/* Collective: every rank's model, batch, seed, schedule, epochs, optimizer
+ * and gim version against rank 0's; -1 on every rank, naming the first
+ * difference, when one differs. */
+int gim_dist_handshake(const gim_exec_model *m, const gim_train_config *cfg, const char *version,
+                       char *err, size_t errlen);
+/* Collective: ranks other than 0 learn the data set's size and shapes
+ * (they never read its examples). `status` is rank 0's (0: loaded); -1 on
+ * every rank when rank 0 failed. */
+int gim_dist_share_data(gim_examples *d, int status, char *err, size_t errlen);
+/* Collective: rank 0's state (a loaded checkpoint) to every rank; -1 on
+ * every rank when rank 0's `status` is not 0. */
+int gim_dist_share_state(const gim_exec_model *m, gim_train_state *s, int status, char *err, size_t errlen);
+/* Collective: 0 when every rank's status is 0. */
+int gim_dist_agree(int status);
+
+/* Placement: module -> rank for R ranks, contiguous groups in module order,
+ * rank 0 first. Balanced: the split whose largest group cost (e.g. step
+ * FLOPs) is least. -1 with err when R exceeds the modules. */
+int gim_placement_balance(const double *cost, int n_modules, int ranks, int *rank_of, char *err, size_t errlen);
+/* "0,0,1": module i's rank (MPI's numbering, from 0); checks
+ * contiguity, that every rank gets a module and that there are R of them. */
+int gim_placement_parse(const char *text, int n_modules, int ranks, int *rank_of, char *err, size_t errlen);
 
 #endif

@@ -216,6 +216,8 @@ static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, co
     memset(p, 0, sizeof *p);
     gim_progress_init(&p->con, out);
     p->out = out;
+    /* mpirun gives ranks a pty: plain lines there, whatever the terminal */
+    if (gim_dist_size() > 1) p->con.tty = false;
     p->tty = p->con.tty;
     p->n_modules = m->n_modules;
     p->batch = m->batch;
@@ -531,7 +533,8 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     install_signals(&old_int, &old_term);
     double t0 = rt_now();
     int rc;
-    if (cfg->refresh > 0 && cfg->schedule != GIM_SCHED_SIMULTANEOUS) {
+    if (gim_dist_size() > 1) rc = rt_train_mpi(m, cfg, s, d, &b, &p, rep, err, errlen);
+    else if (cfg->refresh > 0 && cfg->schedule != GIM_SCHED_SIMULTANEOUS) {
         gim_errf(err, errlen, "--refresh runs every module on caches of the modules below it, one batch after "
                  "another: it takes the simultaneous schedule, not %s",
                  cfg->schedule == GIM_SCHED_SEQUENTIAL ? "sequential" : "async");

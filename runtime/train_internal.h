@@ -235,5 +235,6 @@ rt_schedule_fn rt_train_simultaneous;   /* sched_simultaneous.c */
 rt_schedule_fn rt_train_sequential;     /* sched_sequential.c */
 rt_schedule_fn rt_train_async;          /* sched_async.c */
 rt_schedule_fn rt_train_refresh;        /* sched_refresh.c: cfg->refresh > 0 */
+rt_schedule_fn rt_train_mpi;            /* sched_mpi.c: under mpirun, lockstep or async */
 
 #endif
