@@ -161,5 +161,6 @@ int cmd_eval(int argc, char **argv);     /* cmd_eval.c */
 int cmd_report(int argc, char **argv);   /* cmd_report.c */
 int cmd_bench(int argc, char **argv);   /* cmd_bench.c */
 int cmd_data(int argc, char **argv);    /* cmd_data.c */
+int cmd_export(int argc, char **argv);  /* cmd_export.c */
 
 #endif

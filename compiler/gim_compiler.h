@@ -76,6 +76,27 @@ typedef struct gim_cg_options {
  * reporting. The graph must be partitioned and differentiated. */
 gim_exec_model *gim_jit(gim_diag *d, const gim_graph *g, const gim_cg_options *o);
 
+/* The runtime's view of the model (slots, parameters, memory sizes) without
+ * compiling it: step and forward are NULL. For reading and checking weights
+ * (gim_export); free with gim_exec_model_free. */
+gim_exec_model *gim_describe(gim_diag *d, const gim_graph *g, const gim_cg_options *o);
+
+/* `gimc export` (compiler/export.c): an object file whose one external
+ * function, <prefix>_features, computes module `module`'s features (its
+ * feature slot, as gim_extract_features returns them) for any number of
+ * examples, with the parameters embedded; it calls OpenBLAS, libm and libc
+ * only. The header declares it. The graph must be differentiated and fused
+ * as for gim_jit. */
+typedef struct gim_export_options {
+    int module;                     /* 0-based */
+    const char *prefix;             /* a C identifier */
+    const char *model_file;         /* named in the header */
+    const gim_exec_model *layout;   /* gim_describe of the same graph */
+    float *const *params;           /* per module: its packed parameters */
+} gim_export_options;
+int gim_export(gim_diag *d, const gim_graph *g, const gim_cg_options *o, const gim_export_options *x, FILE *obj,
+               FILE *header);
+
 /* `gimc ir`: LLVM IR of one module's function (before optimisation when
  * opt_level is 0), its assembly, or an object file. module -1: all. */
 typedef enum gim_ir_what { GIM_IR_LLVM, GIM_IR_ASM, GIM_IR_OBJECT } gim_ir_what;

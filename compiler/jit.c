@@ -442,6 +442,26 @@ fail:
     return NULL;
 }
 
+/* ---- gim_describe ---- */
+
+gim_exec_model *gim_describe(gim_diag *d, const gim_graph *g, const gim_cg_options *o) {
+    gim_arena *a = gim_arena_new();
+    cg_module_fns *fns = gim_arena_alloc(a, (size_t)(g->n_modules + 1) * sizeof *fns);
+    gim_exec_model *em = NULL;
+    for (int m = 0; m < g->n_modules; m++)
+        if (cg_plan_module(d, g, &g->modules[m], a, &fns[m].plan) != 0) goto fail;
+    if (!(em = describe(d, g, o, a, fns))) goto fail;
+    jit_owner *ow = gim_xmalloc(sizeof *ow);
+    ow->jit = NULL;
+    ow->arena = a;
+    em->owner = ow;
+    em->release = release_model;
+    return em;
+fail:
+    gim_arena_free(a);
+    return NULL;
+}
+
 /* ---- gim_emit_ir ---- */
 
 int gim_emit_ir(gim_diag *d, const gim_graph *g, const gim_cg_options *o, int module, const char *fn,

@@ -23,6 +23,7 @@ static const gimc_command gimc_commands[] = {
     {"report", cmd_report, "write a run's report page (RUN_DIR/report.html)"},
     {"bench", cmd_bench, "time training steps and compilation"},
     {"data", cmd_data, "make a data set: a synthetic speech corpus (gimc data speech)"},
+    {"export", cmd_export, "write a module's features as a C function (object file and header)"},
 };
 #define GIMC_N_COMMANDS ((int)(sizeof gimc_commands / sizeof gimc_commands[0]))
 

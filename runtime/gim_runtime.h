@@ -121,6 +121,15 @@ uint64_t gim_rt_rand_u64(uint64_t seed, uint64_t stream, uint64_t counter);
 void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                   float *C, int64_t ldc);
+/* How gim_rt_sgemm cuts a product over the pool: one of at least
+ * GIM_RT_SGEMM_SPLIT_FLOPS (2·M·N·K), with its larger dimension at least two
+ * units, called outside a parallel loop, becomes one cblas_sgemm per part of
+ * the fixed cut of its ceil(max(M, N) / GIM_RT_SGEMM_UNIT) blocks of rows (M
+ * >= N) or columns; anything else is one cblas_sgemm. An exported module
+ * (compiler/export.c) makes the same calls, in order on one thread, so its
+ * sums are the same. */
+#define GIM_RT_SGEMM_SPLIT_FLOPS (1 << 22)
+#define GIM_RT_SGEMM_UNIT 32
 
 /* ---- the thread pool (runtime/pool.c) ---------------------------------------
  * gim_rt_parallel_for(n, fn, env) cuts [0, n) into gim_rt_parts(n) =

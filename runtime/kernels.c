@@ -44,12 +44,13 @@ static void sgemm_part(void *env, int64_t begin, int64_t end, int part) {
     }
 }
 
-/* Products of at least SGEMM_SPLIT_FLOPS outside a parallel loop are cut into
- * blocks of SGEMM_UNIT rows or columns (the larger dimension) over the pool
- * (OpenBLAS itself runs one thread; see pool.c). The cut is a function of the
- * shape alone, so the result does not depend on the thread count. */
-#define SGEMM_SPLIT_FLOPS (1 << 22)
-#define SGEMM_UNIT 32
+/* Products of at least GIM_RT_SGEMM_SPLIT_FLOPS outside a parallel loop are
+ * cut into blocks of GIM_RT_SGEMM_UNIT rows or columns (the larger dimension)
+ * over the pool (OpenBLAS itself runs one thread; see pool.c). The cut is a
+ * function of the shape alone, so the result does not depend on the thread
+ * count. */
+#define SGEMM_SPLIT_FLOPS GIM_RT_SGEMM_SPLIT_FLOPS
+#define SGEMM_UNIT GIM_RT_SGEMM_UNIT
 
 void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,

@@ -2,6 +2,7 @@
  * eval.json. What they accept, and the located errors for what they refuse. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gim_records.h"
