@@ -136,7 +136,8 @@ static const char train_usage[] =
     "DIR also gets run.json, the run's settings (for gimc report).\n"
     "Ctrl-C or SIGTERM writes a checkpoint and stops (exit status 130).\n"
     "Under `mpirun -np R gimc train ...` the modules run on R ranks (docs/distributed.md).\n"
-    "Exit status: 0 trained, 1 bad model or data, or a diverged loss, 2 bad usage.\n";
+    "Exit status: 0 trained, 1 bad model or data, a diverged loss or no disk room for\n"
+    "the caches, 2 bad usage.\n";
 
 /* Under mpirun, rank 0's report of what each module's rank did. */
 static void print_dist_report(const gim_exec_model *m, const gim_train_report *rep, bool lockstep) {

@@ -21,11 +21,13 @@
  * not interrupted. The pending checkpoint of the epoch before goes to disk
  * before that file is replaced, so the newest checkpoint is never older
  * than the period the file belongs to. */
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gim_checkpoint.h"
 #include "gim_util.h"
@@ -59,6 +61,19 @@ static int write_refresh_params(const gim_exec_model *m, const gim_train_state *
     snprintf(path, sizeof path, "%s/refresh.safetensors", cfg->out_dir);
     int rc = gim_safetensors_write(path, wt, n_w, meta, 4, err, errlen);
     gim_free(wt);
+    /* the temporary file of a run killed mid-write will never be renamed */
+    DIR *dp = rc ? NULL : opendir(cfg->out_dir);
+    if (dp) {
+        char mine[64];
+        snprintf(mine, sizeof mine, "refresh.safetensors.tmp.%ld", (long)getpid());
+        struct dirent *e;
+        while ((e = readdir(dp)))
+            if (!strncmp(e->d_name, "refresh.safetensors.tmp.", 24) && strcmp(e->d_name, mine)) {
+                snprintf(path, sizeof path, "%s/%s", cfg->out_dir, e->d_name);
+                unlink(path);
+            }
+        closedir(dp);
+    }
     return rc;
 }
 
@@ -99,10 +114,12 @@ static int rebuild_from_file(const gim_exec_model *m, gim_train_state *s, const 
         return -1;
     }
     const char *fe = gim_ckpt_meta_get(c, "epoch"), *fmt = gim_ckpt_meta_get(c, "format");
-    bool ok = fmt && !strcmp(fmt, "gim-refresh-1") && fe && strtoll(fe, NULL, 10) == epoch;
+    long long file_epoch = fe ? strtoll(fe, NULL, 10) : -1;
+    bool ok = fmt && !strcmp(fmt, "gim-refresh-1") && file_epoch == epoch;
     if (!ok) {
-        gim_errf(err, errlen, "cannot resume: %s holds the parameters of the refresh at epoch %s, but the checkpoint "
-                 "is inside the period that began at epoch %lld", path, fe ? fe : "?", (long long)epoch);
+        /* epochs counted from 1, as the progress lines do */
+        gim_errf(err, errlen, "cannot resume: %s holds the parameters of the refresh at epoch %lld, but the "
+                 "checkpoint is inside the period that began at epoch %lld", path, file_epoch + 1, (long long)epoch + 1);
         gim_ckpt_free(c);
         return -1;
     }

@@ -2,7 +2,8 @@
 # Runs gimc under valgrind (memcheck): `gimc check` on the Fashion-MNIST
 # model, `gimc ir` (LLVM codegen and optimisation) and a few training steps
 # of a tiny model on a tiny IDX data set, then one more after --resume
-# (the checkpoint reader). Any memcheck error or leak (definite or possible)
+# (the checkpoint reader), the sequential schedule with a bf16 cache and --refresh
+# stopped and resumed inside a period. Any memcheck error or leak (definite or possible)
 # fails it (--error-exitcode=1). scripts/valgrind.supp holds the only
 # suppression: glibc's thread-stack cache (see the file); it may only ever
 # list frames of glibc or LLVM, each with the reason, never a frame of ours.
@@ -71,6 +72,12 @@ run ir ir "$work/tiny.gim" --module 2 --fn step -O2
 run train train "$work/tiny.gim" --data "$work/data" --steps 3 --out "$work/run"
 run resume train "$work/tiny.gim" --data "$work/data" --steps 4 --resume --out "$work/run"
 grep -q "^resuming from" "$work/resume.out" || { echo "ci-valgrind: the --resume run did not resume" >&2; status=1; }
+# the caches of module outputs: sequential in bf16; --refresh stopped inside a period and
+# resumed (its cache rebuilt from refresh.safetensors)
+run seq_bf16 train "$work/tiny.gim" --data "$work/data" --steps 2 --schedule sequential --cache-dtype bf16 --out "$work/seq"
+run refresh train "$work/tiny.gim" --data "$work/data" --epochs 3 --refresh 2 --steps 10 --out "$work/ref"
+run refresh_resume train "$work/tiny.gim" --data "$work/data" --epochs 3 --refresh 2 --steps 12 --resume --out "$work/ref"
+grep -q "^refresh (epoch 1)" "$work/refresh_resume.out" || { echo "ci-valgrind: the --refresh resume did not rebuild its cache" >&2; status=1; }
 
 # audio: a tree of two speakers (FLAC and WAV, 8 and 16 kHz: decoding and
 # conversion), trained from the decoded cache, then the speaker probe from it

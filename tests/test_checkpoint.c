@@ -80,6 +80,7 @@ static int stray_files(const char *dir) {
         if (!strcmp(e->d_name, "weights.safetensors") || !strcmp(e->d_name, "metrics.csv") ||
             !strcmp(e->d_name, "run.json"))
             continue;
+        if (!strcmp(e->d_name, "refresh.safetensors")) continue;   /* --refresh: the period's parameters */
         size_t n = strlen(e->d_name);
         if (!strncmp(e->d_name, "optimizer-", 10) && n > 12 && !strcmp(e->d_name + n - 12, ".safetensors")) {
             opt++;
@@ -328,6 +329,20 @@ static void test_kill9_sequential(void) {
     interrupt_and_resume(args, ref, tt_path("kseq_3"), SIGTERM, 5, "module 3: training", true, 1);
 }
 
+/* --refresh 2 killed after a checkpoint inside the first period, and while
+ * the second refresh writes its parameters or rebuilds the caches: the
+ * resumed run ends as the uninterrupted one. */
+static void test_kill9_refresh(void) {
+    setup();
+    char args[2048];
+    snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 3 --refresh 2", model2, data12);
+    const char *ref = tt_path("krefresh_ref");
+    CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
+    interrupt_and_resume(args, ref, tt_path("krefresh_1"), SIGKILL, 20, NULL, true, 1);
+    interrupt_and_resume(args, ref, tt_path("krefresh_2"), SIGKILL, 0, "refresh (epoch 3)", true, 1);
+    interrupt_and_resume(args, ref, tt_path("krefresh_3"), SIGKILL, 3, "refresh (epoch 3)", true, 1);
+}
+
 /* The async schedule killed: its checkpoint loads and resumes; the last
  * module ends having seen each batch position once. */
 static void test_kill9_async(void) {
@@ -435,6 +450,7 @@ int main(void) {
         {"kill -9 at several moments (simultaneous)", test_kill9_simultaneous},
         {"kill -9 between checkpoints: metrics trimmed", test_kill9_between_checkpoints},
         {"kill -9 / SIGTERM in each module (sequential)", test_kill9_sequential},
+        {"kill -9 inside and at a refresh (--refresh)", test_kill9_refresh},
         {"kill -9 (async)", test_kill9_async},
         {"SIGTERM and SIGINT: checkpoint, status 130", test_sigterm_sigint},
         {"another model's checkpoint is refused", test_mismatch_refused},
