@@ -249,6 +249,7 @@ static int decode(const char *path, int rate, aud_buf *out, char *why, size_t wh
             mono[i] = s;
         }
         if (!src) {
+            if (got == 0) continue;   /* nothing to copy (and out->p may still be NULL) */
             if (buf_reserve(out, got)) {
                 rc = -1;
                 goto done;
@@ -270,8 +271,10 @@ static int decode(const char *path, int rate, aud_buf *out, char *why, size_t wh
                 rc = -1;
                 goto done;
             }
-            memcpy(out->p + out->n, res, (size_t)d.output_frames_gen * sizeof(float));
-            out->n += d.output_frames_gen;
+            if (d.output_frames_gen > 0) {
+                memcpy(out->p + out->n, res, (size_t)d.output_frames_gen * sizeof(float));
+                out->n += d.output_frames_gen;
+            }
             d.data_in += d.input_frames_used;
             d.input_frames -= d.input_frames_used;
             if (d.input_frames == 0 && (!eof || d.output_frames_gen == 0)) break;
