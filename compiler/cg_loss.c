@@ -162,18 +162,18 @@ static int64_t nce_scratch_bwd(const gim_node *n) {
 /* The scores of position p at step k into s[0..neg] (s[0] the positive, the
  * candidates' rows into cand[]), and their maximum. Negative j is
  *   gim_rt_rand_below(seed, stream, counter, P),
- *   counter = ((step·K + (k − 1))·P + p)·negatives + j. */
+ *   counter = ((step·K + (k − 1))·P + p)·negatives + j.
+ * The rows are drawn first; then the dot products run CG_DOTS_MAX candidates
+ * at a time in one pass over pred (cg_dots: the gathered rows' loads overlap;
+ * the bits of one cg_dot per candidate). */
 static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef z,
                                LLVMValueRef predp, LLVMValueRef p, LLVMValueRef pos, LLVMValueRef s,
                                LLVMValueRef cand) {
     LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
     LLVMTypeRef cty = LLVMArrayType(c->i64, (unsigned)(g->neg + 1));
     LLVMValueRef zero = cg_i64(c, 0);
-    LLVMValueRef s0 = cg_dot(c, z, cg_mulk(c, pos, g->Cz), predp, cg_i64(c, 0), g->Cz);
     LLVMValueRef idx0[2] = {zero, zero};
-    LLVMBuildStore(c->b, s0, LLVMBuildInBoundsGEP2(c->b, sty, s, idx0, 2, ""));
     LLVMBuildStore(c->b, pos, LLVMBuildInBoundsGEP2(c->b, cty, cand, idx0, 2, ""));
-    LLVMValueRef mx = cg_var(c, "nce.max", s0);
     if (g->neg > 0) {
         /* base = ((step·K + k − 1)·P + p)·neg */
         LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
@@ -184,14 +184,27 @@ static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, L
         cg_loop j = cg_for(c, g->neg, "neg");
         LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
                                          LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
-        LLVMValueRef sj = cg_dot(c, z, cg_mulk(c, row, g->Cz), predp, cg_i64(c, 0), g->Cz);
         LLVMValueRef ij[2] = {zero, cg_addk(c, j.iv, 1)};
-        LLVMBuildStore(c->b, sj, LLVMBuildInBoundsGEP2(c->b, sty, s, ij, 2, ""));
         LLVMBuildStore(c->b, row, LLVMBuildInBoundsGEP2(c->b, cty, cand, ij, 2, ""));
-        cg_var_set(c, mx, cg_fmax(c, cg_var_get(c, mx), sj));
         cg_for_end(c, &j);
     }
-    return cg_var_get(c, mx);
+    LLVMValueRef mx = NULL;
+    for (int64_t i0 = 0; i0 <= g->neg; i0 += CG_DOTS_MAX) {
+        int m = (int)(g->neg + 1 - i0 < CG_DOTS_MAX ? g->neg + 1 - i0 : CG_DOTS_MAX);
+        LLVMValueRef rows[CG_DOTS_MAX], sc[CG_DOTS_MAX];
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef ii[2] = {zero, cg_i64(c, i0 + i)};
+            LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, cty, cand, ii, 2, ""), "");
+            rows[i] = cg_gep(c, z, cg_mulk(c, row, g->Cz));
+        }
+        cg_dots(c, rows, m, predp, g->Cz, sc);
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef ii[2] = {zero, cg_i64(c, i0 + i)};
+            LLVMBuildStore(c->b, sc[i], LLVMBuildInBoundsGEP2(c->b, sty, s, ii, 2, ""));
+            mx = mx ? cg_fmax(c, mx, sc[i]) : sc[i];
+        }
+    }
+    return mx;
 }
 
 static LLVMValueRef arr_f(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
@@ -382,7 +395,6 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef at = cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
     LLVMValueRef predp = cg_gep(c, v1[1], at), dpredp = cg_gep(c, v1[2], at);
     LLVMValueRef e0 = cg_mulk(c, cg_add(c, cg_mulk(c, r.iv, g.K), cg_addk(c, k, -1)), C1);
-    cg_zero(c, dpredp, cg_i64(c, g.Cz));
     LLVMValueRef has = LLVMBuildICmp(c->b, LLVMIntSLE, k, last, "nce.has");
     cg_if ifh = cg_if_begin(c, has, "nce.target");
     {
@@ -403,12 +415,23 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
         cg_storef(c, v1[3], cg_add(c, e0, i.iv), gi);
         LLVMBuildStore(c->b, row, gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
-        cg_axpy(c, g.Cz, gi, cg_gep(c, v1[0], cg_mulk(c, row, g.Cz)), dpredp);
         cg_for_end(c, &i);
+        /* dpred_p,k = Σ_i g_i z_{cand_i}, in candidate order, CG_DOTS_MAX rows per pass */
+        for (int64_t i0 = 0; i0 < C1; i0 += CG_DOTS_MAX) {
+            int m = (int)(C1 - i0 < CG_DOTS_MAX ? C1 - i0 : CG_DOTS_MAX);
+            LLVMValueRef rows[CG_DOTS_MAX], gs[CG_DOTS_MAX];
+            for (int q = 0; q < m; q++) {
+                LLVMValueRef e = cg_addk(c, e0, i0 + q);
+                gs[q] = cg_loadf(c, v1[3], e);
+                rows[q] = cg_gep(c, v1[0], cg_mulk(c, LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v1[4], e), ""), g.Cz));
+            }
+            cg_axpys(c, g.Cz, gs, rows, m, dpredp, i0 == 0);
+        }
     }
     cg_if_end(c, &ifh);
     cg_if ifn = cg_if_begin(c, LLVMBuildNot(c->b, has, ""), "nce.none");
-    {   /* no target: records no row owns */
+    {   /* no target: dpred_p,k = 0, and records no row owns */
+        cg_zero(c, dpredp, cg_i64(c, g.Cz));
         cg_loop i = cg_for(c, C1, "cand");
         LLVMBuildStore(c->b, cg_i64(c, -1), gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
         cg_for_end(c, &i);
