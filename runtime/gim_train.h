@@ -144,13 +144,14 @@ typedef struct gim_progress {
     double t_start, t_window, t_last_draw;
     int64_t window_n;          /* items counted since t_window */
     double rate;               /* items/s over the last window of about a second */
+    double min_gap;            /* plain lines: at least this many seconds apart (0 after init) */
 } gim_progress;
 
 void gim_progress_init(gim_progress *p, FILE *out);
 /* n more items done: updates the rate once a second (and at the first call). */
 void gim_progress_count(gim_progress *p, int64_t n);
 /* Whether to draw now: a terminal gets about five redraws a second, a log a
- * line every 5% of total; always at done == total. */
+ * line every 5% of total (at most one every min_gap s); always at done == total. */
 bool gim_progress_due(gim_progress *p, int64_t done, int64_t total);
 /* Seconds since gim_progress_init. */
 double gim_progress_elapsed(const gim_progress *p);
