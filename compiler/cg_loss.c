@@ -8,10 +8,12 @@
  *
  * Layouts and formulas: docs/internals.md. Summary of each op's scratch:
  *   infonce          pred [R, K·Cz]               R positions per chunk (of P = N·T or N·G·G)
- *   infonce_bwd      pred [R, K·Cz], dpred [R, K·Cz], candidate weights [E], rows [E] (i64)
+ *   infonce_bwd      pred [R, K·Cz], dpred [R, K·Cz], candidate weights [E], rows [E] (i64),
+ *                    the records sorted by row [E] (i32), the rows' ends [P + 1] (i32)
  *   gru              gi [N·T, 3H], gh [N, 3H]
  *   gru_bwd          gi [N·T, 3H] (becomes dgi), gh [N, 3H] (becomes dgh), dh [N, H]
  */
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cg.h"
@@ -20,6 +22,11 @@
 
 static LLVMValueRef off(cg_ctx *c, LLVMValueRef base, int64_t k) {
     return k == 0 ? base : cg_gep(c, base, cg_i64(c, k));
+}
+
+/* &base[idx] for an array of i32 */
+static LLVMValueRef gep_i32(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(c->b, c->i32, base, &idx, 1, "");
 }
 
 /* &base[idx] for an array of i64 */
@@ -150,13 +157,15 @@ static int64_t nce_scratch_fwd(const gim_node *n) {
     return nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC) * KC;
 }
 
-/* pred and dpred [R, K·Cz], the candidates' weights [E] and rows [E] (i64) */
+/* pred and dpred [R, K·Cz], the candidates' weights [E] and rows [E] (i64),
+ * then the records sorted by row: their indices [E] (i32) and the rows' ends
+ * [P + 1] (i32) */
 static int64_t nce_scratch_bwd(const gim_node *n) {
     const gim_shape *s = &n->in[0]->shape;
     if (!s->rank) return 0;
-    int64_t K = gim_attr_i(n, 0), KC = K * s->d[s->rank - 1];
-    int64_t R = nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC);
-    return 2 * R * KC + 3 * nce_records(R, K, gim_attr_i(n, 1));
+    int64_t K = gim_attr_i(n, 0), KC = K * s->d[s->rank - 1], P = gim_shape_numel(s) / s->d[s->rank - 1];
+    int64_t R = nce_chunk_rows(P, KC), E = nce_records(R, K, gim_attr_i(n, 1));
+    return 2 * R * KC + 3 * E + E + P + 1;
 }
 
 /* The scores of position p at step k into s[0..neg] (s[0] the positive, the
@@ -349,10 +358,12 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
  *
  * Per chunk of R positions: pred (one SGEMM); then, in parallel over the
  * chunk's positions, the scores, dpred's rows and a record (g_i, cand_i) of
- * every candidate; then, in parallel over the rows of dz, each part adds the
- * records whose row it owns, in record order (the scatter to random rows
- * needs no partial copy of dz, and each row's sum has one order whatever the
- * threads); then dc's rows = dpred W and dW += dpredᵀ c (two SGEMMs). */
+ * every candidate; then the records sorted by row (a stable counting sort);
+ * then, in parallel over the rows of dz, each part adds its rows' records in
+ * record order (the scatter to random rows needs no partial copy of dz, each
+ * row's sum has one order whatever the threads, and dz is walked in order:
+ * a row is read and written once per chunk, not once per record); then dc's
+ * rows = dpred W and dW += dpredᵀ c (two SGEMMs). */
 static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
@@ -370,9 +381,11 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         return 0;
     }
     int64_t R = nce_chunk_rows(g.P, KC), C1 = g.neg + 1, E = nce_records(R, g.K, g.neg), parts = cg_par_parts(R);
-    LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E);
+    if (E > INT32_MAX) return cg_fail(c, n, "internal: infonce_bwd: %lld candidates in a chunk", (long long)E);
+    LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E + E + g.P + 1);
     LLVMValueRef pred = scratch, dpred = off(c, scratch, R * KC);
     LLVMValueRef wgt = off(c, scratch, 2 * R * KC), rec = off(c, scratch, 2 * R * KC + E);
+    LLVMValueRef sorted = off(c, scratch, 2 * R * KC + 3 * E), ends = off(c, scratch, 2 * R * KC + 4 * E);
     LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");
     LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
     cg_zero(c, sums, cg_i64(c, 2 * g.K));
@@ -443,28 +456,59 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     cg_par_end_v(c, &par, ch.rows);
     nce_chunk_sums(c, &g, parts, partial, sums);
 
-    /* 2. dz: part t owns rows [begin, end) of dz (zeroed at the first chunk)
-     * and adds, in record order, g pred_p,k into each record's row it owns */
-    LLVMValueRef v2[6] = {dz, pred, wgt, rec, ch.p0, ch.rows};
+    /* 2. dz. First the chunk's records sorted by row, stably, on the calling
+     * thread (a counting sort: ends[row + 1] counts, a prefix sum makes them
+     * starts, the scatter turns ends[row] into the end of row's records). */
+    LLVMValueRef nrec = cg_mulk(c, ch.rows, g.K * C1);
+    cg_zero(c, ends, cg_i64(c, g.P + 1));
+    {
+        cg_loop e = cg_for_begin(c, cg_i64(c, 0), nrec, "sort.count");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, rec, e.iv), "row");
+        cg_if has = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSGE, row, cg_i64(c, 0), ""), "sort.has");
+        LLVMValueRef at = gep_i32(c, ends, cg_addk(c, row, 1));
+        LLVMBuildStore(c->b, LLVMBuildAdd(c->b, LLVMBuildLoad2(c->b, c->i32, at, ""), cg_i32(c, 1), ""), at);
+        cg_if_end(c, &has);
+        cg_for_end(c, &e);
+    }
+    {
+        cg_loop r = cg_for(c, g.P, "sort.prefix");
+        LLVMValueRef at = gep_i32(c, ends, cg_addk(c, r.iv, 1));
+        LLVMValueRef sum = LLVMBuildAdd(c->b, LLVMBuildLoad2(c->b, c->i32, at, ""),
+                                        LLVMBuildLoad2(c->b, c->i32, gep_i32(c, ends, r.iv), ""), "");
+        LLVMBuildStore(c->b, sum, at);
+        cg_for_end(c, &r);
+    }
+    {
+        cg_loop e = cg_for_begin(c, cg_i64(c, 0), nrec, "sort.place");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, rec, e.iv), "row");
+        cg_if has = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSGE, row, cg_i64(c, 0), ""), "sort.has");
+        LLVMValueRef at = gep_i32(c, ends, row);
+        LLVMValueRef q = LLVMBuildLoad2(c->b, c->i32, at, "");
+        LLVMBuildStore(c->b, LLVMBuildTrunc(c->b, e.iv, c->i32, ""), gep_i32(c, sorted, LLVMBuildZExt(c->b, q, c->i64, "")));
+        LLVMBuildStore(c->b, LLVMBuildAdd(c->b, q, cg_i32(c, 1), ""), at);
+        cg_if_end(c, &has);
+        cg_for_end(c, &e);
+    }
+    /* Then part t owns rows [begin, end) of dz (zeroed at the first chunk) and
+     * adds each row's records, g pred_p,k, in record order: the order the
+     * records were made in, whatever the threads. A row's records follow one
+     * another, so the row stays in cache, and dz is walked in order. */
+    LLVMValueRef v2[6] = {dz, pred, wgt, sorted, ends, ch.p0};
     cg_par pz = cg_par_begin(c, "nce.dz", v2, 6);
-    cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[4], cg_i64(c, 0), ""), "nce.first");
+    cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[5], cg_i64(c, 0), ""), "nce.first");
     cg_zero(c, cg_gep(c, v2[0], cg_mulk(c, pz.begin, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, pz.end, pz.begin, ""), g.Cz));
     cg_if_end(c, &iz);
-    LLVMValueRef owned = LLVMBuildNSWSub(c->b, pz.end, pz.begin, "");
-    cg_loop r2 = cg_for_begin(c, cg_i64(c, 0), v2[5], "dz.r");
-    cg_loop k2 = cg_for(c, g.K, "dz.k");
-    LLVMValueRef predp2 = cg_gep(c, v2[1], cg_add(c, cg_mulk(c, r2.iv, KC), cg_mulk(c, k2.iv, g.Cz)));
-    LLVMValueRef e2 = cg_mulk(c, cg_add(c, cg_mulk(c, r2.iv, g.K), k2.iv), C1);
-    cg_loop i2 = cg_for(c, C1, "dz.cand");
-    LLVMValueRef e = cg_add(c, e2, i2.iv);
-    LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v2[3], e), "row");
-    /* begin <= row < end, as one unsigned compare (row −1 never passes) */
-    LLVMValueRef owns = LLVMBuildICmp(c->b, LLVMIntULT, LLVMBuildSub(c->b, row, pz.begin, ""), owned, "mine");
-    cg_if im = cg_if_begin(c, owns, "dz.mine");
-    cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predp2, cg_gep(c, v2[0], cg_mulk(c, row, g.Cz)));
-    cg_if_end(c, &im);
-    cg_for_end(c, &i2);
-    cg_for_end(c, &k2);
+    cg_loop r2 = cg_for_begin(c, pz.begin, pz.end, "dz.row");
+    LLVMValueRef first = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, r2.iv, cg_i64(c, 0), ""), cg_i32(c, 0),
+                                   LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], cg_addk(c, r2.iv, -1)), ""));
+    LLVMValueRef stop = LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], r2.iv), "");
+    LLVMValueRef dzrow = cg_gep(c, v2[0], cg_mulk(c, r2.iv, g.Cz));
+    cg_loop q2 = cg_for_begin(c, LLVMBuildZExt(c->b, first, c->i64, ""), LLVMBuildZExt(c->b, stop, c->i64, ""), "dz.rec");
+    LLVMValueRef e = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[3], q2.iv), ""), c->i64, "e");
+    /* record e = (r·K + k − 1)·C1 + i belongs to pred row e / C1 */
+    LLVMValueRef predrow = cg_gep(c, v2[1], cg_mulk(c, LLVMBuildUDiv(c->b, e, cg_i64(c, C1), ""), g.Cz));
+    cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predrow, dzrow);
+    cg_for_end(c, &q2);
     cg_for_end(c, &r2);
     cg_par_end(c, &pz, g.P);
 
