@@ -107,6 +107,17 @@ static LLVMValueRef call_intrinsic1(cg_ctx *c, const char *name, LLVMValueRef x,
     return LLVMBuildCall2(c->b, fty, f, &x, 1, vname);
 }
 
+/* A read prefetch of the n floats at p into every cache level, one per 64-byte
+ * line. A prefetch never faults and changes no value. */
+void cg_prefetch(cg_ctx *c, LLVMValueRef p, int64_t n) {
+    LLVMTypeRef fty;
+    LLVMValueRef f = intrinsic(c, "llvm.prefetch", c->ptr, &fty);
+    for (int64_t k = 0; k < n; k += 16) {
+        LLVMValueRef a[4] = {cg_gep(c, p, cg_i64(c, k)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+        LLVMBuildCall2(c->b, fty, f, a, 4, "");
+    }
+}
+
 /* maxnum: the larger of a and b (the non-NaN one if one is NaN). */
 LLVMValueRef cg_fmax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
     LLVMTypeRef fty;

@@ -135,6 +135,9 @@ static LLVMValueRef nce_last_step(cg_ctx *c, const nce_geo *g, LLVMValueRef p) {
  * several chunks. */
 int64_t cg_nce_chunk_floats = (int64_t)1 << 22;
 
+/* How many records ahead the dz scatter prefetches the pred row it will read. */
+enum { NCE_AHEAD = 4 };
+
 static int64_t nce_chunk_rows(int64_t P, int64_t KC) {
     int64_t r = KC > 0 ? cg_nce_chunk_floats / KC : P;
     if (r < 1) r = 1;
@@ -493,8 +496,10 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
      * adds each row's records, g pred_p,k, in record order: the order the
      * records were made in, whatever the threads. A row's records follow one
      * another, so the row stays in cache, and dz is walked in order. */
-    LLVMValueRef v2[6] = {dz, pred, wgt, sorted, ends, ch.p0};
+    LLVMValueRef v2[7] = {dz, pred, wgt, sorted, ends, ch.p0, NULL};
     cg_par pz = cg_par_begin(c, "nce.dz", v2, 6);
+    v2[6] = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], cg_addk(c, pz.end, -1)), ""), c->i64,
+                          "part.stop");   /* the end of this part's records */
     cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[5], cg_i64(c, 0), ""), "nce.first");
     cg_zero(c, cg_gep(c, v2[0], cg_mulk(c, pz.begin, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, pz.end, pz.begin, ""), g.Cz));
     cg_if_end(c, &iz);
@@ -504,6 +509,12 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef stop = LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], r2.iv), "");
     LLVMValueRef dzrow = cg_gep(c, v2[0], cg_mulk(c, r2.iv, g.Cz));
     cg_loop q2 = cg_for_begin(c, LLVMBuildZExt(c->b, first, c->i64, ""), LLVMBuildZExt(c->b, stop, c->i64, ""), "dz.rec");
+    /* the pred rows are random reads: fetch the row NCE_AHEAD records on
+     * (within this part's records) while this one is added */
+    LLVMValueRef ahead = cg_addk(c, q2.iv, NCE_AHEAD);
+    ahead = cg_select(c, LLVMBuildICmp(c->b, LLVMIntULT, ahead, v2[6], ""), ahead, cg_addk(c, v2[6], -1));
+    LLVMValueRef ea = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[3], ahead), ""), c->i64, "");
+    cg_prefetch(c, cg_gep(c, v2[1], cg_mulk(c, LLVMBuildUDiv(c->b, ea, cg_i64(c, C1), ""), g.Cz)), g.Cz);
     LLVMValueRef e = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[3], q2.iv), ""), c->i64, "e");
     /* record e = (r·K + k − 1)·C1 + i belongs to pred row e / C1 */
     LLVMValueRef predrow = cg_gep(c, v2[1], cg_mulk(c, LLVMBuildUDiv(c->b, e, cg_i64(c, C1), ""), g.Cz));
