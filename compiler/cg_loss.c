@@ -171,47 +171,65 @@ static int64_t nce_scratch_bwd(const gim_node *n) {
     return 2 * R * KC + 3 * E + E + P + 1;
 }
 
-/* The scores of position p at step k into s[0..neg] (s[0] the positive, the
- * candidates' rows into cand[]), and their maximum. Negative j is
+/* The candidates of position p at step k into cand[0..neg] (i64 rows of z):
+ * cand[0] the positive pos, cand[j + 1] negative j,
  *   gim_rt_rand_below(seed, stream, counter, P),
- *   counter = ((step·K + (k − 1))·P + p)·negatives + j.
- * The rows are drawn first; then the dot products run CG_DOTS_MAX candidates
- * at a time in one pass over pred (cg_dots: the gathered rows' loads overlap;
- * the bits of one cg_dot per candidate). */
-static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef z,
-                               LLVMValueRef predp, LLVMValueRef p, LLVMValueRef pos, LLVMValueRef s,
+ *   counter = ((step·K + (k − 1))·P + p)·negatives + j. */
+static void nce_draw(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef p,
+                     LLVMValueRef pos, LLVMValueRef cand) {
+    LLVMBuildStore(c->b, pos, gep_i64(c, cand, cg_i64(c, 0)));
+    if (g->neg == 0) return;
+    /* base = ((step·K + k − 1)·P + p)·neg */
+    LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
+    base = LLVMBuildAdd(c->b, base, cg_addk(c, k, -1), "");
+    base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
+    base = LLVMBuildAdd(c->b, base, p, "");
+    base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
+    cg_loop j = cg_for(c, g->neg, "neg");
+    LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
+                                     LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
+    LLVMBuildStore(c->b, row, gep_i64(c, cand, cg_addk(c, j.iv, 1)));
+    cg_for_end(c, &j);
+}
+
+/* Candidates are drawn one step ahead (nce_next): while step k's scores run,
+ * step k + 1's negatives, random rows of z, are on their way into the cache.
+ * cand2 holds two sets of neg + 1 rows; step k uses set k mod 2. */
+static LLVMValueRef nce_set(cg_ctx *c, const nce_geo *g, LLVMValueRef cand2, LLVMValueRef k) {
+    return gep_i64(c, cand2, cg_mulk(c, LLVMBuildAnd(c->b, k, cg_i64(c, 1), ""), g->neg + 1));
+}
+
+/* Draws step k's candidates (position p, row i of its sample given by last,
+ * the last step with a target) when k <= last, and prefetches the negatives. */
+static void nce_next(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef p,
+                     LLVMValueRef last, LLVMValueRef z, LLVMValueRef cand2) {
+    cg_if ok = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSLE, k, last, ""), "nce.next");
+    LLVMValueRef cand = nce_set(c, g, cand2, k);
+    nce_draw(c, n, g, k, p, cg_add(c, p, cg_mulk(c, k, g->D)), cand);
+    for (int64_t j = 1; j <= g->neg; j++)
+        cg_prefetch(c, cg_gep(c, z, cg_mulk(c, LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, cg_i64(c, j)), ""), g->Cz)),
+                    g->Cz);
+    cg_if_end(c, &ok);
+}
+
+/* The scores of the candidates cand[0..neg] for pred_p,k into s[0..neg], and
+ * their maximum. The dot products run CG_DOTS_MAX candidates at a time in one
+ * pass over pred (cg_dots: the gathered rows' loads overlap; the bits of one
+ * cg_dot per candidate). */
+static LLVMValueRef nce_scores(cg_ctx *c, const nce_geo *g, LLVMValueRef z, LLVMValueRef predp, LLVMValueRef s,
                                LLVMValueRef cand) {
     LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
-    LLVMTypeRef cty = LLVMArrayType(c->i64, (unsigned)(g->neg + 1));
-    LLVMValueRef zero = cg_i64(c, 0);
-    LLVMValueRef idx0[2] = {zero, zero};
-    LLVMBuildStore(c->b, pos, LLVMBuildInBoundsGEP2(c->b, cty, cand, idx0, 2, ""));
-    if (g->neg > 0) {
-        /* base = ((step·K + k − 1)·P + p)·neg */
-        LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
-        base = LLVMBuildAdd(c->b, base, cg_addk(c, k, -1), "");
-        base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
-        base = LLVMBuildAdd(c->b, base, p, "");
-        base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
-        cg_loop j = cg_for(c, g->neg, "neg");
-        LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
-                                         LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
-        LLVMValueRef ij[2] = {zero, cg_addk(c, j.iv, 1)};
-        LLVMBuildStore(c->b, row, LLVMBuildInBoundsGEP2(c->b, cty, cand, ij, 2, ""));
-        cg_for_end(c, &j);
-    }
     LLVMValueRef mx = NULL;
     for (int64_t i0 = 0; i0 <= g->neg; i0 += CG_DOTS_MAX) {
         int m = (int)(g->neg + 1 - i0 < CG_DOTS_MAX ? g->neg + 1 - i0 : CG_DOTS_MAX);
         LLVMValueRef rows[CG_DOTS_MAX], sc[CG_DOTS_MAX];
         for (int i = 0; i < m; i++) {
-            LLVMValueRef ii[2] = {zero, cg_i64(c, i0 + i)};
-            LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, LLVMBuildInBoundsGEP2(c->b, cty, cand, ii, 2, ""), "");
+            LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, cg_i64(c, i0 + i)), "");
             rows[i] = cg_gep(c, z, cg_mulk(c, row, g->Cz));
         }
         cg_dots(c, rows, m, predp, g->Cz, sc);
         for (int i = 0; i < m; i++) {
-            LLVMValueRef ii[2] = {zero, cg_i64(c, i0 + i)};
+            LLVMValueRef ii[2] = {cg_i64(c, 0), cg_i64(c, i0 + i)};
             LLVMBuildStore(c->b, sc[i], LLVMBuildInBoundsGEP2(c->b, sty, s, ii, 2, ""));
             mx = mx ? cg_fmax(c, mx, sc[i]) : sc[i];
         }
@@ -222,11 +240,6 @@ static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, L
 static LLVMValueRef arr_f(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
     LLVMValueRef ix[2] = {cg_i64(c, 0), i};
     return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f32, (unsigned)len), arr, ix, 2, "");
-}
-
-static LLVMValueRef arr_i(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
-    LLVMValueRef ix[2] = {cg_i64(c, 0), i};
-    return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->i64, (unsigned)len), arr, ix, 2, "");
 }
 
 static LLVMValueRef arr_d(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
@@ -325,16 +338,18 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
     LLVMValueRef v[4] = {z, pred, partial, ch.p0};
     cg_par par = cg_par_begin(c, "nce", v, 4);
     LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    LLVMValueRef cand2 = entry_array(c, c->i64, 2 * (g.neg + 1), "nce.cand");
     LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");   /* this part's, per step */
     cg_zero(c, mine, cg_i64(c, 2 * g.K));
     cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
     LLVMValueRef p = cg_add(c, v[3], r.iv);
-    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_addk(c, nce_last_step(c, &g, p), 1), "nce.k");
+    LLVMValueRef last = nce_last_step(c, &g, p);
+    nce_next(c, n, &g, cg_i64(c, 1), p, last, v[0], cand2);
+    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_addk(c, last, 1), "nce.k");
     LLVMValueRef k = lk.iv;
-    LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
+    nce_next(c, n, &g, cg_addk(c, k, 1), p, last, v[0], cand2);
     LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
-    LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
+    LLVMValueRef mx = nce_scores(c, &g, v[0], predp, s, nce_set(c, &g, cand2, k));
     LLVMValueRef se = nce_sumexp(c, &g, s, mx);
     nce_add_term(c, &g, s, mx, se, mine, k);
     cg_for_end(c, &lk);
@@ -400,14 +415,17 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef v1[7] = {z, pred, dpred, wgt, rec, ch.p0, partial};
     cg_par par = cg_par_begin(c, "nce", v1, 7);
     LLVMValueRef s = entry_array(c, c->f32, C1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, C1, "nce.cand");
+    LLVMValueRef cand2 = entry_array(c, c->i64, 2 * C1, "nce.cand");
     LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");
     cg_zero(c, mine, cg_i64(c, 2 * g.K));
     cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
     LLVMValueRef p = cg_add(c, v1[5], r.iv);
     LLVMValueRef last = nce_last_step(c, &g, p);
+    nce_next(c, n, &g, cg_i64(c, 1), p, last, v1[0], cand2);
     cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
     LLVMValueRef k = lk.iv;
+    nce_next(c, n, &g, cg_addk(c, k, 1), p, last, v1[0], cand2);
+    LLVMValueRef cand = nce_set(c, &g, cand2, k);
     LLVMValueRef at = cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
     LLVMValueRef predp = cg_gep(c, v1[1], at), dpredp = cg_gep(c, v1[2], at);
     LLVMValueRef e0 = cg_mulk(c, cg_add(c, cg_mulk(c, r.iv, g.K), cg_addk(c, k, -1)), C1);
@@ -418,14 +436,13 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         LLVMValueRef Mk = cg_mulk(c, nce_len(c, &g, k), g.N);
         LLVMValueRef den = LLVMBuildFMul(c->b, LLVMConstReal(c->f64, (double)g.K), LLVMBuildSIToFP(c->b, Mk, c->f64, ""), "");
         LLVMValueRef a = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, LLVMConstReal(c->f64, 1.0), den, ""), c->f32, "a");
-        LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
-        LLVMValueRef mx = nce_scores(c, n, &g, k, v1[0], predp, p, pos, s, cand);
+        LLVMValueRef mx = nce_scores(c, &g, v1[0], predp, s, cand);
         LLVMValueRef se = nce_sumexp(c, &g, s, mx);
         nce_add_term(c, &g, s, mx, se, mine, k);
         LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
         cg_loop i = cg_for(c, C1, "cand");
         LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, C1, i.iv), "");
-        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, C1, i.iv), "");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, i.iv), "");
         LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
         LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
         gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
