@@ -84,6 +84,11 @@ int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *pa
 struct gim_ckpt_meta;
 int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, const char *dir,
                              const struct gim_ckpt_meta *extra, int n_extra, char *err, size_t errlen);
+/* Every module's parameters as the tensors of weights.safetensors (names,
+ * shapes; data pointing into s), *n of them: heap (gim_free), NULL when out
+ * of memory. */
+struct gim_ckpt_tensor;
+struct gim_ckpt_tensor *gim_checkpoint_weight_tensors(const gim_exec_model *m, const gim_train_state *s, int *n);
 
 /* gim_weights_load for probing: a file saved by an end-to-end run (metadata
  * "training": "e2e") lacks the intermediate modules' loss parameters (their

@@ -331,42 +331,38 @@ static void test_peer_timeout(void) {
     expect_resumable(dir, "resume after a rank hung");
 }
 
+/* Sends sig to mpirun running `ranks` ranks once a checkpoint exists; the
+ * ranks must write the final one ("interrupted after"), which resumes;
+ * mpirun's exit status is `want` (-1: any). */
+static void expect_stopped_by(int sig, int ranks, int want, const char *name) {
+    setup();
+    char dir[64], log[64];
+    snprintf(dir, sizeof dir, "stop_%s", name);
+    snprintf(log, sizeof log, "stop_%s.log", name);
+    const char *d = tt_path(dir), *l = tt_path(log);
+    pid_t pid = spawn(d, l, ranks, "");
+    CU_ASSERT(wait_checkpoint(d));
+    kill(pid, sig);
+    int rc = wait_exit(pid);
+    CU_ASSERT(rc != -1);
+    if (want >= 0) CU_ASSERT_EQUAL(rc, want);
+    size_t n;
+    char *text = gim_read_file(l, &n);
+    CU_ASSERT(tt_has(text, "interrupted after"));
+    if (!tt_has(text, "interrupted after") || (want >= 0 && rc != want))
+        fprintf(stderr, "\n%s: exit %d\n%s\n", name, rc, text ? text : "");
+    gim_free(text);
+    expect_resumable(d, name);
+}
+
 /* SIGTERM (or Ctrl-C) to mpirun: Open MPI passes it on and kills the ranks
  * 1 s later, time enough for this model's final checkpoint; mpirun's own
  * exit status is then 1, whatever the ranks return. */
-static void test_sigterm(void) {
-    setup();
-    const char *dir = tt_path("term"), *log = tt_path("term.log");
-    pid_t pid = spawn(dir, log, 2, "");
-    CU_ASSERT(wait_checkpoint(dir));
-    kill(pid, SIGTERM);
-    int rc = wait_exit(pid);
-    CU_ASSERT(rc != -1);
-    size_t n;
-    char *text = gim_read_file(log, &n);
-    CU_ASSERT(tt_has(text, "interrupted after"));
-    if (!tt_has(text, "interrupted after")) fprintf(stderr, "\n%s\n", text ? text : "");
-    gim_free(text);
-    expect_resumable(dir, "resume after SIGTERM");
-}
+static void test_sigterm(void) { expect_stopped_by(SIGTERM, 2, -1, "SIGTERM"); }
 
 /* SIGUSR1 to mpirun: passed on to every rank without a kill behind it;
  * every rank checkpoints and exits 130, and so does mpirun. */
-static void test_sigusr1(void) {
-    setup();
-    const char *dir = tt_path("usr1"), *log = tt_path("usr1.log");
-    pid_t pid = spawn(dir, log, 3, "");
-    CU_ASSERT(wait_checkpoint(dir));
-    kill(pid, SIGUSR1);
-    int rc = wait_exit(pid);
-    CU_ASSERT_EQUAL(rc, 130);
-    size_t n;
-    char *text = gim_read_file(log, &n);
-    CU_ASSERT(tt_has(text, "interrupted after"));
-    if (rc != 130 || !tt_has(text, "interrupted after")) fprintf(stderr, "\nexit %d\n%s\n", rc, text ? text : "");
-    gim_free(text);
-    expect_resumable(dir, "resume after SIGUSR1");
-}
+static void test_sigusr1(void) { expect_stopped_by(SIGUSR1, 3, 130, "SIGUSR1"); }
 
 int main(void) {
     if (run(NULL, "command -v mpirun") != 0) {
