@@ -317,11 +317,13 @@ static void test_kill9_between_checkpoints(void) {
 
 /* The sequential schedule killed while module 2 trains: the resumed run
  * rebuilds module 1's cache from the checkpoint and ends as the
- * uninterrupted run. */
+ * uninterrupted run. Batches of 1, so that each module trains for 256
+ * steps: long enough that the signal lands while the module named trains
+ * (16 steps of this model take a few milliseconds). */
 static void test_kill9_sequential(void) {
     setup();
     char args[2048];
-    snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 1 --schedule sequential", model3, data12);
+    snprintf(args, sizeof args, "-O0 '%s' --data '%s' --epochs 1 --batch 1 --schedule sequential", model3, data12);
     const char *ref = tt_path("kseq_ref");
     CU_ASSERT_EQUAL_FATAL(tt_gimc(NULL, NULL, "train %s --out '%s'", args, ref), 0);
     interrupt_and_resume(args, ref, tt_path("kseq_1"), SIGKILL, 5, NULL, true, 1);
