@@ -134,7 +134,7 @@ static const char train_usage[] =
     "\n"
     "Progress goes to standard output: a bar on a terminal, plain lines otherwise.\n"
     "DIR also gets run.json, the run's settings (for gimc report).\n"
-    "Ctrl-C or SIGTERM writes a checkpoint and stops (exit status 130).\n"
+    "Ctrl-C, SIGTERM or SIGUSR1 writes a checkpoint and stops (exit status 130).\n"
     "Under `mpirun -np R gimc train ...` the modules run on R ranks (docs/distributed.md).\n"
     "Exit status: 0 trained, 1 bad model or data, a diverged loss or no disk room for\n"
     "the caches, 2 bad usage.\n";

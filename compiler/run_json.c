@@ -45,9 +45,8 @@ int gim_run_json_write(const char *dir, const char *model, const char *model_fil
                        char **argv, char *err, size_t errlen) {
     char path[4200], tmp[4300];
     snprintf(path, sizeof path, "%s/run.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return gim_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    FILE *f = gim_file_begin(path, tmp, sizeof tmp, err, errlen);
+    if (!f) return -1;
     char started[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -115,12 +114,5 @@ int gim_run_json_write(const char *dir, const char *model, const char *model_fil
     fputs("\n  },\n  \"check_table\": ", f);
     gim_json_str(f, table ? table : "");
     fputs("\n}\n", f);
-    bool bad = fflush(f) != 0 || ferror(f);
-    bad = fclose(f) != 0 || bad;
-    if (bad || rename(tmp, path)) {
-        gim_errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return gim_file_commit(f, tmp, path, err, errlen);
 }

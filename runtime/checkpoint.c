@@ -30,6 +30,24 @@ static uint64_t save_id_of(const gim_exec_model *m, const gim_train_state *s) {
     return id;
 }
 
+gim_ckpt_tensor *gim_checkpoint_weight_tensors(const gim_exec_model *m, const gim_train_state *s, int *n) {
+    int n_w = 0;
+    for (int i = 0; i < m->n_modules; i++) n_w += m->modules[i].n_params;
+    gim_ckpt_tensor *wt = gim_calloc((size_t)(n_w ? n_w : 1), sizeof *wt);
+    if (!wt) return NULL;
+    int k = 0;
+    for (int i = 0; i < m->n_modules; i++)
+        for (int j = 0; j < m->modules[i].n_params; j++) {
+            const gim_param_info *p = &m->modules[i].params[j];
+            wt[k] = (gim_ckpt_tensor){.name = p->name, .dtype = GIM_DT_F32, .rank = p->rank,
+                                      .data = s->params[i] + p->offset};
+            memcpy(wt[k].shape, p->shape, sizeof p->shape);
+            k++;
+        }
+    *n = n_w;
+    return wt;
+}
+
 int gim_checkpoint_save(const gim_exec_model *m, const gim_train_state *s, const char *dir,
                         char *err, size_t errlen) {
     return gim_checkpoint_save_meta(m, s, dir, NULL, 0, err, errlen);
@@ -84,21 +102,11 @@ int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, 
 
     /* 2. weights, naming their optimizer file */
     int n_w = 0;
-    for (int i = 0; i < m->n_modules; i++) n_w += m->modules[i].n_params;
-    gim_ckpt_tensor *wt = gim_calloc((size_t)(n_w ? n_w : 1), sizeof *wt);
+    gim_ckpt_tensor *wt = gim_checkpoint_weight_tensors(m, s, &n_w);
     if (!wt) {
         gim_errf(err, errlen, "out of memory writing a checkpoint");
         return -1;
     }
-    int k = 0;
-    for (int i = 0; i < m->n_modules; i++)
-        for (int j = 0; j < m->modules[i].n_params; j++) {
-            const gim_param_info *p = &m->modules[i].params[j];
-            wt[k] = (gim_ckpt_tensor){.name = p->name, .dtype = GIM_DT_F32, .rank = p->rank,
-                                      .data = s->params[i] + p->offset};
-            memcpy(wt[k].shape, p->shape, sizeof p->shape);
-            k++;
-        }
     gim_ckpt_meta wm[4 + CK_MAX_EXTRA_META] = {{"format", "gim-weights-1"}, {"model", m->name ? m->name : ""},
                                                {"save_id", idbuf}, {"optimizer", opt_name}};
     for (int i = 0; i < n_extra; i++) wm[4 + i] = extra[i];

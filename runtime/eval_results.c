@@ -38,9 +38,8 @@ static void eval_score_write(FILE *f, const gim_probe_score *s) {
 
 int gim_eval_write(const char *path, const gim_eval_results *r, char *err, size_t errlen) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return gim_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    FILE *f = gim_file_begin(path, tmp, sizeof tmp, err, errlen);
+    if (!f) return -1;
     fputs("{\n  \"gim_eval\": 1,\n  \"model\": ", f);
     gim_json_str(f, r->model);
     fputs(",\n  \"model_file\": ", f);
@@ -75,14 +74,7 @@ int gim_eval_write(const char *path, const gim_eval_results *r, char *err, size_
         fputs("]}", f);
     }
     fputs("\n  ]\n}\n", f);
-    bool bad = fflush(f) != 0 || ferror(f);
-    bad = fclose(f) != 0 || bad;
-    if (bad || rename(tmp, path)) {
-        gim_errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return gim_file_commit(f, tmp, path, err, errlen);
 }
 
 /* ---- reading ------------------------------------------------------------------- */

@@ -46,6 +46,13 @@ const gim_json *gim_json_get(const gim_json *obj, const char *key);
 void gim_json_str(FILE *f, const char *s);
 void gim_json_num(FILE *f, double x);
 
+/* A text file written whole or not at all: gim_file_begin opens a
+ * temporary file beside `path` (its name in tmp, tmplen >= strlen(path) +
+ * 32); gim_file_commit closes it and renames it over path, or removes it
+ * and fails naming path when any write or the close failed. */
+FILE *gim_file_begin(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen);
+int gim_file_commit(FILE *f, const char *tmp, const char *path, char *err, size_t errlen);
+
 /* ---- metrics.csv (metrics.c) ------------------------------------------------------ */
 
 typedef struct gim_metrics_row {

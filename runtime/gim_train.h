@@ -84,6 +84,11 @@ int gim_weights_load(const gim_exec_model *m, gim_train_state *s, const char *pa
 struct gim_ckpt_meta;
 int gim_checkpoint_save_meta(const gim_exec_model *m, const gim_train_state *s, const char *dir,
                              const struct gim_ckpt_meta *extra, int n_extra, char *err, size_t errlen);
+/* Every module's parameters as the tensors of weights.safetensors (names,
+ * shapes; data pointing into s), *n of them: heap (gim_free), NULL when out
+ * of memory. */
+struct gim_ckpt_tensor;
+struct gim_ckpt_tensor *gim_checkpoint_weight_tensors(const gim_exec_model *m, const gim_train_state *s, int *n);
 
 /* gim_weights_load for probing: a file saved by an end-to-end run (metadata
  * "training": "e2e") lacks the intermediate modules' loss parameters (their
@@ -144,13 +149,14 @@ typedef struct gim_progress {
     double t_start, t_window, t_last_draw;
     int64_t window_n;          /* items counted since t_window */
     double rate;               /* items/s over the last window of about a second */
+    double min_gap;            /* plain lines: at least this many seconds apart (0 after init) */
 } gim_progress;
 
 void gim_progress_init(gim_progress *p, FILE *out);
 /* n more items done: updates the rate once a second (and at the first call). */
 void gim_progress_count(gim_progress *p, int64_t n);
 /* Whether to draw now: a terminal gets about five redraws a second, a log a
- * line every 5% of total; always at done == total. */
+ * line every 5% of total (at most one every min_gap s); always at done == total. */
 bool gim_progress_due(gim_progress *p, int64_t done, int64_t total);
 /* Seconds since gim_progress_init. */
 double gim_progress_elapsed(const gim_progress *p);

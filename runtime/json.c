@@ -3,13 +3,15 @@
  * gim_json_parse. The reader takes any bytes: an error names the line and
  * column and what was expected; nesting deeper than 64 levels is refused, so
  * hostile input cannot exhaust the stack. Every node and string lives in one
- * arena, freed with the document. */
+ * arena, freed with the document. Both files are written whole or not at
+ * all (gim_file_begin/gim_file_commit: a temporary file renamed over). */
 #include "gim_records.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gim_util.h"
 
@@ -305,4 +307,22 @@ void gim_json_str(FILE *f, const char *s) {
 void gim_json_num(FILE *f, double x) {
     if (isfinite(x)) fprintf(f, "%.17g", x);
     else fputs("null", f);   /* JSON has no NaN or infinity */
+}
+
+FILE *gim_file_begin(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen) {
+    snprintf(tmp, tmplen, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) gim_errf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+    return f;
+}
+
+int gim_file_commit(FILE *f, const char *tmp, const char *path, char *err, size_t errlen) {
+    bool bad = fflush(f) != 0 || ferror(f);
+    bad = fclose(f) != 0 || bad;
+    if (bad || rename(tmp, path)) {
+        gim_errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
 }

@@ -1,8 +1,8 @@
 /* Progress on the console, shared by training, feature extraction and the
  * probe: a bar redrawn in place (about five times a second) when the output
  * is a terminal, plain lines otherwise (a log gets a line every 5% of the
- * work and one at the end), a rate over windows of about a second, and the
- * time left from that rate. Callers say what the line is about (`head`),
+ * work, at most one every `min_gap` seconds, and one at the end), a rate
+ * over windows of about a second, and the time left from that rate. Callers say what the line is about (`head`),
  * the word that counts its steps in plain lines (`step`), and what follows
  * the count (`tail`: losses, rate, ETA). */
 #define _GNU_SOURCE
@@ -24,6 +24,7 @@ void gim_progress_init(gim_progress *p, FILE *out) {
     p->t_start = p->t_window = p->t_last_draw = progress_now();
     p->window_n = 0;
     p->rate = 0;
+    p->min_gap = 0;
 }
 
 void gim_progress_count(gim_progress *p, int64_t n) {
@@ -45,7 +46,11 @@ bool gim_progress_due(gim_progress *p, int64_t done, int64_t total) {
         return true;
     }
     int64_t every = total / 20 > 0 ? total / 20 : 1;
-    return done % every == 0;
+    if (done % every) return false;
+    double t = progress_now();
+    if (t - p->t_last_draw < p->min_gap) return false;
+    p->t_last_draw = t;
+    return true;
 }
 
 double gim_progress_elapsed(const gim_progress *p) { return progress_now() - p->t_start; }

@@ -38,21 +38,11 @@ static int write_refresh_params(const gim_exec_model *m, const gim_train_state *
                                 int64_t epoch, char *err, size_t errlen) {
     if (!cfg->out_dir) return 0;
     int n_w = 0;
-    for (int i = 0; i < m->n_modules; i++) n_w += m->modules[i].n_params;
-    gim_ckpt_tensor *wt = gim_calloc((size_t)(n_w ? n_w : 1), sizeof *wt);
+    gim_ckpt_tensor *wt = gim_checkpoint_weight_tensors(m, s, &n_w);
     if (!wt) {
         gim_errf(err, errlen, "out of memory writing %s/refresh.safetensors", cfg->out_dir);
         return -1;
     }
-    int k = 0;
-    for (int i = 0; i < m->n_modules; i++)
-        for (int j = 0; j < m->modules[i].n_params; j++) {
-            const gim_param_info *p = &m->modules[i].params[j];
-            wt[k] = (gim_ckpt_tensor){.name = p->name, .dtype = GIM_DT_F32, .rank = p->rank,
-                                      .data = s->params[i] + p->offset};
-            memcpy(wt[k].shape, p->shape, sizeof p->shape);
-            k++;
-        }
     char ebuf[32], nbuf[32], path[4096];
     snprintf(ebuf, sizeof ebuf, "%" PRId64, epoch);
     snprintf(nbuf, sizeof nbuf, "%" PRId64, cfg->refresh);
@@ -188,26 +178,9 @@ int rt_train_refresh(const gim_exec_model *m, const gim_train_config *cfg, gim_t
         for (; s->batch_in_epoch < nb;) {
             int64_t step = s->epoch * nb + s->batch_in_epoch;
             if (step >= limit || rt_stop_now()) break;
-            const int64_t *idx = perm + s->batch_in_epoch * m->batch;
-            if ((rc = rt_fill_data(m, b, d, s->epoch, idx, it, err, errlen))) break;
-            for (int mi = 0; mi < m->n_modules; mi++) {
-                /* overwrites what the module below just exported */
-                rt_cache_fill_inputs(m, caches, mi, idx, it);
-                losses[mi] = rt_module_step(m, s, mi, it, cfg);
-                if ((rc = rt_diverged(m, mi, losses[mi], s->module_step[mi], err, errlen))) {
-                    rep->diverged = true;
-                    break;
-                }
-            }
-            if (rc) break;
-            if ((rc = rt_confirm_save(m, cfg, p, err, errlen))) break;
-            s->batch_in_epoch++;
-            rep->steps++;
-            rt_progress_examples(p, m->batch);
-            for (int mi = 0; mi < m->n_modules; mi++) rt_progress_record(p, mi, losses[mi], step + 1, s->epoch + 1);
-            if (rt_progress_due(p, s->batch_in_epoch, nb))
-                rt_progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
-            if (s->batch_in_epoch < nb && (rc = rt_maybe_save(m, s, cfg, p, step + 1, false, err, errlen))) break;
+            if ((rc = rt_simultaneous_batch(m, cfg, s, d, b, caches, perm + s->batch_in_epoch * m->batch, it, losses,
+                                            p, rep, err, errlen)))
+                break;
         }
         if (rc || rt_stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) {
             if (!rc && s->batch_in_epoch < nb && p->tty)

@@ -8,6 +8,33 @@
 #include "gim_util.h"
 #include "train_internal.h"
 
+int rt_simultaneous_batch(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+                          const gim_examples *d, const rt_binding *b, const rt_cache *caches, const int64_t *idx,
+                          rt_item *it, float *losses, rt_progress *p, gim_train_report *rep, char *err,
+                          size_t errlen) {
+    int64_t nb = d->n / m->batch, step = s->epoch * nb + s->batch_in_epoch;
+    int rc = rt_fill_data(m, b, d, s->epoch, idx, it, err, errlen);
+    if (rc) return rc;
+    for (int mi = 0; mi < m->n_modules; mi++) {
+        /* overwrites what the module below just exported */
+        if (caches) rt_cache_fill_inputs(m, caches, mi, idx, it);
+        losses[mi] = rt_module_step(m, s, mi, it, cfg);
+        if ((rc = rt_diverged(m, mi, losses[mi], s->module_step[mi], err, errlen))) {
+            rep->diverged = true;
+            return rc;
+        }
+    }
+    if ((rc = rt_confirm_save(m, cfg, p, err, errlen))) return rc;
+    s->batch_in_epoch++;
+    rep->steps++;
+    rt_progress_examples(p, m->batch);   /* first: the rows carry this step's rate */
+    for (int mi = 0; mi < m->n_modules; mi++) rt_progress_record(p, mi, losses[mi], step + 1, s->epoch + 1);
+    if (rt_progress_due(p, s->batch_in_epoch, nb))
+        rt_progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
+    if (s->batch_in_epoch < nb) rc = rt_maybe_save(m, s, cfg, p, step + 1, false, err, errlen);
+    return rc;
+}
+
 int rt_train_simultaneous(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
                           const gim_examples *d, const rt_binding *b, rt_progress *p, gim_train_report *rep,
                           char *err, size_t errlen) {
@@ -29,23 +56,9 @@ int rt_train_simultaneous(const gim_exec_model *m, const gim_train_config *cfg, 
         for (; s->batch_in_epoch < nb; ) {
             int64_t step = s->epoch * nb + s->batch_in_epoch;
             if (step >= limit || rt_stop_now()) break;
-            if ((rc = rt_fill_data(m, b, d, s->epoch, perm + s->batch_in_epoch * m->batch, it, err, errlen))) break;
-            for (int mi = 0; mi < m->n_modules; mi++) {
-                losses[mi] = rt_module_step(m, s, mi, it, cfg);
-                if ((rc = rt_diverged(m, mi, losses[mi], s->module_step[mi], err, errlen))) {
-                    rep->diverged = true;
-                    break;
-                }
-            }
-            if (rc) break;
-            if ((rc = rt_confirm_save(m, cfg, p, err, errlen))) break;
-            s->batch_in_epoch++;
-            rep->steps++;
-            rt_progress_examples(p, m->batch);   /* first: the rows carry this step's rate */
-            for (int mi = 0; mi < m->n_modules; mi++) rt_progress_record(p, mi, losses[mi], step + 1, s->epoch + 1);
-            if (rt_progress_due(p, s->batch_in_epoch, nb))
-                rt_progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, s->batch_in_epoch == nb);
-            if (s->batch_in_epoch < nb && (rc = rt_maybe_save(m, s, cfg, p, step + 1, false, err, errlen))) break;
+            if ((rc = rt_simultaneous_batch(m, cfg, s, d, b, NULL, perm + s->batch_in_epoch * m->batch, it, losses, p,
+                                            rep, err, errlen)))
+                break;
         }
         if (rc || rt_stop_now() || s->epoch * nb + s->batch_in_epoch >= limit) {
             if (!rc && s->batch_in_epoch < nb && p->tty) rt_progress_line(p, s->epoch, cfg->epochs, s->batch_in_epoch, nb, true);

@@ -40,19 +40,24 @@ static void on_signal(int sig) {
     rt_set_stop(1);
 }
 
-static void install_signals(struct sigaction *old_int, struct sigaction *old_term) {
+/* The signals that stop a run with a checkpoint: Ctrl-C, SIGTERM, and
+ * SIGUSR1, which mpirun passes on to every rank without killing them (it
+ * kills the ranks 1 s after passing SIGTERM on; batch systems send SIGUSR1
+ * ahead of a time limit for this). */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGUSR1};
+enum { N_STOP_SIGNALS = sizeof stop_signals / sizeof stop_signals[0] };
+
+static void install_signals(struct sigaction old[N_STOP_SIGNALS]) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, old_int);
-    sigaction(SIGTERM, &sa, old_term);
+    for (int i = 0; i < N_STOP_SIGNALS; i++) sigaction(stop_signals[i], &sa, &old[i]);
     rt_set_stop(0);
 }
 
-static void restore_signals(const struct sigaction *old_int, const struct sigaction *old_term) {
-    sigaction(SIGINT, old_int, NULL);
-    sigaction(SIGTERM, old_term, NULL);
+static void restore_signals(const struct sigaction old[N_STOP_SIGNALS]) {
+    for (int i = 0; i < N_STOP_SIGNALS; i++) sigaction(stop_signals[i], &old[i], NULL);
 }
 
 /* ---- state ------------------------------------------------------------------- */
@@ -215,6 +220,9 @@ void rt_module_forward(const gim_exec_model *m, const gim_train_state *s, int mi
 static void progress_init(rt_progress *p, FILE *out, const gim_exec_model *m, const char *dir, bool append) {
     memset(p, 0, sizeof *p);
     gim_progress_init(&p->con, out);
+    /* a log of short epochs gets a line a second, not a line per step (under
+     * mpirun a flood of lines outruns mpirun's reading and fills the pty) */
+    p->con.min_gap = 1.0;
     p->out = out;
     /* mpirun gives ranks a pty: plain lines there, whatever the terminal */
     if (gim_dist_size() > 1) p->con.tty = false;
@@ -317,7 +325,11 @@ void rt_progress_line(rt_progress *p, int64_t epoch, int64_t epochs, int64_t don
             p->sum[i] = 0;
             p->count[i] = 0;
         }
-    if (!p->out) return;
+    /* Once a stop is asked for, plain lines end: under mpirun the signal
+     * also stops mpirun reading the ranks' output, and a line written into
+     * a full pty would hold the rank there until mpirun kills it, before
+     * its final checkpoint. The run's summary says where it stopped. */
+    if (!p->out || (!p->tty && rt_stop_now())) return;
     double rate = p->rate;
     char eta[32];
     /* from the current rate: the time since the start covers other epochs
@@ -529,8 +541,8 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
         progress_free(&p, m);
         return -1;
     }
-    struct sigaction old_int, old_term;
-    install_signals(&old_int, &old_term);
+    struct sigaction old_sig[N_STOP_SIGNALS];
+    install_signals(old_sig);
     double t0 = rt_now();
     int rc;
     if (gim_dist_size() > 1) rc = rt_train_mpi(m, cfg, s, d, &b, &p, rep, err, errlen);
@@ -557,7 +569,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     p.pending = false;
     if (rc == 0 && cfg->out_dir) rc = rt_save_now(m, s, cfg, &p, err, errlen);
     if (p.diverged) rep->diverged = true;
-    restore_signals(&old_int, &old_term);
+    restore_signals(old_sig);
     progress_free(&p, m);
     return rc;
 }

@@ -237,4 +237,14 @@ rt_schedule_fn rt_train_async;          /* sched_async.c */
 rt_schedule_fn rt_train_refresh;        /* sched_refresh.c: cfg->refresh > 0 */
 rt_schedule_fn rt_train_mpi;            /* sched_mpi.c: under mpirun, lockstep or async */
 
+/* One batch of the simultaneous schedule (shared with --refresh): batch
+ * s->batch_in_epoch of epoch s->epoch, examples idx; every module steps on
+ * it in order, reading its inputs from `caches` when given (else from the
+ * modules below); then the progress, metrics and a checkpoint when due.
+ * losses: n_modules floats of scratch. */
+int rt_simultaneous_batch(const gim_exec_model *m, const gim_train_config *cfg, gim_train_state *s,
+                          const gim_examples *d, const rt_binding *b, const rt_cache *caches, const int64_t *idx,
+                          rt_item *it, float *losses, rt_progress *p, gim_train_report *rep, char *err,
+                          size_t errlen);
+
 #endif
