@@ -4,7 +4,8 @@
  *   source -> modules -> native code -> weights -> features -> probes -> table, eval.json
  *
  * It talks while it works (gim_progress, as gimc train): the feature pass
- * over both splits with images/s and the time left, then each probe's epochs
+ * over both splits with images/s and the time left, in all and per module,
+ * then each probe's epochs
  * with their loss. The numbers go to a table on stdout and to eval.json
  * (gim_records.h), which `gimc report` reads. A probe is one row of a
  * table of modules with train and test accuracy, the random encoder's beside
@@ -56,24 +57,37 @@ typedef struct eval_progress {
     int64_t counted;           /* features: images counted into the rate so far */
     int64_t batch;             /* features: images per batch (lines every 5% of the batches) */
     int64_t offset_batches, total_batches;
+    int n_modules;             /* features: seconds in each module's forward passes, */
+    double *module_split;      /* of the splits before this one and */
+    double *module_now;        /* of both splits so far */
     int module, epochs;        /* probe: the module (1-based), its epochs */
 } eval_progress;
 
 /* The feature pass: one count over both splits, the test split continuing
- * the training split's. */
-static void show_features(void *arg, int64_t done_in_split, int64_t split_n) {
+ * the training split's. The rate is the last second's; the time left is the
+ * average pace of the pass so far, split by module: every batch runs through
+ * each module in turn, so module k's images/s is that of its forward passes
+ * alone, and its ETA the part of the time left its passes will take. */
+static void show_features(void *arg, int64_t done_in_split, int64_t split_n, const double *module_s) {
     eval_progress *e = arg;
     (void)split_n;
     int64_t done = e->offset + done_in_split;
+    for (int i = 0; i < e->n_modules; i++) e->module_now[i] = e->module_split[i] + module_s[i];
     gim_progress_count(&e->con, done - e->counted);
     e->counted = done;
     int64_t batches = e->offset_batches + (done_in_split + e->batch - 1) / e->batch;
     if (!gim_progress_due(&e->con, batches, e->total_batches)) return;
-    char head[96], tail[96], eta[32];
-    double rate = e->con.rate;
-    gim_progress_eta(eta, sizeof eta, rate > 0 ? (double)(e->total - done) / rate : -1.0);
+    char head[96], tail[512], eta[32];
+    double left = (double)(e->total - done) / (double)(done > 0 ? done : 1);
+    gim_progress_eta(eta, sizeof eta, done > 0 ? gim_progress_elapsed(&e->con) * left : -1.0);
     snprintf(head, sizeof head, "features (%s encoder)", e->encoder);
-    snprintf(tail, sizeof tail, "  %.0f images/s  ETA %s", rate, eta);
+    int at = snprintf(tail, sizeof tail, "  %.0f images/s  ETA %s  per module:", e->con.rate, eta);
+    for (int i = 0; i < e->n_modules && at > 0 && (size_t)at < sizeof tail; i++) {
+        double sec = e->module_now[i];
+        gim_progress_eta(eta, sizeof eta, sec > 0 ? sec * left : -1.0);
+        at += snprintf(tail + at, sizeof tail - (size_t)at, "%s %d %.0f/s %s", i ? "," : "", i + 1,
+                       sec > 0 ? (double)done / sec : 0.0, eta);
+    }
     gim_progress_show(&e->con, head, "images", done, e->total, tail, done == e->total);
 }
 
@@ -103,8 +117,10 @@ static int probe_encoder(const gim_exec_model *m, const gim_train_state *st, con
     int n = m->n_modules, rc = -1;
     float **ftr = gim_calloc((size_t)n, sizeof(float *)), **fte = gim_calloc((size_t)n, sizeof(float *));
     int64_t *dtr = gim_calloc((size_t)n, sizeof(int64_t)), *dte = gim_calloc((size_t)n, sizeof(int64_t));
-    eval_progress ep = {.encoder = random ? "random" : "trained"};
-    if (!ftr || !fte || !dtr || !dte) {
+    eval_progress ep = {.encoder = random ? "random" : "trained", .n_modules = n};
+    ep.module_split = gim_calloc((size_t)n, sizeof(double));
+    ep.module_now = gim_calloc((size_t)n, sizeof(double));
+    if (!ftr || !fte || !dtr || !dte || !ep.module_split || !ep.module_now) {
         gim_errf(err, errlen, "out of memory");
         goto done;
     }
@@ -118,6 +134,7 @@ static int probe_encoder(const gim_exec_model *m, const gim_train_state *st, con
     if (gim_extract_features(m, st, &tr, ftr, dtr, show_features, &ep, err, errlen)) goto done;
     ep.offset = tr.n;
     ep.offset_batches = (tr.n + m->batch - 1) / m->batch;
+    memcpy(ep.module_split, ep.module_now, sizeof(double) * (size_t)n);
     if (gim_extract_features(m, st, &te, fte, dte, show_features, &ep, err, errlen)) goto done;
     gim_free(str);
     gim_free(ste);
@@ -166,6 +183,8 @@ done:
     gim_free(fte);
     gim_free(dtr);
     gim_free(dte);
+    gim_free(ep.module_split);
+    gim_free(ep.module_now);
     gim_free(str);
     gim_free(ste);
     return rc;
