@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Times models/cpc_audio.gim in gim and the same model in PyTorch (bench/cpc_torch.py)
 # side by side in one run, and prints ms/step, peak RSS, GFLOP/s and gim ÷ SGEMM:
-#   1. the hardware yardstick: OpenBLAS SGEMM (bench/sgemm.c), all cores;
+#   1. the hardware yardstick: OpenBLAS SGEMM (bench/sgemm.c), all cores, and on one
+#      thread (its GFLOP per CPU-second, the rate a core gives when it runs);
 #   2. gim:     gimc bench models/cpc_audio.gim --steps N  (3 warm-up steps, synthetic batches)
-#   3. PyTorch: bench/cpc_torch.py --bench --steps N       (1 warm-up step)
-# The load average is noted before each; compare the ratios, not the absolute times.
+#   3. the image model for comparison: gimc bench models/fashion_gim.gim --steps 30
+#   4. PyTorch: bench/cpc_torch.py --bench --steps N       (1 warm-up step)
+# The load average is noted before each; compare the ratios, not the absolute times. On a
+# loaded machine the wall times measure the other users; the efficiency column (GFLOP per
+# CPU-second of all threads ÷ one-thread SGEMM's) does not depend on them as much.
 #
 # usage: bench/cpc.sh [--steps N] [--gimc PATH] [--batch B] [--threads T] [--out DIR]
 #                     [--no-gim] [--no-torch]
@@ -52,6 +56,7 @@ if [ ! -x "$SGEMM" ] || [ bench/sgemm.c -nt "$SGEMM" ]; then
         || echo "bench/cpc: could not build bench-sgemm (libopenblas-dev: scripts/setup.sh)"
 fi
 [ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
+[ -x "$SGEMM" ] && "$SGEMM" --threads 1 2048 | tee "$OUT/sgemm1.json"
 
 if [ "$RUN_GIM" = 1 ]; then
     if [ -z "$GIMC" ]; then
@@ -75,6 +80,9 @@ if [ "$RUN_GIM" = 1 ]; then
     "$GIMC" bench models/cpc_audio.gim --steps "$STEPS" --batch "$BATCH" ${THREADS:+--threads "$THREADS"} \
         >"$OUT/gim.json" 2>"$OUT/gim.err" || echo "bench/cpc: gimc bench failed: $(tail -n 3 "$OUT/gim.err")"
     grep '"ms_per_step"' "$OUT/gim.json"
+    note_load "image"
+    "$GIMC" bench models/fashion_gim.gim --steps 30 ${THREADS:+--threads "$THREADS"} \
+        >"$OUT/image.json" 2>"$OUT/image.err" || echo "bench/cpc: gimc bench (image) failed: $(tail -n 3 "$OUT/image.err")"
 fi
 if [ "$RUN_TORCH" = 1 ]; then
     note_load "pytorch"
@@ -98,13 +106,20 @@ def line(name):
         pass
     return None
 sg, gim, pt = line("sgemm.json"), line("gim.json"), line("torch.json")
-try:   # gimc bench prints its CPU time per step (all threads) on stderr only
-    with open(os.path.join(run, "gim.err")) as fh:
-        for l in fh:
-            if l.strip().startswith("cpu") and gim:
-                gim["cpu_ms_per_step"] = float(l.split()[1])
-except (OSError, ValueError):
-    pass
+sg1, img = line("sgemm1.json"), line("image.json")
+for d, err in ((gim, "gim.err"), (img, "image.err")):
+    try:   # gimc bench prints its CPU time per step (all threads) on stderr only
+        with open(os.path.join(run, err)) as fh:
+            for l in fh:
+                if l.strip().startswith("cpu") and d:
+                    d["cpu_ms_per_step"] = float(l.split()[1])
+    except (OSError, ValueError):
+        pass
+core = sg1 and sg1.get("cpu_gflops_2048_median")   # one-thread SGEMM, GFLOP per CPU-second
+def per_cpu(d):
+    if not d or not d.get("cpu_ms_per_step") or not d.get("flops_per_step"):
+        return None
+    return d["flops_per_step"] / (d["cpu_ms_per_step"] / 1e3) / 1e9
 peak = None
 if sg:   # the 2048 product's median rate (bench/sgemm.c), else the best median
     peak = sg.get("gflops_2048_median") or max((e.get("median_gflops", 0) for e in sg.get("sgemm", [])), default=None)
@@ -119,4 +134,11 @@ for name, d in (("gim", gim), ("PyTorch", pt)):
           f"{r(d, pt, 'peak_rss_mb')} | {f(d, 'gflops')} | {div} |")
 print(f"\nSGEMM (2048, median) {peak} GFLOP/s; FLOPs per step: gim {gim and gim.get('flops_per_step')}, "
       f"PyTorch (nominal, same count) {pt and pt.get('flops_per_step')}")
+print("\n| per CPU-second | GFLOP per CPU-s | ÷ one-thread SGEMM's |")
+print("|---|---|---|")
+for name, d in (("gim cpc_audio", gim), ("gim fashion_gim (image)", img), ("PyTorch cpc_audio", pt)):
+    r = per_cpu(d)
+    print(f"| {name} | {'n/a' if r is None else f'{r:.1f}'} | "
+          f"{'n/a' if r is None or not core else f'{r / core:.2f}'} |")
+print(f"| SGEMM 2048, one thread | {core if core else 'n/a'} | 1.00 |")
 EOF

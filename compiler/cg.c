@@ -107,6 +107,17 @@ static LLVMValueRef call_intrinsic1(cg_ctx *c, const char *name, LLVMValueRef x,
     return LLVMBuildCall2(c->b, fty, f, &x, 1, vname);
 }
 
+/* A read prefetch of the n floats at p into every cache level, one per 64-byte
+ * line. A prefetch never faults and changes no value. */
+void cg_prefetch(cg_ctx *c, LLVMValueRef p, int64_t n) {
+    LLVMTypeRef fty;
+    LLVMValueRef f = intrinsic(c, "llvm.prefetch", c->ptr, &fty);
+    for (int64_t k = 0; k < n; k += 16) {
+        LLVMValueRef a[4] = {cg_gep(c, p, cg_i64(c, k)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+        LLVMBuildCall2(c->b, fty, f, a, 4, "");
+    }
+}
+
 /* maxnum: the larger of a and b (the non-NaN one if one is NaN). */
 LLVMValueRef cg_fmax(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {
     LLVMTypeRef fty;
@@ -314,6 +325,82 @@ void cg_axpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValue
         LLVMValueRef r = LLVMBuildFAdd(c->b, cg_loadf(c, y, k.iv), LLVMBuildFMul(c->b, alpha, cg_loadf(c, x, k.iv), ""), "");
         cg_storef(c, y, k.iv, r);
         cg_for_end(c, &k);
+    }
+}
+
+/* The m dot products rows[i] · b (i < m, m ≤ CG_DOTS_MAX) in one pass over
+ * b: m independent 16-lane accumulators, so the loads of the m rows (often
+ * gathered from random places) are in flight at once and no add waits for
+ * the one before it, where m calls of cg_dot would each wait n/16 add
+ * latencies. Each product is summed in cg_dot's order (lane-wise, the lanes
+ * pairwise, then the scalar tail): the same bits. */
+void cg_dots(cg_ctx *c, const LLVMValueRef *rows, int m, LLVMValueRef b, int64_t n, LLVMValueRef *out) {
+    for (int i = 0; i < m; i++) out[i] = cg_f32(c, 0.0f);
+    int64_t nv = n / LANES;
+    if (nv > 0) {
+        LLVMTypeRef vt = LLVMVectorType(c->f32, LANES);
+        LLVMValueRef acc[CG_DOTS_MAX];
+        for (int i = 0; i < m; i++) acc[i] = cg_var(c, "vacc", LLVMConstNull(vt));
+        cg_loop lv = cg_for(c, nv, "v");
+        LLVMValueRef off = cg_mulk(c, lv.iv, LANES);
+        LLVMValueRef bv = load_vec(c, b, off, vt);
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef x = LLVMBuildFMul(c->b, load_vec(c, rows[i], off, vt), bv, "");
+            cg_var_set(c, acc[i], LLVMBuildFAdd(c->b, cg_var_get(c, acc[i]), x, ""));
+        }
+        cg_for_end(c, &lv);
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef v = cg_var_get(c, acc[i]);
+            for (int w = LANES / 2; w >= 1; w /= 2) {
+                LLVMValueRef lo[LANES / 2], hi[LANES / 2];
+                for (int k = 0; k < w; k++) {
+                    lo[k] = cg_i32(c, k);
+                    hi[k] = cg_i32(c, w + k);
+                }
+                LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+                LLVMValueRef a = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(lo, (unsigned)w), "");
+                LLVMValueRef h = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(hi, (unsigned)w), "");
+                v = LLVMBuildFAdd(c->b, a, h, "");
+            }
+            out[i] = LLVMBuildExtractElement(c->b, v, cg_i32(c, 0), "lanes");
+        }
+    }
+    for (int64_t k = nv * LANES; k < n; k++)   /* the tail, unrolled (fewer than 16) */
+        for (int i = 0; i < m; i++)
+            out[i] = LLVMBuildFAdd(c->b, out[i],
+                                   LLVMBuildFMul(c->b, cg_loadf(c, rows[i], cg_i64(c, k)),
+                                                 cg_loadf(c, b, cg_i64(c, k)), ""), "");
+}
+
+/* y = (zero ? 0 : y) + Σ_{i<m} alpha[i]·rows[i] (m ≤ CG_DOTS_MAX), the terms
+ * added in order i = 0, 1, ...: the bits of m cg_axpy calls (after zeroing y
+ * when zero), with y read and written once rather than m times. */
+void cg_axpys(cg_ctx *c, int64_t n, const LLVMValueRef *alpha, const LLVMValueRef *rows, int m, LLVMValueRef y,
+              bool zero) {
+    int64_t nv = n / LANES;
+    if (nv > 0) {
+        LLVMTypeRef vt = LLVMVectorType(c->f32, LANES);
+        LLVMValueRef zeros[LANES], av[CG_DOTS_MAX];
+        for (int i = 0; i < LANES; i++) zeros[i] = cg_i32(c, 0);
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef one = LLVMBuildInsertElement(c->b, LLVMGetPoison(vt), alpha[i], cg_i32(c, 0), "");
+            av[i] = LLVMBuildShuffleVector(c->b, one, LLVMGetPoison(vt), LLVMConstVector(zeros, LANES), "alpha");
+        }
+        cg_loop lv = cg_for(c, nv, "v");
+        LLVMValueRef off = cg_mulk(c, lv.iv, LANES);
+        LLVMValueRef r = zero ? LLVMConstNull(vt) : load_vec(c, y, off, vt);
+        for (int i = 0; i < m; i++)
+            r = LLVMBuildFAdd(c->b, r, LLVMBuildFMul(c->b, av[i], load_vec(c, rows[i], off, vt), ""), "");
+        LLVMValueRef st = LLVMBuildStore(c->b, r, cg_gep(c, y, off));
+        LLVMSetAlignment(st, 4);
+        cg_for_end(c, &lv);
+    }
+    for (int64_t k = nv * LANES; k < n; k++) {
+        LLVMValueRef ki = cg_i64(c, k);
+        LLVMValueRef r = zero ? cg_f32(c, 0.0f) : cg_loadf(c, y, ki);
+        for (int i = 0; i < m; i++)
+            r = LLVMBuildFAdd(c->b, r, LLVMBuildFMul(c->b, alpha[i], cg_loadf(c, rows[i], ki), ""), "");
+        cg_storef(c, y, ki, r);
     }
 }
 

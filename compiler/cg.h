@@ -116,6 +116,17 @@ LLVMValueRef cg_dot(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMValueRef 
 /* y[k] += alpha·x[k] for k < n (n a constant; x and y must not overlap) */
 void cg_axpy(cg_ctx *c, int64_t n, LLVMValueRef alpha, LLVMValueRef x, LLVMValueRef y);
 
+/* Several rows at once (m ≤ CG_DOTS_MAX, each row a pointer to n floats):
+ * out[i] = rows[i] · b, summed exactly as cg_dot sums it; and
+ * y = (zero ? 0 : y) + Σ_i alpha[i]·rows[i], the bits of m cg_axpy calls in
+ * order. One pass over b or y with m accumulators or loads in flight. */
+enum { CG_DOTS_MAX = 12 };
+/* Prefetches the n floats at p for reading (one prefetch per cache line). */
+void cg_prefetch(cg_ctx *c, LLVMValueRef p, int64_t n);
+void cg_dots(cg_ctx *c, const LLVMValueRef *rows, int m, LLVMValueRef b, int64_t n, LLVMValueRef *out);
+void cg_axpys(cg_ctx *c, int64_t n, const LLVMValueRef *alpha, const LLVMValueRef *rows, int m, LLVMValueRef y,
+              bool zero);
+
 /* ---- loops ---- */
 typedef struct cg_loop {
     LLVMValueRef iv;                 /* the induction variable (i64) */

@@ -8,10 +8,12 @@
  *
  * Layouts and formulas: docs/internals.md. Summary of each op's scratch:
  *   infonce          pred [R, K·Cz]               R positions per chunk (of P = N·T or N·G·G)
- *   infonce_bwd      pred [R, K·Cz], dpred [R, K·Cz], candidate weights [E], rows [E] (i64)
+ *   infonce_bwd      pred [R, K·Cz], dpred [R, K·Cz], candidate weights [E], rows [E] (i64),
+ *                    the records sorted by row [E] (i32), the rows' ends [P + 1] (i32)
  *   gru              gi [N·T, 3H], gh [N, 3H]
  *   gru_bwd          gi [N·T, 3H] (becomes dgi), gh [N, 3H] (becomes dgh), dh [N, H]
  */
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cg.h"
@@ -20,6 +22,11 @@
 
 static LLVMValueRef off(cg_ctx *c, LLVMValueRef base, int64_t k) {
     return k == 0 ? base : cg_gep(c, base, cg_i64(c, k));
+}
+
+/* &base[idx] for an array of i32 */
+static LLVMValueRef gep_i32(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(c->b, c->i32, base, &idx, 1, "");
 }
 
 /* &base[idx] for an array of i64 */
@@ -128,6 +135,9 @@ static LLVMValueRef nce_last_step(cg_ctx *c, const nce_geo *g, LLVMValueRef p) {
  * several chunks. */
 int64_t cg_nce_chunk_floats = (int64_t)1 << 22;
 
+/* How many records ahead the dz scatter prefetches the pred row it will read. */
+enum { NCE_AHEAD = 4 };
+
 static int64_t nce_chunk_rows(int64_t P, int64_t KC) {
     int64_t r = KC > 0 ? cg_nce_chunk_floats / KC : P;
     if (r < 1) r = 1;
@@ -150,58 +160,86 @@ static int64_t nce_scratch_fwd(const gim_node *n) {
     return nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC) * KC;
 }
 
-/* pred and dpred [R, K·Cz], the candidates' weights [E] and rows [E] (i64) */
+/* pred and dpred [R, K·Cz], the candidates' weights [E] and rows [E] (i64),
+ * then the records sorted by row: their indices [E] (i32) and the rows' ends
+ * [P + 1] (i32) */
 static int64_t nce_scratch_bwd(const gim_node *n) {
     const gim_shape *s = &n->in[0]->shape;
     if (!s->rank) return 0;
-    int64_t K = gim_attr_i(n, 0), KC = K * s->d[s->rank - 1];
-    int64_t R = nce_chunk_rows(gim_shape_numel(s) / s->d[s->rank - 1], KC);
-    return 2 * R * KC + 3 * nce_records(R, K, gim_attr_i(n, 1));
+    int64_t K = gim_attr_i(n, 0), KC = K * s->d[s->rank - 1], P = gim_shape_numel(s) / s->d[s->rank - 1];
+    int64_t R = nce_chunk_rows(P, KC), E = nce_records(R, K, gim_attr_i(n, 1));
+    return 2 * R * KC + 3 * E + E + P + 1;
 }
 
-/* The scores of position p at step k into s[0..neg] (s[0] the positive, the
- * candidates' rows into cand[]), and their maximum. Negative j is
+/* The candidates of position p at step k into cand[0..neg] (i64 rows of z):
+ * cand[0] the positive pos, cand[j + 1] negative j,
  *   gim_rt_rand_below(seed, stream, counter, P),
  *   counter = ((step·K + (k − 1))·P + p)·negatives + j. */
-static LLVMValueRef nce_scores(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef z,
-                               LLVMValueRef predp, LLVMValueRef p, LLVMValueRef pos, LLVMValueRef s,
+static void nce_draw(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef p,
+                     LLVMValueRef pos, LLVMValueRef cand) {
+    LLVMBuildStore(c->b, pos, gep_i64(c, cand, cg_i64(c, 0)));
+    if (g->neg == 0) return;
+    /* base = ((step·K + k − 1)·P + p)·neg */
+    LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
+    base = LLVMBuildAdd(c->b, base, cg_addk(c, k, -1), "");
+    base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
+    base = LLVMBuildAdd(c->b, base, p, "");
+    base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
+    cg_loop j = cg_for(c, g->neg, "neg");
+    LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
+                                     LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
+    LLVMBuildStore(c->b, row, gep_i64(c, cand, cg_addk(c, j.iv, 1)));
+    cg_for_end(c, &j);
+}
+
+/* Candidates are drawn one step ahead (nce_next): while step k's scores run,
+ * step k + 1's negatives, random rows of z, are on their way into the cache.
+ * cand2 holds two sets of neg + 1 rows; step k uses set k mod 2. */
+static LLVMValueRef nce_set(cg_ctx *c, const nce_geo *g, LLVMValueRef cand2, LLVMValueRef k) {
+    return gep_i64(c, cand2, cg_mulk(c, LLVMBuildAnd(c->b, k, cg_i64(c, 1), ""), g->neg + 1));
+}
+
+/* Draws step k's candidates (position p, row i of its sample given by last,
+ * the last step with a target) when k <= last, and prefetches the negatives. */
+static void nce_next(cg_ctx *c, const gim_node *n, const nce_geo *g, LLVMValueRef k, LLVMValueRef p,
+                     LLVMValueRef last, LLVMValueRef z, LLVMValueRef cand2) {
+    cg_if ok = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSLE, k, last, ""), "nce.next");
+    LLVMValueRef cand = nce_set(c, g, cand2, k);
+    nce_draw(c, n, g, k, p, cg_add(c, p, cg_mulk(c, k, g->D)), cand);
+    for (int64_t j = 1; j <= g->neg; j++)
+        cg_prefetch(c, cg_gep(c, z, cg_mulk(c, LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, cg_i64(c, j)), ""), g->Cz)),
+                    g->Cz);
+    cg_if_end(c, &ok);
+}
+
+/* The scores of the candidates cand[0..neg] for pred_p,k into s[0..neg], and
+ * their maximum. The dot products run CG_DOTS_MAX candidates at a time in one
+ * pass over pred (cg_dots: the gathered rows' loads overlap; the bits of one
+ * cg_dot per candidate). */
+static LLVMValueRef nce_scores(cg_ctx *c, const nce_geo *g, LLVMValueRef z, LLVMValueRef predp, LLVMValueRef s,
                                LLVMValueRef cand) {
     LLVMTypeRef sty = LLVMArrayType(c->f32, (unsigned)(g->neg + 1));
-    LLVMTypeRef cty = LLVMArrayType(c->i64, (unsigned)(g->neg + 1));
-    LLVMValueRef zero = cg_i64(c, 0);
-    LLVMValueRef s0 = cg_dot(c, z, cg_mulk(c, pos, g->Cz), predp, cg_i64(c, 0), g->Cz);
-    LLVMValueRef idx0[2] = {zero, zero};
-    LLVMBuildStore(c->b, s0, LLVMBuildInBoundsGEP2(c->b, sty, s, idx0, 2, ""));
-    LLVMBuildStore(c->b, pos, LLVMBuildInBoundsGEP2(c->b, cty, cand, idx0, 2, ""));
-    LLVMValueRef mx = cg_var(c, "nce.max", s0);
-    if (g->neg > 0) {
-        /* base = ((step·K + k − 1)·P + p)·neg */
-        LLVMValueRef base = LLVMBuildMul(c->b, c->step, cg_i64(c, g->K), "");
-        base = LLVMBuildAdd(c->b, base, cg_addk(c, k, -1), "");
-        base = LLVMBuildMul(c->b, base, cg_i64(c, g->P), "");
-        base = LLVMBuildAdd(c->b, base, p, "");
-        base = LLVMBuildMul(c->b, base, cg_i64(c, g->neg), "nce.counter");
-        cg_loop j = cg_for(c, g->neg, "neg");
-        LLVMValueRef row = cg_rand_below(c, n->rng_stream, LLVMBuildAdd(c->b, base, j.iv, ""),
-                                         LLVMConstInt(c->i32, (unsigned long long)g->P, 0));
-        LLVMValueRef sj = cg_dot(c, z, cg_mulk(c, row, g->Cz), predp, cg_i64(c, 0), g->Cz);
-        LLVMValueRef ij[2] = {zero, cg_addk(c, j.iv, 1)};
-        LLVMBuildStore(c->b, sj, LLVMBuildInBoundsGEP2(c->b, sty, s, ij, 2, ""));
-        LLVMBuildStore(c->b, row, LLVMBuildInBoundsGEP2(c->b, cty, cand, ij, 2, ""));
-        cg_var_set(c, mx, cg_fmax(c, cg_var_get(c, mx), sj));
-        cg_for_end(c, &j);
+    LLVMValueRef mx = NULL;
+    for (int64_t i0 = 0; i0 <= g->neg; i0 += CG_DOTS_MAX) {
+        int m = (int)(g->neg + 1 - i0 < CG_DOTS_MAX ? g->neg + 1 - i0 : CG_DOTS_MAX);
+        LLVMValueRef rows[CG_DOTS_MAX], sc[CG_DOTS_MAX];
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, cg_i64(c, i0 + i)), "");
+            rows[i] = cg_gep(c, z, cg_mulk(c, row, g->Cz));
+        }
+        cg_dots(c, rows, m, predp, g->Cz, sc);
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef ii[2] = {cg_i64(c, 0), cg_i64(c, i0 + i)};
+            LLVMBuildStore(c->b, sc[i], LLVMBuildInBoundsGEP2(c->b, sty, s, ii, 2, ""));
+            mx = mx ? cg_fmax(c, mx, sc[i]) : sc[i];
+        }
     }
-    return cg_var_get(c, mx);
+    return mx;
 }
 
 static LLVMValueRef arr_f(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
     LLVMValueRef ix[2] = {cg_i64(c, 0), i};
     return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->f32, (unsigned)len), arr, ix, 2, "");
-}
-
-static LLVMValueRef arr_i(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
-    LLVMValueRef ix[2] = {cg_i64(c, 0), i};
-    return LLVMBuildInBoundsGEP2(c->b, LLVMArrayType(c->i64, (unsigned)len), arr, ix, 2, "");
 }
 
 static LLVMValueRef arr_d(cg_ctx *c, LLVMValueRef arr, int64_t len, LLVMValueRef i) {
@@ -300,16 +338,18 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
     LLVMValueRef v[4] = {z, pred, partial, ch.p0};
     cg_par par = cg_par_begin(c, "nce", v, 4);
     LLVMValueRef s = entry_array(c, c->f32, g.neg + 1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, g.neg + 1, "nce.cand");
+    LLVMValueRef cand2 = entry_array(c, c->i64, 2 * (g.neg + 1), "nce.cand");
     LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");   /* this part's, per step */
     cg_zero(c, mine, cg_i64(c, 2 * g.K));
     cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
     LLVMValueRef p = cg_add(c, v[3], r.iv);
-    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_addk(c, nce_last_step(c, &g, p), 1), "nce.k");
+    LLVMValueRef last = nce_last_step(c, &g, p);
+    nce_next(c, n, &g, cg_i64(c, 1), p, last, v[0], cand2);
+    cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_addk(c, last, 1), "nce.k");
     LLVMValueRef k = lk.iv;
-    LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
+    nce_next(c, n, &g, cg_addk(c, k, 1), p, last, v[0], cand2);
     LLVMValueRef predp = cg_gep(c, v[1], cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz)));
-    LLVMValueRef mx = nce_scores(c, n, &g, k, v[0], predp, p, pos, s, cand);
+    LLVMValueRef mx = nce_scores(c, &g, v[0], predp, s, nce_set(c, &g, cand2, k));
     LLVMValueRef se = nce_sumexp(c, &g, s, mx);
     nce_add_term(c, &g, s, mx, se, mine, k);
     cg_for_end(c, &lk);
@@ -336,10 +376,12 @@ static int gen_infonce(cg_ctx *c, const gim_node *n) {
  *
  * Per chunk of R positions: pred (one SGEMM); then, in parallel over the
  * chunk's positions, the scores, dpred's rows and a record (g_i, cand_i) of
- * every candidate; then, in parallel over the rows of dz, each part adds the
- * records whose row it owns, in record order (the scatter to random rows
- * needs no partial copy of dz, and each row's sum has one order whatever the
- * threads); then dc's rows = dpred W and dW += dpredᵀ c (two SGEMMs). */
+ * every candidate; then the records sorted by row (a stable counting sort);
+ * then, in parallel over the rows of dz, each part adds its rows' records in
+ * record order (the scatter to random rows needs no partial copy of dz, each
+ * row's sum has one order whatever the threads, and dz is walked in order:
+ * a row is read and written once per chunk, not once per record); then dc's
+ * rows = dpred W and dW += dpredᵀ c (two SGEMMs). */
 static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     nce_geo g;
     if (nce_geometry(c, n, &g)) return -1;
@@ -357,9 +399,11 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         return 0;
     }
     int64_t R = nce_chunk_rows(g.P, KC), C1 = g.neg + 1, E = nce_records(R, g.K, g.neg), parts = cg_par_parts(R);
-    LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E);
+    if (E > INT32_MAX) return cg_fail(c, n, "internal: infonce_bwd: %lld candidates in a chunk", (long long)E);
+    LLVMValueRef scratch = loss_scratch(c, n, 2 * R * KC + 3 * E + E + g.P + 1);
     LLVMValueRef pred = scratch, dpred = off(c, scratch, R * KC);
     LLVMValueRef wgt = off(c, scratch, 2 * R * KC), rec = off(c, scratch, 2 * R * KC + E);
+    LLVMValueRef sorted = off(c, scratch, 2 * R * KC + 3 * E), ends = off(c, scratch, 2 * R * KC + 4 * E);
     LLVMValueRef sums = entry_array(c, c->f64, g.K, "nce.sums");
     LLVMValueRef partial = entry_array(c, c->f64, g.K * parts, "nce.partial");
     cg_zero(c, sums, cg_i64(c, 2 * g.K));
@@ -371,18 +415,20 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     LLVMValueRef v1[7] = {z, pred, dpred, wgt, rec, ch.p0, partial};
     cg_par par = cg_par_begin(c, "nce", v1, 7);
     LLVMValueRef s = entry_array(c, c->f32, C1, "nce.scores");
-    LLVMValueRef cand = entry_array(c, c->i64, C1, "nce.cand");
+    LLVMValueRef cand2 = entry_array(c, c->i64, 2 * C1, "nce.cand");
     LLVMValueRef mine = entry_array(c, c->f64, g.K, "nce.mine");
     cg_zero(c, mine, cg_i64(c, 2 * g.K));
     cg_loop r = cg_for_begin(c, par.begin, par.end, "nce.r");
     LLVMValueRef p = cg_add(c, v1[5], r.iv);
     LLVMValueRef last = nce_last_step(c, &g, p);
+    nce_next(c, n, &g, cg_i64(c, 1), p, last, v1[0], cand2);
     cg_loop lk = cg_for_begin(c, cg_i64(c, 1), cg_i64(c, g.K + 1), "nce.k");
     LLVMValueRef k = lk.iv;
+    nce_next(c, n, &g, cg_addk(c, k, 1), p, last, v1[0], cand2);
+    LLVMValueRef cand = nce_set(c, &g, cand2, k);
     LLVMValueRef at = cg_add(c, cg_mulk(c, r.iv, KC), cg_mulk(c, cg_addk(c, k, -1), g.Cz));
     LLVMValueRef predp = cg_gep(c, v1[1], at), dpredp = cg_gep(c, v1[2], at);
     LLVMValueRef e0 = cg_mulk(c, cg_add(c, cg_mulk(c, r.iv, g.K), cg_addk(c, k, -1)), C1);
-    cg_zero(c, dpredp, cg_i64(c, g.Cz));
     LLVMValueRef has = LLVMBuildICmp(c->b, LLVMIntSLE, k, last, "nce.has");
     cg_if ifh = cg_if_begin(c, has, "nce.target");
     {
@@ -390,25 +436,35 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
         LLVMValueRef Mk = cg_mulk(c, nce_len(c, &g, k), g.N);
         LLVMValueRef den = LLVMBuildFMul(c->b, LLVMConstReal(c->f64, (double)g.K), LLVMBuildSIToFP(c->b, Mk, c->f64, ""), "");
         LLVMValueRef a = LLVMBuildFPTrunc(c->b, LLVMBuildFDiv(c->b, LLVMConstReal(c->f64, 1.0), den, ""), c->f32, "a");
-        LLVMValueRef pos = cg_add(c, p, cg_mulk(c, k, g.D));
-        LLVMValueRef mx = nce_scores(c, n, &g, k, v1[0], predp, p, pos, s, cand);
+        LLVMValueRef mx = nce_scores(c, &g, v1[0], predp, s, cand);
         LLVMValueRef se = nce_sumexp(c, &g, s, mx);
         nce_add_term(c, &g, s, mx, se, mine, k);
         LLVMValueRef ase = fdiv(c, a, se);          /* a / Σ exp */
         cg_loop i = cg_for(c, C1, "cand");
         LLVMValueRef si = LLVMBuildLoad2(c->b, c->f32, arr_f(c, s, C1, i.iv), "");
-        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, arr_i(c, cand, C1, i.iv), "");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, cand, i.iv), "");
         LLVMValueRef gi = fmul(c, ase, cg_exp(c, fsub(c, si, mx)));
         LLVMValueRef is_pos = LLVMBuildICmp(c->b, LLVMIntEQ, i.iv, cg_i64(c, 0), "");
         gi = cg_select(c, is_pos, fsub(c, gi, a), gi);
         cg_storef(c, v1[3], cg_add(c, e0, i.iv), gi);
         LLVMBuildStore(c->b, row, gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
-        cg_axpy(c, g.Cz, gi, cg_gep(c, v1[0], cg_mulk(c, row, g.Cz)), dpredp);
         cg_for_end(c, &i);
+        /* dpred_p,k = Σ_i g_i z_{cand_i}, in candidate order, CG_DOTS_MAX rows per pass */
+        for (int64_t i0 = 0; i0 < C1; i0 += CG_DOTS_MAX) {
+            int m = (int)(C1 - i0 < CG_DOTS_MAX ? C1 - i0 : CG_DOTS_MAX);
+            LLVMValueRef rows[CG_DOTS_MAX], gs[CG_DOTS_MAX];
+            for (int q = 0; q < m; q++) {
+                LLVMValueRef e = cg_addk(c, e0, i0 + q);
+                gs[q] = cg_loadf(c, v1[3], e);
+                rows[q] = cg_gep(c, v1[0], cg_mulk(c, LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v1[4], e), ""), g.Cz));
+            }
+            cg_axpys(c, g.Cz, gs, rows, m, dpredp, i0 == 0);
+        }
     }
     cg_if_end(c, &ifh);
     cg_if ifn = cg_if_begin(c, LLVMBuildNot(c->b, has, ""), "nce.none");
-    {   /* no target: records no row owns */
+    {   /* no target: dpred_p,k = 0, and records no row owns */
+        cg_zero(c, dpredp, cg_i64(c, g.Cz));
         cg_loop i = cg_for(c, C1, "cand");
         LLVMBuildStore(c->b, cg_i64(c, -1), gep_i64(c, v1[4], cg_add(c, e0, i.iv)));
         cg_for_end(c, &i);
@@ -420,28 +476,67 @@ static int gen_infonce_bwd(cg_ctx *c, const gim_node *n) {
     cg_par_end_v(c, &par, ch.rows);
     nce_chunk_sums(c, &g, parts, partial, sums);
 
-    /* 2. dz: part t owns rows [begin, end) of dz (zeroed at the first chunk)
-     * and adds, in record order, g pred_p,k into each record's row it owns */
-    LLVMValueRef v2[6] = {dz, pred, wgt, rec, ch.p0, ch.rows};
+    /* 2. dz. First the chunk's records sorted by row, stably, on the calling
+     * thread (a counting sort: ends[row + 1] counts, a prefix sum makes them
+     * starts, the scatter turns ends[row] into the end of row's records). */
+    LLVMValueRef nrec = cg_mulk(c, ch.rows, g.K * C1);
+    cg_zero(c, ends, cg_i64(c, g.P + 1));
+    {
+        cg_loop e = cg_for_begin(c, cg_i64(c, 0), nrec, "sort.count");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, rec, e.iv), "row");
+        cg_if has = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSGE, row, cg_i64(c, 0), ""), "sort.has");
+        LLVMValueRef at = gep_i32(c, ends, cg_addk(c, row, 1));
+        LLVMBuildStore(c->b, LLVMBuildAdd(c->b, LLVMBuildLoad2(c->b, c->i32, at, ""), cg_i32(c, 1), ""), at);
+        cg_if_end(c, &has);
+        cg_for_end(c, &e);
+    }
+    {
+        cg_loop r = cg_for(c, g.P, "sort.prefix");
+        LLVMValueRef at = gep_i32(c, ends, cg_addk(c, r.iv, 1));
+        LLVMValueRef sum = LLVMBuildAdd(c->b, LLVMBuildLoad2(c->b, c->i32, at, ""),
+                                        LLVMBuildLoad2(c->b, c->i32, gep_i32(c, ends, r.iv), ""), "");
+        LLVMBuildStore(c->b, sum, at);
+        cg_for_end(c, &r);
+    }
+    {
+        cg_loop e = cg_for_begin(c, cg_i64(c, 0), nrec, "sort.place");
+        LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, rec, e.iv), "row");
+        cg_if has = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntSGE, row, cg_i64(c, 0), ""), "sort.has");
+        LLVMValueRef at = gep_i32(c, ends, row);
+        LLVMValueRef q = LLVMBuildLoad2(c->b, c->i32, at, "");
+        LLVMBuildStore(c->b, LLVMBuildTrunc(c->b, e.iv, c->i32, ""), gep_i32(c, sorted, LLVMBuildZExt(c->b, q, c->i64, "")));
+        LLVMBuildStore(c->b, LLVMBuildAdd(c->b, q, cg_i32(c, 1), ""), at);
+        cg_if_end(c, &has);
+        cg_for_end(c, &e);
+    }
+    /* Then part t owns rows [begin, end) of dz (zeroed at the first chunk) and
+     * adds each row's records, g pred_p,k, in record order: the order the
+     * records were made in, whatever the threads. A row's records follow one
+     * another, so the row stays in cache, and dz is walked in order. */
+    LLVMValueRef v2[7] = {dz, pred, wgt, sorted, ends, ch.p0, NULL};
     cg_par pz = cg_par_begin(c, "nce.dz", v2, 6);
-    cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[4], cg_i64(c, 0), ""), "nce.first");
+    v2[6] = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], cg_addk(c, pz.end, -1)), ""), c->i64,
+                          "part.stop");   /* the end of this part's records */
+    cg_if iz = cg_if_begin(c, LLVMBuildICmp(c->b, LLVMIntEQ, v2[5], cg_i64(c, 0), ""), "nce.first");
     cg_zero(c, cg_gep(c, v2[0], cg_mulk(c, pz.begin, g.Cz)), cg_mulk(c, LLVMBuildNSWSub(c->b, pz.end, pz.begin, ""), g.Cz));
     cg_if_end(c, &iz);
-    LLVMValueRef owned = LLVMBuildNSWSub(c->b, pz.end, pz.begin, "");
-    cg_loop r2 = cg_for_begin(c, cg_i64(c, 0), v2[5], "dz.r");
-    cg_loop k2 = cg_for(c, g.K, "dz.k");
-    LLVMValueRef predp2 = cg_gep(c, v2[1], cg_add(c, cg_mulk(c, r2.iv, KC), cg_mulk(c, k2.iv, g.Cz)));
-    LLVMValueRef e2 = cg_mulk(c, cg_add(c, cg_mulk(c, r2.iv, g.K), k2.iv), C1);
-    cg_loop i2 = cg_for(c, C1, "dz.cand");
-    LLVMValueRef e = cg_add(c, e2, i2.iv);
-    LLVMValueRef row = LLVMBuildLoad2(c->b, c->i64, gep_i64(c, v2[3], e), "row");
-    /* begin <= row < end, as one unsigned compare (row −1 never passes) */
-    LLVMValueRef owns = LLVMBuildICmp(c->b, LLVMIntULT, LLVMBuildSub(c->b, row, pz.begin, ""), owned, "mine");
-    cg_if im = cg_if_begin(c, owns, "dz.mine");
-    cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predp2, cg_gep(c, v2[0], cg_mulk(c, row, g.Cz)));
-    cg_if_end(c, &im);
-    cg_for_end(c, &i2);
-    cg_for_end(c, &k2);
+    cg_loop r2 = cg_for_begin(c, pz.begin, pz.end, "dz.row");
+    LLVMValueRef first = cg_select(c, LLVMBuildICmp(c->b, LLVMIntEQ, r2.iv, cg_i64(c, 0), ""), cg_i32(c, 0),
+                                   LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], cg_addk(c, r2.iv, -1)), ""));
+    LLVMValueRef stop = LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[4], r2.iv), "");
+    LLVMValueRef dzrow = cg_gep(c, v2[0], cg_mulk(c, r2.iv, g.Cz));
+    cg_loop q2 = cg_for_begin(c, LLVMBuildZExt(c->b, first, c->i64, ""), LLVMBuildZExt(c->b, stop, c->i64, ""), "dz.rec");
+    /* the pred rows are random reads: fetch the row NCE_AHEAD records on
+     * (within this part's records) while this one is added */
+    LLVMValueRef ahead = cg_addk(c, q2.iv, NCE_AHEAD);
+    ahead = cg_select(c, LLVMBuildICmp(c->b, LLVMIntULT, ahead, v2[6], ""), ahead, cg_addk(c, v2[6], -1));
+    LLVMValueRef ea = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[3], ahead), ""), c->i64, "");
+    cg_prefetch(c, cg_gep(c, v2[1], cg_mulk(c, LLVMBuildUDiv(c->b, ea, cg_i64(c, C1), ""), g.Cz)), g.Cz);
+    LLVMValueRef e = LLVMBuildZExt(c->b, LLVMBuildLoad2(c->b, c->i32, gep_i32(c, v2[3], q2.iv), ""), c->i64, "e");
+    /* record e = (r·K + k − 1)·C1 + i belongs to pred row e / C1 */
+    LLVMValueRef predrow = cg_gep(c, v2[1], cg_mulk(c, LLVMBuildUDiv(c->b, e, cg_i64(c, C1), ""), g.Cz));
+    cg_axpy(c, g.Cz, cg_loadf(c, v2[2], e), predrow, dzrow);
+    cg_for_end(c, &q2);
     cg_for_end(c, &r2);
     cg_par_end(c, &pz, g.P);
 

@@ -60,51 +60,19 @@ int cmd_audio_open(const char *cmd, const gim_train_config *cfg, const gim_exec_
     return GIMC_OK;
 }
 
-int cmd_audio_probe(const gim_exec_model *m, const gim_train_state *st, const gim_audio_corpus *c, uint64_t seed,
-                    gim_probe_result *res, int64_t *dims, char *err, size_t errlen) {
-    int n = m->n_modules, rc = -1;
-    float **ftr = gim_calloc((size_t)n, sizeof(float *)), **fte = gim_calloc((size_t)n, sizeof(float *));
-    int64_t *dte = gim_calloc((size_t)n, sizeof(int64_t));
-    int32_t *ytr = gim_malloc(sizeof(int32_t) * (size_t)(c->n_train + 1));
-    int32_t *yte = gim_malloc(sizeof(int32_t) * (size_t)(c->n_test + 1));
-    if (!ftr || !fte || !dte || !ytr || !yte) {
-        gim_errf(err, errlen, "out of memory");
-        goto done;
-    }
-    if (c->n_test == 0) {
-        gim_errf(err, errlen, "%s: no test utterances to probe on (every speaker has a single usable one)", c->dir);
-        goto done;
-    }
-    for (int64_t i = 0; i < c->n_train; i++) ytr[i] = c->utts[c->train[i]].speaker;
-    for (int64_t i = 0; i < c->n_test; i++) yte[i] = c->utts[c->test[i]].speaker;
-    if (gim_audio_features(m, st, c, c->train, c->n_train, ftr, dims, err, errlen) ||
-        gim_audio_features(m, st, c, c->test, c->n_test, fte, dte, err, errlen))
-        goto done;
-    gim_probe_options po;
-    gim_probe_defaults(&po);
-    po.seed = seed;
-    /* a speech corpus has hundreds of utterances, not tens of thousands of
-     * images: smaller batches and more epochs give the classifier a similar
-     * number of steps (200 epochs of 480 utterances: 1,600) */
-    po.batch = 64;
-    po.epochs = 200;
-    for (int i = 0; i < n; i++) {
-        if (!ftr[i]) continue;
-        if (gim_probe_run(ftr[i], ytr, c->n_train, fte[i], yte, c->n_test, dims[i], c->n_speakers, &po, &res[i])) {
-            gim_errf(err, errlen, "out of memory in the probe of module %d", i + 1);
-            goto done;
-        }
-    }
-    rc = 0;
-done:
-    for (int i = 0; ftr && fte && i < n; i++) {
-        gim_free(ftr[i]);
-        gim_free(fte[i]);
-    }
-    gim_free(ftr);
-    gim_free(fte);
-    gim_free(dte);
-    gim_free(ytr);
-    gim_free(yte);
-    return rc;
+/* The speaker probe's settings. A speech corpus has hundreds of utterances
+ * where an image set has tens of thousands, so the classifier reads four
+ * crops of each training utterance, spread evenly over it (the paper's probe
+ * sees a fresh random crop each epoch), and trains for many more steps at a
+ * higher rate: with the image probe's 1,600 steps at lr 1e-3 it stopped far
+ * from its optimum (training accuracy 40-60 %), further for some encoders
+ * than for others, and the table compared how far each got rather than
+ * what its features hold. 1000 epochs of 30 batches bring the training loss
+ * close to flat for the trained and the random encoder alike. */
+int64_t cmd_audio_probe_crops(void) { return 4; }
+
+void cmd_audio_probe_options(gim_probe_options *po) {
+    po->batch = 64;
+    po->epochs = 1000;
+    po->lr = 1e-2;
 }

@@ -4,9 +4,10 @@
  *   source -> modules -> native code -> weights -> features -> probes -> table, eval.json
  *
  * It talks while it works (gim_progress, as gimc train): the feature pass
- * over both splits with images/s and the time left, in all and per module,
- * then each probe's epochs
- * with their loss. The numbers go to a table on stdout and to eval.json
+ * over both splits with images (or audio crops) per second and the time
+ * left (images: per module too), then each probe's epochs with their loss. Images and audio differ
+ * only in how the features are made (image_features, audio_features); the
+ * probes, progress, table and record are one code. The numbers go to a table on stdout and to eval.json
  * (gim_records.h), which `gimc report` reads. A probe is one row of a
  * table of modules with train and test accuracy, the random encoder's beside
  * it: further probing tasks add a gim_eval_probe of the same shape. */
@@ -53,26 +54,25 @@ static const char eval_usage[] =
 typedef struct eval_progress {
     gim_progress con;
     const char *encoder;       /* "trained" or "random" */
-    int64_t offset, total;     /* features: images of the splits before this one; of all */
-    int64_t counted;           /* features: images counted into the rate so far */
-    int64_t batch;             /* features: images per batch (lines every 5% of the batches) */
+    const char *unit;          /* what the feature pass counts: "images", "crops" */
+    int64_t offset, total;     /* features: examples of the splits before this one; of all */
+    int64_t counted;           /* features: examples counted into the rate so far */
+    int64_t batch;             /* features: examples per batch (lines every 5% of the batches) */
     int64_t offset_batches, total_batches;
-    int n_modules;             /* features: seconds in each module's forward passes, */
-    double *module_split;      /* of the splits before this one and */
-    double *module_now;        /* of both splits so far */
+    int n_modules;             /* features: the seconds of each module's forward passes */
+    double *module_s;          /* over both splits so far (images; NULL: not measured) */
     int module, epochs;        /* probe: the module (1-based), its epochs */
 } eval_progress;
 
 /* The feature pass: one count over both splits, the test split continuing
  * the training split's. The rate is the last second's; the time left is the
- * average pace of the pass so far, split by module: every batch runs through
- * each module in turn, so module k's images/s is that of its forward passes
- * alone, and its ETA the part of the time left its passes will take. */
-static void show_features(void *arg, int64_t done_in_split, int64_t split_n, const double *module_s) {
+ * average pace of the pass so far. Per module (images): every batch runs
+ * through each module in turn, so module k's rate is that of its forward
+ * passes alone, and its ETA the part of the time left they will take. */
+static void show_features(void *arg, int64_t done_in_split, int64_t split_n) {
     eval_progress *e = arg;
     (void)split_n;
     int64_t done = e->offset + done_in_split;
-    for (int i = 0; i < e->n_modules; i++) e->module_now[i] = e->module_split[i] + module_s[i];
     gim_progress_count(&e->con, done - e->counted);
     e->counted = done;
     int64_t batches = e->offset_batches + (done_in_split + e->batch - 1) / e->batch;
@@ -81,21 +81,41 @@ static void show_features(void *arg, int64_t done_in_split, int64_t split_n, con
     double left = (double)(e->total - done) / (double)(done > 0 ? done : 1);
     gim_progress_eta(eta, sizeof eta, done > 0 ? gim_progress_elapsed(&e->con) * left : -1.0);
     snprintf(head, sizeof head, "features (%s encoder)", e->encoder);
-    int at = snprintf(tail, sizeof tail, "  %.0f images/s  ETA %s  per module:", e->con.rate, eta);
-    for (int i = 0; i < e->n_modules && at > 0 && (size_t)at < sizeof tail; i++) {
-        double sec = e->module_now[i];
+    int at = snprintf(tail, sizeof tail, "  %.0f %s/s  ETA %s", e->con.rate, e->unit, eta);
+    for (int i = 0; e->module_s && i < e->n_modules && at > 0 && (size_t)at < sizeof tail; i++) {
+        double sec = e->module_s[i];
         gim_progress_eta(eta, sizeof eta, sec > 0 ? sec * left : -1.0);
-        at += snprintf(tail + at, sizeof tail - (size_t)at, "%s %d %.0f/s %s", i ? "," : "", i + 1,
+        at += snprintf(tail + at, sizeof tail - (size_t)at, "%s %d %.0f/s %s", i ? "," : "  per module:", i + 1,
                        sec > 0 ? (double)done / sec : 0.0, eta);
     }
-    gim_progress_show(&e->con, head, "images", done, e->total, tail, done == e->total);
+    gim_progress_show(&e->con, head, e->unit, done, e->total, tail, done == e->total);
 }
 
-/* A probe: a bar per epoch on a terminal, a line per epoch otherwise. */
+/* Starts the count of a feature pass over both splits (ntr and nte examples). */
+static void features_begin(eval_progress *e, int64_t batch, int64_t ntr, int64_t nte) {
+    gim_progress_init(&e->con, stdout);
+    e->offset = e->counted = 0;
+    e->total = ntr + nte;
+    e->batch = batch;
+    e->offset_batches = 0;
+    e->total_batches = (ntr + batch - 1) / batch + (nte + batch - 1) / batch;
+}
+
+/* The test split's pass continues the training split's count. */
+static void features_next_split(eval_progress *e, int64_t ntr) {
+    e->offset = ntr;
+    e->offset_batches = (ntr + e->batch - 1) / e->batch;
+}
+
+/* A probe: a bar per epoch on a terminal; otherwise a line at the end of
+ * every epoch, or of every 5% of them when there are more than 20. */
 static void show_probe(void *arg, int epoch, int64_t batch, int64_t batches, double loss) {
     eval_progress *e = arg;
     bool epoch_end = batch == batches;
-    if (e->con.tty ? !gim_progress_due(&e->con, batch, batches) : !epoch_end) return;
+    int every = e->epochs > 20 ? e->epochs / 20 : 1;
+    if (e->con.tty ? !gim_progress_due(&e->con, batch, batches)
+                   : !epoch_end || ((epoch + 1) % every != 0 && epoch + 1 != e->epochs))
+        return;
     double done = (double)epoch * (double)batches + (double)batch, total = (double)e->epochs * (double)batches;
     double t = gim_progress_elapsed(&e->con);
     char head[96], tail[96], eta[32];
@@ -107,107 +127,187 @@ static void show_probe(void *arg, int epoch, int64_t batch, int64_t batches, dou
 
 /* ---- probing -------------------------------------------------------------------------- */
 
-/* Features of every module for both splits (one pass of the encoder over
- * each), then one probe per module, its score into mods[i].trained or
- * .random. */
-static int probe_encoder(const gim_exec_model *m, const gim_train_state *st, const gim_dataset *ds, bool pool_mean,
-                         uint64_t seed, bool random, gim_eval_module *mods, char *err, size_t errlen) {
+/* What is probed: an image data set (its labels) or an audio corpus (its
+ * speakers). */
+typedef struct eval_data {
+    const gim_dataset *ds;           /* images, or NULL */
+    const gim_audio_corpus *corpus;  /* audio, or NULL */
+    bool pool_mean;                  /* images: average over the grid/sequence */
+} eval_data;
+
+/* One encoder's frozen features of both splits, per module, as the probe
+ * reads them: rows of dim[i] floats (NULL: the module has none), labelled. */
+typedef struct eval_features {
+    int n;
+    float **tr, **te;
+    int64_t *dim;
+    int32_t *ytr, *yte;
+    int64_t ntr, nte;
+    int classes;
+} eval_features;
+
+static void eval_features_free(eval_features *f) {
+    for (int i = 0; i < f->n && f->tr && f->te; i++) {
+        gim_free(f->tr[i]);
+        gim_free(f->te[i]);
+    }
+    gim_free(f->tr);
+    gim_free(f->te);
+    gim_free(f->dim);
+    gim_free(f->ytr);
+    gim_free(f->yte);
+    memset(f, 0, sizeof *f);
+}
+
+static int32_t *copy_labels(const int32_t *y, int64_t n, int64_t repeat) {
+    int32_t *out = gim_malloc(sizeof(int32_t) * (size_t)(n * repeat + 1));
+    for (int64_t i = 0; out && i < n * repeat; i++) out[i] = y[i / repeat];
+    return out;
+}
+
+/* Images: one pass of the encoder over each split (flattened or
+ * mean-pooled features). */
+static int image_features(const gim_exec_model *m, const gim_train_state *st, const eval_data *d, eval_progress *ep,
+                          eval_features *f, char *err, size_t errlen) {
+    const gim_dataset *ds = d->ds;
     gim_examples tr, te;
     float *str = NULL, *ste = NULL;
-    int n = m->n_modules, rc = -1;
-    float **ftr = gim_calloc((size_t)n, sizeof(float *)), **fte = gim_calloc((size_t)n, sizeof(float *));
-    int64_t *dtr = gim_calloc((size_t)n, sizeof(int64_t)), *dte = gim_calloc((size_t)n, sizeof(int64_t));
-    eval_progress ep = {.encoder = random ? "random" : "trained", .n_modules = n};
-    ep.module_split = gim_calloc((size_t)n, sizeof(double));
-    ep.module_now = gim_calloc((size_t)n, sizeof(double));
-    if (!ftr || !fte || !dtr || !dte || !ep.module_split || !ep.module_now) {
+    int64_t *dte = gim_calloc((size_t)f->n, sizeof(int64_t));
+    int rc = -1;
+    if (!dte) {
         gim_errf(err, errlen, "out of memory");
         goto done;
     }
     if (gim_dataset_examples(ds, &ds->train, &tr, &str, err, errlen) ||
         gim_dataset_examples(ds, &ds->test, &te, &ste, err, errlen))
         goto done;
-    gim_progress_init(&ep.con, stdout);
-    ep.total = tr.n + te.n;
-    ep.batch = m->batch;
-    ep.total_batches = (tr.n + m->batch - 1) / m->batch + (te.n + m->batch - 1) / m->batch;
-    if (gim_extract_features(m, st, &tr, ftr, dtr, show_features, &ep, err, errlen)) goto done;
-    ep.offset = tr.n;
-    ep.offset_batches = (tr.n + m->batch - 1) / m->batch;
-    memcpy(ep.module_split, ep.module_now, sizeof(double) * (size_t)n);
-    if (gim_extract_features(m, st, &te, fte, dte, show_features, &ep, err, errlen)) goto done;
-    gim_free(str);
-    gim_free(ste);
-    str = ste = NULL;
-    gim_probe_options po;
-    gim_probe_defaults(&po);
-    po.seed = seed;
-    po.progress = show_probe;
-    po.progress_arg = &ep;
-    for (int i = 0; i < n; i++) {
-        gim_eval_module *mo = &mods[i];
-        mo->module = i + 1;
-        if (!ftr[i]) continue;   /* a module without features (no loss reads it) */
-        int64_t dim = dtr[i];
-        int fs = m->modules[i].feature_slot;
-        if (pool_mean) {
-            /* [..., C] per example: average over everything before the channels */
-            const gim_slot_info *sl = &m->slots[fs];
-            int64_t c = sl->shape[sl->rank - 1];
-            gim_probe_pool_mean(ftr[i], tr.n, dim / c, c);
-            gim_probe_pool_mean(fte[i], te.n, dim / c, c);
-            dim = c;
-        }
-        mo->features = dim;
-        gim_progress_init(&ep.con, stdout);
-        ep.module = i + 1;
-        ep.epochs = po.epochs;
-        gim_probe_result r;
-        if (gim_probe_run(ftr[i], tr.labels, tr.n, fte[i], te.labels, te.n, dim, ds->n_classes, &po, &r)) {
-            gim_errf(err, errlen, "out of memory in the probe of module %d", i + 1);
-            goto done;
-        }
-        gim_probe_score *sc = random ? &mo->random : &mo->trained;
-        *sc = (gim_probe_score){.have = true, .train_acc = r.train_acc, .test_acc = r.test_acc, .loss = r.final_loss};
-        gim_free(ftr[i]);
-        gim_free(fte[i]);
-        ftr[i] = fte[i] = NULL;
+    features_begin(ep, m->batch, tr.n, te.n);
+    ep->n_modules = m->n_modules;
+    if (!(ep->module_s = gim_calloc((size_t)m->n_modules, sizeof(double)))) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (gim_extract_features_timed(m, st, &tr, f->tr, f->dim, show_features, ep, ep->module_s, err, errlen))
+        goto done;
+    features_next_split(ep, tr.n);
+    if (gim_extract_features_timed(m, st, &te, f->te, dte, show_features, ep, ep->module_s, err, errlen)) goto done;
+    f->ntr = tr.n;
+    f->nte = te.n;
+    f->classes = ds->n_classes;
+    if (!(f->ytr = copy_labels(tr.labels, tr.n, 1)) || !(f->yte = copy_labels(te.labels, te.n, 1))) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; d->pool_mean && i < f->n; i++) {
+        if (!f->tr[i]) continue;
+        /* [..., C] per example: average over everything before the channels */
+        const gim_slot_info *sl = &m->slots[m->modules[i].feature_slot];
+        int64_t c = sl->shape[sl->rank - 1];
+        gim_probe_pool_mean(f->tr[i], tr.n, f->dim[i] / c, c);
+        gim_probe_pool_mean(f->te[i], te.n, f->dim[i] / c, c);
+        f->dim[i] = c;
     }
     rc = 0;
 done:
-    for (int i = 0; ftr && fte && i < n; i++) {
-        gim_free(ftr[i]);
-        gim_free(fte[i]);
-    }
-    gim_free(ftr);
-    gim_free(fte);
-    gim_free(dtr);
     gim_free(dte);
-    gim_free(ep.module_split);
-    gim_free(ep.module_now);
     gim_free(str);
     gim_free(ste);
     return rc;
 }
 
-/* The speaker probe of an audio corpus (cmd_audio.c), its scores into
- * mods[i].trained or .random. */
-static int probe_audio(const gim_exec_model *m, const gim_train_state *st, const gim_audio_corpus *c, uint64_t seed,
-                       bool random, gim_eval_module *mods, char *err, size_t errlen) {
+/* Audio: time-averaged features of cmd_audio_probe_crops() crops of every
+ * training utterance and of the centred crop of every test one. */
+static int audio_features(const gim_exec_model *m, const gim_train_state *st, const eval_data *d, eval_progress *ep,
+                          eval_features *f, char *err, size_t errlen) {
+    const gim_audio_corpus *c = d->corpus;
+    const int64_t crops = cmd_audio_probe_crops();
+    int64_t *dte = gim_calloc((size_t)f->n, sizeof(int64_t));
+    int32_t *ytr = gim_malloc(sizeof(int32_t) * (size_t)(c->n_train + 1));
+    int32_t *yte = gim_malloc(sizeof(int32_t) * (size_t)(c->n_test + 1));
+    int rc = -1;
+    if (!dte || !ytr || !yte) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (c->n_test == 0) {
+        gim_errf(err, errlen, "%s: no test utterances to probe on (every speaker has a single usable one)", c->dir);
+        goto done;
+    }
+    for (int64_t i = 0; i < c->n_train; i++) ytr[i] = c->utts[c->train[i]].speaker;
+    for (int64_t i = 0; i < c->n_test; i++) yte[i] = c->utts[c->test[i]].speaker;
+    ep->unit = "crops";
+    features_begin(ep, m->batch, c->n_train * crops, c->n_test);
+    if (gim_audio_features(m, st, c, c->train, c->n_train, crops, f->tr, f->dim, show_features, ep, err, errlen))
+        goto done;
+    features_next_split(ep, c->n_train * crops);
+    if (gim_audio_features(m, st, c, c->test, c->n_test, 1, f->te, dte, show_features, ep, err, errlen)) goto done;
+    f->ntr = c->n_train * crops;
+    f->nte = c->n_test;
+    f->classes = c->n_speakers;
+    if (!(f->ytr = copy_labels(ytr, c->n_train, crops)) || !(f->yte = copy_labels(yte, c->n_test, 1))) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    rc = 0;
+done:
+    gim_free(dte);
+    gim_free(ytr);
+    gim_free(yte);
+    return rc;
+}
+
+/* The probe's settings: the image probe's, or the speaker probe's
+ * (cmd_audio.c). */
+static void eval_probe_options(const eval_data *d, uint64_t seed, gim_probe_options *po) {
+    gim_probe_defaults(po);
+    if (d->corpus) cmd_audio_probe_options(po);
+    po->seed = seed;
+}
+
+/* Features of every module for both splits (one pass of the encoder over
+ * each), then one probe per module, its score into mods[i].trained or
+ * .random. */
+static int probe_encoder(const gim_exec_model *m, const gim_train_state *st, const eval_data *d, uint64_t seed,
+                         bool random, gim_eval_module *mods, char *err, size_t errlen) {
     int n = m->n_modules, rc = -1;
-    gim_probe_result *res = gim_calloc((size_t)n, sizeof *res);
-    int64_t *dims = gim_calloc((size_t)n, sizeof *dims);
-    if (!res || !dims) gim_errf(err, errlen, "out of memory");
-    else if (!(rc = cmd_audio_probe(m, st, c, seed, res, dims, err, errlen)))
-        for (int i = 0; i < n; i++) {
-            if (!dims[i]) continue;
-            mods[i].features = dims[i];
-            gim_probe_score *sc = random ? &mods[i].random : &mods[i].trained;
-            *sc = (gim_probe_score){.have = true, .train_acc = res[i].train_acc, .test_acc = res[i].test_acc,
-                                    .loss = res[i].final_loss};
+    eval_features f = {.n = n};
+    eval_progress ep = {.encoder = random ? "random" : "trained", .unit = "images"};
+    f.tr = gim_calloc((size_t)n, sizeof(float *));
+    f.te = gim_calloc((size_t)n, sizeof(float *));
+    f.dim = gim_calloc((size_t)n, sizeof(int64_t));
+    if (!f.tr || !f.te || !f.dim) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (d->corpus ? audio_features(m, st, d, &ep, &f, err, errlen) : image_features(m, st, d, &ep, &f, err, errlen))
+        goto done;
+    gim_probe_options po;
+    eval_probe_options(d, seed, &po);
+    po.progress = show_probe;
+    po.progress_arg = &ep;
+    for (int i = 0; i < n; i++) {
+        gim_eval_module *mo = &mods[i];
+        mo->module = i + 1;
+        if (!f.tr[i]) continue;   /* a module without features (no loss reads it) */
+        mo->features = f.dim[i];
+        gim_progress_init(&ep.con, stdout);
+        ep.module = i + 1;
+        ep.epochs = po.epochs;
+        gim_probe_result r;
+        if (gim_probe_run(f.tr[i], f.ytr, f.ntr, f.te[i], f.yte, f.nte, f.dim[i], f.classes, &po, &r)) {
+            gim_errf(err, errlen, "out of memory in the probe of module %d", i + 1);
+            goto done;
         }
-    gim_free(res);
-    gim_free(dims);
+        gim_probe_score *sc = random ? &mo->random : &mo->trained;
+        *sc = (gim_probe_score){.have = true, .train_acc = r.train_acc, .test_acc = r.test_acc, .loss = r.final_loss};
+        gim_free(f.tr[i]);
+        gim_free(f.te[i]);
+        f.tr[i] = f.te[i] = NULL;
+    }
+    rc = 0;
+done:
+    eval_features_free(&f);
+    gim_free(ep.module_s);
     return rc;
 }
 
@@ -295,20 +395,14 @@ int cmd_eval(int argc, char **argv) {
         if (gim_weights_load_probe(m, &wst, o.weights, note, sizeof note, err, sizeof err)) goto fail;
         if (note[0]) fprintf(stderr, "gimc eval: note: %s\n", note);
     }
-    if (random_only || compare) {
-        if (audio ? probe_audio(m, &st, &corpus, s.cfg.seed, true, mods, err, sizeof err)
-                  : probe_encoder(m, &st, &ds, o.pool_mean, s.cfg.seed, true, mods, err, sizeof err))
-            goto fail;
-    }
-    if (!random_only) {
-        if (audio ? probe_audio(m, &wst, &corpus, s.cfg.seed, false, mods, err, sizeof err)
-                  : probe_encoder(m, &wst, &ds, o.pool_mean, s.cfg.seed, false, mods, err, sizeof err))
-            goto fail;
-    }
+    eval_data data = {.ds = audio ? NULL : &ds, .corpus = audio ? &corpus : NULL, .pool_mean = o.pool_mean};
+    if ((random_only || compare) && probe_encoder(m, &st, &data, s.cfg.seed, true, mods, err, sizeof err)) goto fail;
+    if (!random_only && probe_encoder(m, &wst, &data, s.cfg.seed, false, mods, err, sizeof err)) goto fail;
     const char *features = audio ? "time-averaged" : o.pool_mean ? "mean-pooled" : "flattened";
     if (audio)
-        printf("speaker probe on %s (%d speakers, %" PRId64 " train / %" PRId64 " test utterances, time-averaged "
-               "features of the centred crop)\n", corpus.dir, corpus.n_speakers, corpus.n_train, corpus.n_test);
+        printf("speaker probe on %s (%d speakers, %" PRId64 " train / %" PRId64 " test utterances; time-averaged "
+               "features of %" PRId64 " crops of each training utterance, of the centred crop of each test one)\n",
+               corpus.dir, corpus.n_speakers, corpus.n_train, corpus.n_test, cmd_audio_probe_crops());
     else
         printf("linear probe on %s (%s features)\n", ds.dir, features);
     if (compare)
@@ -336,13 +430,12 @@ int cmd_eval(int argc, char **argv) {
     }
     if (json_path) {
         gim_probe_options po;
-        gim_probe_defaults(&po);
-        if (audio) po.epochs = 200, po.batch = 64;   /* as cmd_audio_probe */
+        eval_probe_options(&data, s.cfg.seed, &po);
         gim_eval_probe probe = {
             .task = (char *)(audio ? "speakers" : "classes"),
             .features = (char *)features,
             .classes = audio ? corpus.n_speakers : ds.n_classes,
-            .train_examples = audio ? corpus.n_train : ds.train.n,
+            .train_examples = audio ? corpus.n_train * cmd_audio_probe_crops() : ds.train.n,
             .test_examples = audio ? corpus.n_test : ds.test.n,
             .epochs = po.epochs,
             .batch = po.batch,

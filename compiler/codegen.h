@@ -38,8 +38,9 @@ typedef struct cg_plan {
     int *index;              /* input or export slot index within the module */
     int64_t *scratch;        /* work offset of the node's scratch, -1 when none */
     gim_ptrvec exports;      /* m->exports, then the feature node if not among them */
-    int feature;             /* index in exports of the representation (infonce z,
-                                else the last export); -1 when none */
+    int feature;             /* index in exports of the representation (infonce z, or
+                                its context when that is the model's output; else the
+                                last export); -1 when none */
     int64_t n_param_floats;
     int64_t *param_offset;   /* per m->params index */
     int64_t work_floats;     /* the work arena, 64-byte aligned pieces */

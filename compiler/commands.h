@@ -136,7 +136,7 @@ void cmd_set_threads(const gim_train_config *cfg);
 /* ---- audio data (cmd_audio.c) ------------------------------------------------------ */
 
 struct gim_audio_corpus;
-struct gim_probe_result;
+struct gim_probe_options;
 struct gim_train_state;
 /* Whether cfg's data set is a tree of audio files (not an IDX directory). */
 bool cmd_audio_data(const gim_train_config *cfg);
@@ -145,11 +145,11 @@ bool cmd_audio_data(const gim_train_config *cfg);
  * GIMC_BAD_INPUT after printing the error as "gimc CMD: error: ...". */
 int cmd_audio_open(const char *cmd, const gim_train_config *cfg, const gim_exec_model *m, const char *cache_dir,
                    struct gim_audio_corpus *c);
-/* The speaker probe: per module, a linear classifier on the time-averaged
- * features of the training utterances, scored on the test ones. res[i] and
- * dims[i] (0: the module has no features). Returns 0, or -1 with err. */
-int cmd_audio_probe(const gim_exec_model *m, const struct gim_train_state *st, const struct gim_audio_corpus *c,
-                    uint64_t seed, struct gim_probe_result *res, int64_t *dims, char *err, size_t errlen);
+/* The speaker probe (gimc eval on audio): how many crops of each training
+ * utterance it reads (the test ones: the centred crop), and its classifier's
+ * settings (batch, epochs, lr; over gim_probe_defaults). */
+int64_t cmd_audio_probe_crops(void);
+void cmd_audio_probe_options(struct gim_probe_options *po);
 
 /* ---- the commands -------------------------------------------------------------- */
 

@@ -166,11 +166,16 @@ int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_are
     p->param_offset[m->params.len] = poff;
     p->n_param_floats = poff;
 
-    /* Exports: the module's, then its representation when not among them. */
+    /* Exports: the module's, then its representation when not among them:
+     * the z its InfoNCE reads, or the loss's context c (`context=`) when the
+     * model outputs c (an autoregressive module, probed on its context as the
+     * method's audio experiments do; a context the model does not output, such
+     * as a PixelCNN's over the patch grid, only serves the loss). */
     for (int i = 0; i < m->exports.len; i++) gim_ptrvec_push(arena, &p->exports, m->exports.items[i]);
     p->feature = m->exports.len ? m->exports.len - 1 : -1;
     if (m->loss && m->loss->op == GIM_OP_INFONCE) {
         const gim_node *z = m->loss->in[0];
+        if (m->loss->n_in > 1 && m->loss->in[1] != z && m->loss->in[1] == g->output) z = m->loss->in[1];
         p->feature = -1;
         for (int i = 0; i < p->exports.len; i++)
             if (p->exports.items[i] == z) p->feature = i;

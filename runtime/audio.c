@@ -808,13 +808,28 @@ void gim_audio_source(const gim_audio_view *v, gim_examples *ex) {
     ex->source_labels = true;
 }
 
+/* First sample of crop k of `crops` spread evenly over utterance u: the
+ * first at its start, the last at its end; one crop is the centred one. */
+static int64_t spread_crop_start(const gim_audio_corpus *c, int64_t u, int64_t k, int64_t crops) {
+    int64_t room = c->utts[u].length - c->crop;
+    return crops > 1 ? room * k / (crops - 1) : room / 2;
+}
+
 int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const gim_audio_corpus *c,
-                       const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen) {
+                       const int64_t *idx, int64_t n, int64_t crops, float **feats, int64_t *dims,
+                       void (*show)(void *arg, int64_t done, int64_t total), void *arg, char *err, size_t errlen) {
     int nm = m->n_modules, rc = -1;
     float **f = gim_calloc((size_t)nm, sizeof *f);
     int64_t *numel = gim_calloc((size_t)nm, sizeof *numel);
+    int64_t rows = 0, batch = m->batch;
+    float *x = NULL;
     for (int i = 0; i < nm; i++) feats[i] = NULL, dims[i] = 0;
-    if (!f || !numel) {
+    if (crops < 1 || gim_mul_overflows(n, crops, &rows)) {
+        gim_errf(err, errlen, "%lld utterances of %lld crops each: too many", (long long)n, (long long)crops);
+        goto done;
+    }
+    x = gim_malloc_aligned(sizeof(float) * (size_t)(batch * c->crop));
+    if (!f || !numel || !x) {
         gim_errf(err, errlen, "out of memory");
         goto done;
     }
@@ -822,22 +837,22 @@ int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const 
         int sl = m->modules[i].feature_slot;
         if (sl < 0) continue;
         dims[i] = m->slots[sl].shape[m->slots[sl].rank - 1];
-        if (!(feats[i] = gim_malloc(sizeof(float) * (size_t)(n * dims[i] + 1)))) {
+        if (!(feats[i] = gim_malloc(sizeof(float) * (size_t)(rows * dims[i] + 1)))) {
             gim_errf(err, errlen, "out of memory");
             goto done;
         }
     }
     /* a batch at a time: the per-frame features of a whole split would not fit */
-    for (int64_t start = 0; start < n; start += m->batch) {
-        int64_t count = n - start < m->batch ? n - start : m->batch;
-        gim_examples ex;
-        float *x;
-        int32_t *y;
-        if (gim_audio_examples(c, idx + start, count, -1, &ex, &x, &y, err, errlen)) goto done;
-        int r = gim_extract_features(m, s, &ex, f, numel, NULL, NULL, err, errlen);
-        gim_free(x);
-        gim_free(y);
-        if (r) goto done;
+    for (int64_t start = 0; start < rows; start += batch) {
+        int64_t count = rows - start < batch ? rows - start : batch;
+        for (int64_t r = 0; r < count; r++) {
+            int64_t u = idx[(start + r) / crops];
+            memcpy(x + r * c->crop, c->samples + c->utts[u].offset + spread_crop_start(c, u, (start + r) % crops, crops),
+                   sizeof(float) * (size_t)c->crop);
+        }
+        gim_examples ex = {.n = count, .x_rank = 2, .x_shape = {1, c->crop}, .x_numel = c->crop, .x = x,
+                           .n_classes = c->n_speakers};
+        if (gim_extract_features(m, s, &ex, f, numel, NULL, NULL, err, errlen)) goto done;
         for (int i = 0; i < nm; i++) {
             if (!f[i]) continue;
             gim_probe_pool_mean(f[i], count, numel[i] / dims[i], dims[i]);
@@ -845,6 +860,7 @@ int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const 
             gim_free(f[i]);
             f[i] = NULL;
         }
+        if (show) show(arg, start + count, rows);
     }
     rc = 0;
 done:
@@ -853,5 +869,6 @@ done:
         for (int i = 0; i < nm; i++) gim_free(feats[i]), feats[i] = NULL;
     gim_free(f);
     gim_free(numel);
+    gim_free(x);
     return rc;
 }

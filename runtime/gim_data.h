@@ -212,13 +212,17 @@ typedef struct gim_audio_view {
 void gim_audio_source(const gim_audio_view *v, struct gim_examples *ex);
 
 /* Time-averaged features of every module (its feature slot [batch, T, C]
- * averaged over T, as the speaker probe reads them) for the centred crops of
- * the utterances idx[0..n): feats[i] gets n * dims[i] floats (gim_free),
- * NULL and dims[i] 0 for a module without features. Runs a batch at a time.
+ * averaged over T, as the speaker probe reads them) of `crops` crops of each
+ * of the utterances idx[0..n): one crop is the centred one; more are spread
+ * evenly from the utterance's start to its end. feats[i] gets n * crops *
+ * dims[i] floats (gim_free), row u * crops + k for crop k of idx[u]; NULL
+ * and dims[i] 0 for a module without features. Runs a batch at a time;
+ * after each, show (when not NULL) gets the rows done and n * crops.
  * Returns 0, or -1 with err. */
 struct gim_exec_model;
 struct gim_train_state;
 int gim_audio_features(const struct gim_exec_model *m, const struct gim_train_state *s, const gim_audio_corpus *c,
-                       const int64_t *idx, int64_t n, float **feats, int64_t *dims, char *err, size_t errlen);
+                       const int64_t *idx, int64_t n, int64_t crops, float **feats, int64_t *dims,
+                       void (*show)(void *arg, int64_t done, int64_t total), void *arg, char *err, size_t errlen);
 
 #endif

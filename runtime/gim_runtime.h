@@ -77,7 +77,8 @@ typedef struct gim_exec_module {
     int *exports;                /* slot indices */
     int n_exports;
     int feature_slot;            /* the representation this module learns (the z its
-                                    infonce reads; else its last export): a slot that
+                                    infonce reads, or its context c when the model
+                                    outputs c; else its last export): a slot that
                                     forward writes, for the linear probe; -1 if none */
     bool has_loss;
     const char *loss_kind;       /* "infonce", "cross_entropy" */

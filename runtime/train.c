@@ -576,16 +576,22 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
 
 int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *d, float **feats, int64_t *feat_numel,
-                         void (*show)(void *arg, int64_t done, int64_t total, const double *module_s), void *arg,
+                         void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen) {
+    return gim_extract_features_timed(m, s, d, feats, feat_numel, show, arg, NULL, err, errlen);
+}
+
+int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s,
+                               const gim_examples *d, float **feats, int64_t *feat_numel,
+                               void (*show)(void *arg, int64_t done, int64_t total), void *arg,
+                               double *module_s, char *err, size_t errlen) {
     rt_binding b;
     if (bind_data(m, d, &b, err, errlen)) return -1;
     for (int i = 0; i < m->n_modules; i++) feats[i] = NULL;
     rt_item *it = rt_item_new(m);
     int64_t *idx = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
-    double *module_s = gim_calloc((size_t)m->n_modules, sizeof(double));
     int rc = 0;
-    if (!it || !idx || !module_s) {
+    if (!it || !idx) {
         gim_errf(err, errlen, "out of memory");
         rc = -1;
         goto done;
@@ -609,22 +615,21 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
         for (int64_t e = 0; e < m->batch; e++) idx[e] = start + (e < count ? e : count - 1);
         if ((rc = rt_fill_data(m, &b, d, GIM_EPOCH_NONE, idx, it, err, errlen))) goto done;
         for (int i = 0; i < m->n_modules; i++) {
-            double t0 = show ? rt_now() : 0;
+            double t0 = module_s ? rt_now() : 0;
             rt_module_forward(m, s, i, it);
-            if (show) module_s[i] += rt_now() - t0;
+            if (module_s) module_s[i] += rt_now() - t0;
         }
         for (int i = 0; i < m->n_modules; i++) {
             int sl = m->modules[i].feature_slot;
             if (sl < 0) continue;
             memcpy(feats[i] + start * feat_numel[i], it->slot[sl], (size_t)(count * feat_numel[i]) * sizeof(float));
         }
-        if (show) show(arg, start + count, d->n, module_s);
+        if (show) show(arg, start + count, d->n);
     }
 done:
     if (rc)
         for (int i = 0; i < m->n_modules; i++) { gim_free(feats[i]); feats[i] = NULL; }
     rt_item_free(m, it);
     gim_free(idx);
-    gim_free(module_s);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* gimc on audio: train and eval on a tree of audio files (the cache, the
- * speaker probe's table), the errors a wrong tree or model gives, and
+ * speaker probe's table, progress and eval.json, gimc report's page of the
+ * run), the errors a wrong tree or model gives, and
  * gimc data speech (its layout, that a seed fixes its bytes, the missing
  * tool and usage errors). */
 #include <math.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "gim_data.h"
+#include "gim_records.h"
 #include "gim_util.h"
 #include "testutil.h"
 
@@ -84,6 +86,7 @@ static void test_train_and_probe(void) {
     CU_ASSERT(strstr(out, "mapped from") != NULL);   /* the run's cache, not decoded again */
     CU_ASSERT(strstr(out, "speaker probe on") != NULL && strstr(out, "3 speakers, 12 train / 3 test utterances"));
     int rows = 0;
+    double test_acc[2][2] = {{-1, -1}, {-1, -1}};   /* per module: trained, random (%) */
     for (const char *line = out; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
         int module;
         long features;
@@ -96,10 +99,61 @@ static void test_train_and_probe(void) {
         bool ok = te >= 0 && te <= 100 && rtr >= 60 && rte >= 0 && rte <= 100;
         if (!ok) fprintf(stderr, "%s", out);
         CU_ASSERT(ok);
+        if (module <= 2) test_acc[module - 1][0] = te, test_acc[module - 1][1] = rte;
     }
     CU_ASSERT_EQUAL(rows, 2);
+    /* progress off a terminal, as the image probe's: plain lines; the
+     * feature pass counts 4 crops of each of the 12 training utterances and
+     * the 3 test ones; each probe's 1000 epochs print every 50th */
+    CU_ASSERT(strchr(out, '\r') == NULL && strstr(out, "\033[") == NULL);
+    CU_ASSERT(strstr(out, "features (random encoder) crops 51/51  ") != NULL);
+    CU_ASSERT(strstr(out, "features (trained encoder) crops 51/51  ") != NULL);
+    CU_ASSERT(strstr(out, " crops/s  ETA ") != NULL);
+    CU_ASSERT(strstr(out, "probe module 2 (trained) epoch 50/1000 batch 1/1  loss ") != NULL);
+    CU_ASSERT(strstr(out, "probe module 2 (random) epoch 1000/1000 batch 1/1  loss ") != NULL);
+    CU_ASSERT(strstr(out, "probe module 1 (trained) epoch 1/1000 ") == NULL);
     gim_free(out);
     gim_free(err);
+
+    /* eval.json beside the weights: the speaker task with the table's numbers */
+    char path[1300];
+    snprintf(path, sizeof path, "%s/eval.json", run);
+    gim_eval_results ev;
+    char msg[512];
+    CU_ASSERT_FATAL(gim_eval_read(path, &ev, msg, sizeof msg) == 0);
+    CU_ASSERT_FATAL(ev.n_probes == 1 && ev.probes[0].n_modules == 2);
+    CU_ASSERT_STRING_EQUAL(ev.probes[0].task, "speakers");
+    CU_ASSERT_EQUAL(ev.probes[0].classes, 3);
+    CU_ASSERT_EQUAL(ev.probes[0].train_examples, 12 * 4);
+    CU_ASSERT_EQUAL(ev.probes[0].test_examples, 3);
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT(fabs(100 * ev.probes[0].modules[i].trained.test_acc - test_acc[i][0]) < 0.006);
+        CU_ASSERT(fabs(100 * ev.probes[0].modules[i].random.test_acc - test_acc[i][1]) < 0.006);
+    }
+
+    /* gimc report on the run: the page shows the speaker probe's numbers */
+    snprintf(args, sizeof args, "report '%s'", run);
+    rc = gim_run_gimc(args, &out, &err);
+    if (rc) fprintf(stderr, "%s%s", out, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    gim_free(out);
+    gim_free(err);
+    snprintf(path, sizeof path, "%s/report.html", run);
+    size_t len;
+    char *page = gim_read_file(path, &len);
+    CU_ASSERT_FATAL(page != NULL);
+    CU_ASSERT(strstr(page, "(speakers: 3 classes)") != NULL);
+    for (int i = 0; i < 2; i++) {
+        char row[256];
+        snprintf(row, sizeof row, "<tr><td>%d</td><td>8</td><td>%.2f%%</td><td>%.2f%%</td><td>%.2f%%</td><td>%.2f%%</td>",
+                 i + 1, 100 * ev.probes[0].modules[i].trained.train_acc, 100 * ev.probes[0].modules[i].trained.test_acc,
+                 100 * ev.probes[0].modules[i].random.train_acc, 100 * ev.probes[0].modules[i].random.test_acc);
+        CU_ASSERT(strstr(page, row) != NULL);
+        if (!strstr(page, row)) fprintf(stderr, "no row %s in the report\n", row);
+    }
+    CU_ASSERT(strstr(page, "48 training and 3 test examples") != NULL);
+    gim_free(page);
+    gim_eval_results_free(&ev);
 }
 
 static void test_errors(void) {
