@@ -48,6 +48,14 @@
  * 1 MB chunks (test_op_conv --bench; their cols then stay in L2). */
 int64_t cg_conv_chunk_cap = (int64_t)1 << 15;
 int cg_conv_wide_all = 0;
+/* A 2-d forward or data gradient with at most cg_conv_narrow_pixels output
+ * positions per image batches its images too, in chunks of about
+ * cg_conv_narrow_cap floats of scratch: its per-image GEMMs would be only
+ * Ho·Wo columns wide (the canonical stride-2 layers: 16 and 4), where
+ * OpenBLAS runs at a fraction of its rate. 0: never (one GEMM per image).
+ * Measured: see conv_geometry. */
+int64_t cg_conv_narrow_pixels = 16;
+int64_t cg_conv_narrow_cap = (int64_t)1 << 15;
 /* The weight gradient computed transposed, dWᵀ [K, O] = cols · dYᵗᵀ, into
  * scratch, then transposed into dw: OpenBLAS runs the taller GEMM (M = K)
  * 2-8% faster on the canonical layers (measured, single thread). */
@@ -123,13 +131,20 @@ static bool conv_geometry(const gim_node *n, conv_geo *g) {
                 g->HoWo >= 256;
     /* Measured on the canonical model's layers (3x3 on 8x8 patches, B = 1152,
      * see test_op_conv --bench): one GEMM per image is as fast or faster for
-     * the forward and data gradient (no transposes; cols stay in cache), while
-     * the weight gradient, whose per-image GEMMs have an inner dimension of
-     * only Ho·Wo, gains from chunks (of about 128 KB); tiny K loses to the dy copy. */
-    bool wide = cg_conv_wide_all ||
+     * the forward and data gradient of 8x8 outputs (no transposes; cols stay
+     * in cache), while the weight gradient, whose per-image GEMMs have an
+     * inner dimension of only Ho·Wo, gains from chunks (of about 128 KB);
+     * tiny K loses to the dy copy. The stride-2 layers' forward and data
+     * gradient, 16 and 4 columns per image, gain from 128 KB chunks too
+     * (single thread: 4x4 outputs 0-9%, 2x2 outputs 2.2-2.4x; 64 KB and
+     * 256 KB chunks did worse on the 2x2 layer). Only 2-d: 1-d layers keep
+     * one GEMM per sequence. */
+    bool narrow = (n->op == GIM_OP_CONV2D || n->op == GIM_OP_CONV2D_BWD_DATA) && g->HoWo <= cg_conv_narrow_pixels;
+    bool wide = cg_conv_wide_all || narrow ||
                 ((n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT) && g->K >= 32);
-    if (g->direct || !wide || per_img >= CONV_SCRATCH_CAP) g->chunk = 1;
-    else g->chunk = CONV_SCRATCH_CAP / per_img;
+    int64_t cap = narrow && !cg_conv_wide_all ? cg_conv_narrow_cap : CONV_SCRATCH_CAP;
+    if (g->direct || !wide || per_img >= cap) g->chunk = 1;
+    else g->chunk = cap / per_img;
     if (g->chunk > g->B) g->chunk = g->B;
     if (g->chunk < 1) g->chunk = 1;
     return true;

@@ -5,7 +5,7 @@
  *
  * It talks while it works (gim_progress, as gimc train): the feature pass
  * over both splits with images (or audio crops) per second and the time
- * left, then each probe's epochs with their loss. Images and audio differ
+ * left (images: per module too), then each probe's epochs with their loss. Images and audio differ
  * only in how the features are made (image_features, audio_features); the
  * probes, progress, table and record are one code. The numbers go to a table on stdout and to eval.json
  * (gim_records.h), which `gimc report` reads. A probe is one row of a
@@ -59,11 +59,16 @@ typedef struct eval_progress {
     int64_t counted;           /* features: examples counted into the rate so far */
     int64_t batch;             /* features: examples per batch (lines every 5% of the batches) */
     int64_t offset_batches, total_batches;
+    int n_modules;             /* features: the seconds of each module's forward passes */
+    double *module_s;          /* over both splits so far (images; NULL: not measured) */
     int module, epochs;        /* probe: the module (1-based), its epochs */
 } eval_progress;
 
 /* The feature pass: one count over both splits, the test split continuing
- * the training split's. */
+ * the training split's. The rate is the last second's; the time left is the
+ * average pace of the pass so far. Per module (images): every batch runs
+ * through each module in turn, so module k's rate is that of its forward
+ * passes alone, and its ETA the part of the time left they will take. */
 static void show_features(void *arg, int64_t done_in_split, int64_t split_n) {
     eval_progress *e = arg;
     (void)split_n;
@@ -72,11 +77,17 @@ static void show_features(void *arg, int64_t done_in_split, int64_t split_n) {
     e->counted = done;
     int64_t batches = e->offset_batches + (done_in_split + e->batch - 1) / e->batch;
     if (!gim_progress_due(&e->con, batches, e->total_batches)) return;
-    char head[96], tail[96], eta[32];
-    double rate = e->con.rate;
-    gim_progress_eta(eta, sizeof eta, rate > 0 ? (double)(e->total - done) / rate : -1.0);
+    char head[96], tail[512], eta[32];
+    double left = (double)(e->total - done) / (double)(done > 0 ? done : 1);
+    gim_progress_eta(eta, sizeof eta, done > 0 ? gim_progress_elapsed(&e->con) * left : -1.0);
     snprintf(head, sizeof head, "features (%s encoder)", e->encoder);
-    snprintf(tail, sizeof tail, "  %.0f %s/s  ETA %s", rate, e->unit, eta);
+    int at = snprintf(tail, sizeof tail, "  %.0f %s/s  ETA %s", e->con.rate, e->unit, eta);
+    for (int i = 0; e->module_s && i < e->n_modules && at > 0 && (size_t)at < sizeof tail; i++) {
+        double sec = e->module_s[i];
+        gim_progress_eta(eta, sizeof eta, sec > 0 ? sec * left : -1.0);
+        at += snprintf(tail + at, sizeof tail - (size_t)at, "%s %d %.0f/s %s", i ? "," : "  per module:", i + 1,
+                       sec > 0 ? (double)done / sec : 0.0, eta);
+    }
     gim_progress_show(&e->con, head, e->unit, done, e->total, tail, done == e->total);
 }
 
@@ -171,9 +182,15 @@ static int image_features(const gim_exec_model *m, const gim_train_state *st, co
         gim_dataset_examples(ds, &ds->test, &te, &ste, err, errlen))
         goto done;
     features_begin(ep, m->batch, tr.n, te.n);
-    if (gim_extract_features(m, st, &tr, f->tr, f->dim, show_features, ep, err, errlen)) goto done;
+    ep->n_modules = m->n_modules;
+    if (!(ep->module_s = gim_calloc((size_t)m->n_modules, sizeof(double)))) {
+        gim_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (gim_extract_features_timed(m, st, &tr, f->tr, f->dim, show_features, ep, ep->module_s, err, errlen))
+        goto done;
     features_next_split(ep, tr.n);
-    if (gim_extract_features(m, st, &te, f->te, dte, show_features, ep, err, errlen)) goto done;
+    if (gim_extract_features_timed(m, st, &te, f->te, dte, show_features, ep, ep->module_s, err, errlen)) goto done;
     f->ntr = tr.n;
     f->nte = te.n;
     f->classes = ds->n_classes;
@@ -290,6 +307,7 @@ static int probe_encoder(const gim_exec_model *m, const gim_train_state *st, con
     rc = 0;
 done:
     eval_features_free(&f);
+    gim_free(ep.module_s);
     return rc;
 }
 

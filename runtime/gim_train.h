@@ -168,12 +168,18 @@ void gim_progress_show(const gim_progress *p, const char *head, const char *step
 
 /* Runs every module's forward pass over data and returns each module's
  * features (its feature slot) per example: feats[m] is n * feat_numel[m]
- * floats (heap; caller frees with gim_free). When progress is not NULL, it
- * counts images and each batch calls show(arg, images done, data->n). */
+ * floats (heap; caller frees with gim_free). When show is not NULL, each
+ * batch calls show(arg, images done, data->n). */
 int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *data, float **feats, int64_t *feat_numel,
                          void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen);
+/* gim_extract_features, and when module_s is not NULL it adds the seconds
+ * (wall) of module i's forward passes to module_s[i] before each show. */
+int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s,
+                               const gim_examples *data, float **feats, int64_t *feat_numel,
+                               void (*show)(void *arg, int64_t done, int64_t total), void *arg,
+                               double *module_s, char *err, size_t errlen);
 
 /* ---- distribution over MPI (mpi_transport.c, sched_mpi.c, placement.c) ----
  *

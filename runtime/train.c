@@ -578,6 +578,13 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
                          const gim_examples *d, float **feats, int64_t *feat_numel,
                          void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                          char *err, size_t errlen) {
+    return gim_extract_features_timed(m, s, d, feats, feat_numel, show, arg, NULL, err, errlen);
+}
+
+int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s,
+                               const gim_examples *d, float **feats, int64_t *feat_numel,
+                               void (*show)(void *arg, int64_t done, int64_t total), void *arg,
+                               double *module_s, char *err, size_t errlen) {
     rt_binding b;
     if (bind_data(m, d, &b, err, errlen)) return -1;
     for (int i = 0; i < m->n_modules; i++) feats[i] = NULL;
@@ -607,7 +614,11 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
         int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
         for (int64_t e = 0; e < m->batch; e++) idx[e] = start + (e < count ? e : count - 1);
         if ((rc = rt_fill_data(m, &b, d, GIM_EPOCH_NONE, idx, it, err, errlen))) goto done;
-        for (int i = 0; i < m->n_modules; i++) rt_module_forward(m, s, i, it);
+        for (int i = 0; i < m->n_modules; i++) {
+            double t0 = module_s ? rt_now() : 0;
+            rt_module_forward(m, s, i, it);
+            if (module_s) module_s[i] += rt_now() - t0;
+        }
         for (int i = 0; i < m->n_modules; i++) {
             int sl = m->modules[i].feature_slot;
             if (sl < 0) continue;

@@ -141,6 +141,7 @@ static double dot_d(const double *a, const double *b, int64_t n) {
 extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
+extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap;   /* narrow 2-d forwards batched */
 extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
 extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
@@ -301,6 +302,7 @@ static void test_conv2d_paths(void) {
         {1, {2}, 8, 37, 37, 8, 5, 1, 2, true, false},        /* an image exceeds a chunk */
         {1, {3}, 5, 17, 19, 7, 1, 1, 0, true, false},        /* 1x1 direct */
         {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* stride 2, one chunk */
+        {1, {100}, 64, 4, 4, 128, 3, 2, 1, true, false},     /* 2x2 outputs: batched forward too */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
     cg_conv_chunk_cap = cap;   /* and with the default chunks */
@@ -605,22 +607,29 @@ static void bench(void) {
     static const struct { int64_t C, O, s, H; } layers[] = {
         {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
     };
+    /* narrow: 0 keeps one image per forward / data-gradient GEMM; else
+     * every non-Winograd 2-d forward and data gradient is batched in chunks
+     * of that many floats (cg_conv_narrow_cap). */
     static const struct {
         int64_t cap;
         int wide_all, wgrad_t, wino;
-        int64_t wino_cap, wgrad_cap;
+        int64_t wino_cap, wgrad_cap, narrow;
         const char *name;
     } caps[] = {
-        {1, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, "im2col"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, "wino 128K/256K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, "wino 256K/1M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, "wino 512K/2M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, "wino 1M/4M"},
+        {1, 0, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, "im2col"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, "wino 128K/256K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, "wino 256K/1M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, "wino 512K/2M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, "wino 1M/4M"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 13, "batched 32K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 14, "batched 64K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 15, "batched 128K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 16, "batched 256K"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
            (long long)B);
-    double total[6] = {0};
+    double total[sizeof caps / sizeof *caps] = {0};
     for (size_t l = 0; l < sizeof layers / sizeof *layers; l++) {
         int64_t C = layers[l].C, O = layers[l].O, s = layers[l].s, H = layers[l].H, Ho = (H + 2 * p - k) / s + 1;
         double flops = 2.0 * B * O * Ho * Ho * C * k * k;
@@ -661,6 +670,8 @@ static void bench(void) {
             cg_conv_winograd = caps[ci].wino;
             cg_winograd_chunk_cap = caps[ci].wino_cap;
             cg_winograd_wgrad_cap = caps[ci].wgrad_cap;
+            cg_conv_narrow_pixels = caps[ci].narrow ? INT64_MAX : 0;
+            cg_conv_narrow_cap = caps[ci].narrow;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);

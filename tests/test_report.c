@@ -342,7 +342,8 @@ static void test_without_gnuplot(void) {
 /* ---- eval: progress and eval.json ---------------------------------------------------------- */
 
 /* Off a terminal: plain lines, no carriage returns or escapes; the feature
- * pass of each encoder ends at all 384 images, each probe's 10 epochs. */
+ * pass of each encoder ends at all 384 images, with a rate and time left per
+ * module, each probe's 10 epochs. */
 static void test_eval_plain_progress(void) {
     setup();
     CU_ASSERT_FATAL(eval_out != NULL);
@@ -351,6 +352,9 @@ static void test_eval_plain_progress(void) {
     CU_ASSERT(tt_has(eval_out, "features (random encoder) images 384/384  "));
     CU_ASSERT(tt_has(eval_out, "features (trained encoder) images 384/384  "));
     CU_ASSERT(tt_has(eval_out, "images/s  ETA "));
+    /* each module's own rate and share of the time left (tiny2 has two) */
+    CU_ASSERT(tt_has(eval_out, "  per module: 1 "));
+    CU_ASSERT(tt_has(eval_out, "/s 0:00, 2 "));
     for (int m = 1; m <= 2; m++)
         for (int r = 0; r < 2; r++) {
             char line[128];
