@@ -397,6 +397,23 @@ static void test_jit_infonce_chunks(void) {
     cg_nce_chunk_floats = keep;
 }
 
+/* Rows of z wider than a vector with a tail (Cz = 21 = 16 + 5) and more
+ * candidates than one pass of the gathers takes (13 negatives: 14 rows, a pass
+ * of CG_DOTS_MAX = 12 and one of 2), in chunks of 1, 3 and all positions (the
+ * sorted scatter across chunks, candidates drawn a step ahead). */
+static void test_jit_infonce_wide_rows(void) {
+    int64_t keep = cg_nce_chunk_floats;
+    const int64_t rows[] = {1, 3, 1000};
+    for (int i = 0; i < 3; i++)
+        for (int shared = 0; shared <= 1; shared++) {
+            ref_infonce_cfg cfg = {.grid = false, .N = 3, .len = 9, .Cz = 21, .Cc = 19, .K = 3,
+                                   .negatives = 13, .seed = 77, .stream = 3, .step = 5};
+            cg_nce_chunk_floats = rows[i] * cfg.K * cfg.Cz;
+            check_infonce_jit(cfg, shared, 1300 + 10 * i + shared);
+        }
+    cg_nce_chunk_floats = keep;
+}
+
 /* The backward's buffers start from zero on every call: 9 samples (8 parallel
  * parts, each with its own partial dz, zeroed by the part itself) and steps
  * k >= len without targets; the same compiled code called again (its scratch
@@ -830,6 +847,7 @@ static const gim_test tests[] = {
     {"jit_infonce_no_negatives", test_jit_infonce_no_negatives},
     {"jit_infonce_bwd_repeat", test_jit_infonce_bwd_repeat},
     {"jit_infonce_chunks", test_jit_infonce_chunks},
+    {"jit_infonce_wide_rows", test_jit_infonce_wide_rows},
     {"jit_gru_infonce_fd", test_jit_gru_infonce_fd},
     {"jit_infonce_negatives", test_jit_infonce_negatives},
     {"jit_cross_entropy", test_jit_cross_entropy},
