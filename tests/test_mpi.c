@@ -290,45 +290,46 @@ static void expect_resumable(const char *dir, const char *what) {
     expect_ok(rc, out, what);
 }
 
-static void test_kill_9(void) {
-    setup();
-    const char *dir = tt_path("kill9"), *log = tt_path("kill9.log");
-    pid_t pid = spawn(dir, log, 3, "");
-    bool ok = wait_checkpoint(dir);
+/* Starts 3 ranks, and once a checkpoint exists sends sig to rank `victim`;
+ * the job must end with a failure (not hang: wait_exit gives up after 60 s).
+ * Returns mpirun's output (heap); the checkpoint left must resume. */
+static char *signal_rank(const char *name, const char *extra, int victim_rank, int sig) {
+    char dir[64], log[64];
+    snprintf(dir, sizeof dir, "victim_%s", name);
+    snprintf(log, sizeof log, "victim_%s.log", name);
+    const char *d = tt_path(dir), *l = tt_path(log);
+    pid_t pid = spawn(d, l, 3, extra);
+    bool ok = wait_checkpoint(d);
     CU_ASSERT(ok);
-    pid_t victim = ok ? rank_pid(pid, 2) : 0;
+    pid_t victim = ok ? rank_pid(pid, victim_rank) : 0;
     CU_ASSERT(victim > 0);
-    if (victim > 0) kill(victim, SIGKILL);
+    if (victim > 0) kill(victim, sig);
     int rc = wait_exit(pid);
     CU_ASSERT(rc != 0 && rc != -1);
     size_t n;
-    char *text = gim_read_file(log, &n);
+    char *text = gim_read_file(l, &n);
+    if (rc == 0 || rc == -1) fprintf(stderr, "\n%s: exit %d\n%s\n", name, rc, text ? text : "");
+    expect_resumable(d, name);
+    return text;
+}
+
+static void test_kill_9(void) {
+    setup();
+    char *text = signal_rank("kill9", "", 2, SIGKILL);
     /* mpirun names the rank; the start line names its module */
     CU_ASSERT(tt_has(text, "rank 2") && tt_has(text, "rank 2: module 3"));
     if (!tt_has(text, "rank 2")) fprintf(stderr, "\n%s\n", text ? text : "");
     gim_free(text);
-    expect_resumable(dir, "resume after kill -9");
 }
 
 /* A rank that stops answering (SIGSTOP: a hung machine) ends the run
  * within --peer-timeout, naming it; the last checkpoint resumes. */
 static void test_peer_timeout(void) {
     setup();
-    const char *dir = tt_path("hang"), *log = tt_path("hang.log");
-    pid_t pid = spawn(dir, log, 3, "--peer-timeout 3");
-    bool ok = wait_checkpoint(dir);
-    CU_ASSERT(ok);
-    pid_t victim = ok ? rank_pid(pid, 1) : 0;
-    CU_ASSERT(victim > 0);
-    if (victim > 0) kill(victim, SIGSTOP);
-    int rc = wait_exit(pid);   /* -1 after 60 s: the run hung */
-    CU_ASSERT(rc != 0 && rc != -1);
-    size_t n;
-    char *text = gim_read_file(log, &n);
+    char *text = signal_rank("hang", "--peer-timeout 3", 1, SIGSTOP);
     CU_ASSERT(tt_has(text, "rank 1 (module 2) sent nothing for 3 s; stopping"));
-    if (!tt_has(text, "sent nothing for 3 s")) fprintf(stderr, "\nexit %d\n%s\n", rc, text ? text : "");
+    if (!tt_has(text, "sent nothing for 3 s")) fprintf(stderr, "\n%s\n", text ? text : "");
     gim_free(text);
-    expect_resumable(dir, "resume after a rank hung");
 }
 
 /* Sends sig to mpirun running `ranks` ranks once a checkpoint exists; the
