@@ -249,6 +249,23 @@ void cg_for_end(cg_ctx *c, cg_loop *l) {
 
 enum { LANES = 16 };
 
+/* The sum of a vector's LANES lanes, added pairwise: 16 -> 8 -> 4 -> 2 -> 1
+ * (a fixed order, so every caller gets the same bits). */
+static LLVMValueRef sum_lanes(cg_ctx *c, LLVMValueRef v) {
+    for (int w = LANES / 2; w >= 1; w /= 2) {
+        LLVMValueRef lo[LANES / 2], hi[LANES / 2];
+        for (int i = 0; i < w; i++) {
+            lo[i] = cg_i32(c, i);
+            hi[i] = cg_i32(c, w + i);
+        }
+        LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
+        LLVMValueRef a = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(lo, (unsigned)w), "");
+        LLVMValueRef h = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(hi, (unsigned)w), "");
+        v = LLVMBuildFAdd(c->b, a, h, "");
+    }
+    return LLVMBuildExtractElement(c->b, v, cg_i32(c, 0), "lanes");
+}
+
 static LLVMValueRef load_vec(cg_ctx *c, LLVMValueRef base, LLVMValueRef idx, LLVMTypeRef vt) {
     LLVMValueRef v = LLVMBuildLoad2(c->b, vt, cg_gep(c, base, idx), "");
     LLVMSetAlignment(v, 4);
@@ -269,20 +286,7 @@ static LLVMValueRef reduce(cg_ctx *c, LLVMValueRef a, LLVMValueRef abase, LLVMVa
         if (b) x = LLVMBuildFMul(c->b, x, load_vec(c, b, cg_add(c, bbase, off), vt), "");
         cg_var_set(c, acc, LLVMBuildFAdd(c->b, cg_var_get(c, acc), x, ""));
         cg_for_end(c, &lv);
-        /* lanes added pairwise: 16 -> 8 -> 4 -> 2 -> 1 */
-        LLVMValueRef v = cg_var_get(c, acc);
-        for (int w = LANES / 2; w >= 1; w /= 2) {
-            LLVMValueRef lo[LANES / 2], hi[LANES / 2];
-            for (int i = 0; i < w; i++) {
-                lo[i] = cg_i32(c, i);
-                hi[i] = cg_i32(c, w + i);
-            }
-            LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
-            LLVMValueRef a = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(lo, (unsigned)w), "");
-            LLVMValueRef h = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(hi, (unsigned)w), "");
-            v = LLVMBuildFAdd(c->b, a, h, "");
-        }
-        total = LLVMBuildExtractElement(c->b, v, cg_i32(c, 0), "lanes");
+        total = sum_lanes(c, cg_var_get(c, acc));
     }
     if (n % LANES) {
         LLVMValueRef acc = cg_var(c, "tail", total);
@@ -349,21 +353,7 @@ void cg_dots(cg_ctx *c, const LLVMValueRef *rows, int m, LLVMValueRef b, int64_t
             cg_var_set(c, acc[i], LLVMBuildFAdd(c->b, cg_var_get(c, acc[i]), x, ""));
         }
         cg_for_end(c, &lv);
-        for (int i = 0; i < m; i++) {
-            LLVMValueRef v = cg_var_get(c, acc[i]);
-            for (int w = LANES / 2; w >= 1; w /= 2) {
-                LLVMValueRef lo[LANES / 2], hi[LANES / 2];
-                for (int k = 0; k < w; k++) {
-                    lo[k] = cg_i32(c, k);
-                    hi[k] = cg_i32(c, w + k);
-                }
-                LLVMValueRef poison = LLVMGetPoison(LLVMTypeOf(v));
-                LLVMValueRef a = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(lo, (unsigned)w), "");
-                LLVMValueRef h = LLVMBuildShuffleVector(c->b, v, poison, LLVMConstVector(hi, (unsigned)w), "");
-                v = LLVMBuildFAdd(c->b, a, h, "");
-            }
-            out[i] = LLVMBuildExtractElement(c->b, v, cg_i32(c, 0), "lanes");
-        }
+        for (int i = 0; i < m; i++) out[i] = sum_lanes(c, cg_var_get(c, acc[i]));
     }
     for (int64_t k = nv * LANES; k < n; k++)   /* the tail, unrolled (fewer than 16) */
         for (int i = 0; i < m; i++)
