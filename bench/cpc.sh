@@ -43,18 +43,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-OUT=${OUT:-build-bench/cpc-$(date -u +%Y%m%d-%H%M%S)}
-mkdir -p "$OUT"
-echo "bench/cpc: results in $OUT"
-note_load() { echo "$1: $(uptime)" | tee -a "$OUT/load.txt"; }
+. bench/lib.sh
+bench_start cpc
 
 note_load "start"
-SGEMM=build-bench/bench-sgemm
-if [ ! -x "$SGEMM" ] || [ bench/sgemm.c -nt "$SGEMM" ]; then
-    mkdir -p build-bench
-    cc -std=c11 -O2 -Wall -Wextra bench/sgemm.c -lopenblas -o "$SGEMM" \
-        || echo "bench/cpc: could not build bench-sgemm (libopenblas-dev: scripts/setup.sh)"
-fi
+bench_sgemm
 [ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
 [ -x "$SGEMM" ] && "$SGEMM" --threads 1 2048 | tee "$OUT/sgemm1.json"
 

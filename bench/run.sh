@@ -47,19 +47,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-OUT=${OUT:-build-bench/run-$(date -u +%Y%m%d-%H%M%S)}
-mkdir -p "$OUT"
-echo "bench: results in $OUT"
-note_load() { echo "$1: $(uptime)" | tee -a "$OUT/load.txt"; }
+. bench/lib.sh
+bench_start run
 
 # --- 1. SGEMM yardstick ---------------------------------------------------------------
 note_load "start"
-SGEMM=build-bench/bench-sgemm
-if [ ! -x "$SGEMM" ] || [ bench/sgemm.c -nt "$SGEMM" ]; then
-    mkdir -p build-bench
-    cc -std=c11 -O2 -Wall -Wextra bench/sgemm.c -lopenblas -o "$SGEMM" \
-        || echo "bench: could not build bench-sgemm (is libopenblas-dev installed? scripts/setup.sh)"
-fi
+bench_sgemm
 if [ -x "$SGEMM" ]; then
     "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
 fi
