@@ -110,7 +110,10 @@ int rt_train_sequential(const gim_exec_model *m, const gim_train_config *cfg, gi
         }
         if (rc || rt_stop_now()) break;   /* stopped while caching: resumes by building again */
         if (mi < s->sequential_module) continue;
-        if (p->out) fprintf(p->out, "module %d: training\n", mi + 1);
+        if (p->out) {
+            fprintf(p->out, "module %d: training\n", mi + 1);
+            fflush(p->out);   /* a log shows it now, not with the next progress line */
+        }
         for (; s->epoch < cfg->epochs && rc == 0; s->epoch++, s->batch_in_epoch = 0) {
             const int64_t *perm = rt_order_for(&order, cfg->seed, s->epoch);
             for (; s->batch_in_epoch < nb && rc == 0;) {
