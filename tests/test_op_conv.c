@@ -621,10 +621,10 @@ static void bench(void) {
         {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, "wino 256K/1M"},
         {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, "wino 512K/2M"},
         {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, "wino 1M/4M"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 13, "batched 32K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 14, "batched 64K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 15, "batched 128K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 16, "batched 256K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, "batched 32K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, "batched 64K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, "batched 128K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, "batched 256K"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
