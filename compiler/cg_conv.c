@@ -180,6 +180,7 @@ static int64_t conv_part_floats(const gim_node *n, const conv_geo *g) {
 static int64_t cg_conv_scratch_floats(const gim_node *n) {
     conv_geo g;
     if (cg_winograd_applies(n)) return cg_winograd_scratch_floats(n);
+    if (cg_conv_window_applies(n)) return cg_conv_window_scratch_floats(n);
     if (!conv_is_conv(n->op) || !conv_geometry(n, &g) || g.direct) return 0;
     int64_t f = conv_part_floats(n, &g);
     if (conv_parallel(n, &g)) f *= cg_par_parts(conv_items(&g));
@@ -554,6 +555,11 @@ static int cg_conv(cg_ctx *c, const gim_node *n) {
         LLVMValueRef scratch = conv_scratch(c, n);
         if (!scratch) return cg_fail(c, n, "%s: no room for its Winograd scratch", gim_op_name(n->op));
         return cg_winograd(c, n, scratch);
+    }
+    if (cg_conv_window_applies(n)) {
+        LLVMValueRef scratch = conv_scratch(c, n);
+        if (!scratch) return cg_fail(c, n, "%s: no room for its scratch", gim_op_name(n->op));
+        return cg_conv_window_forward(c, n, scratch);
     }
     conv_geo g;
     if (!conv_geometry(n, &g)) return cg_fail(c, n, "%s: unsupported shapes", gim_op_name(n->op));
