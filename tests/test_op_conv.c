@@ -141,7 +141,7 @@ static double dot_d(const double *a, const double *b, int64_t n) {
 extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
-extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap;   /* narrow 2-d forwards batched */
+extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap, cg_conv_short_k;   /* narrow 2-d forwards batched */
 extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
 extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
@@ -714,6 +714,7 @@ static void bench(void) {
             cg_winograd_chunk_cap = caps[ci].wino_cap;
             cg_winograd_wgrad_cap = caps[ci].wgrad_cap;
             cg_conv_narrow_pixels = caps[ci].narrow ? INT64_MAX : 0;
+            cg_conv_short_k = caps[ci].narrow ? 32 : 0;
             cg_conv_narrow_cap = caps[ci].narrow;
             cg_conv_window = caps[ci].window > 0;
             cg_conv_window_cap = caps[ci].window;
