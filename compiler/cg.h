@@ -228,6 +228,17 @@ bool cg_winograd_applies(const gim_node *n);
 int64_t cg_winograd_scratch_floats(const gim_node *n);
 int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
 
+/* ---- narrow convolutions by output position (cg_conv_window.c) ----
+ * The forward pass of a conv2d with at most cg_conv_window_pixels outputs
+ * per image: a GEMM per class of output positions over their valid taps
+ * only (cg_conv.c asks after Winograd, then delegates). cg_conv_window = 0
+ * turns it off; cg_conv_window_cap is a chunk's scratch in floats. */
+extern int cg_conv_window;
+extern int64_t cg_conv_window_pixels, cg_conv_window_cap;
+bool cg_conv_window_applies(const gim_node *n);
+int64_t cg_conv_window_scratch_floats(const gim_node *n);
+int cg_conv_window_forward(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
+
 /* Reports an internal limitation at n's location. Returns -1. */
 int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -56,11 +56,12 @@ static LLVMValueRef define_declared(cg_ctx *c, const char *name) {
     return f;
 }
 
-/* a·t / p for 0 <= t <= p, in 128 bits as the pool computes a part's bounds. */
+/* a·t / p for 0 <= t <= p: the pool's part bounds (runtime/pool.c). The pool
+ * multiplies in 128 bits; here 64 suffice, t being at most GIM_RT_PARTS and a
+ * a count of items in memory, far below 2^60; and 128-bit division would be
+ * a call into libgcc (__divti3), which an exported object must not need. */
 static LLVMValueRef part_bound(cg_ctx *c, LLVMValueRef a, LLVMValueRef t, LLVMValueRef p) {
-    LLVMTypeRef i128 = LLVMInt128TypeInContext(c->ctx);
-    LLVMValueRef prod = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, a, i128, ""), LLVMBuildSExt(c->b, t, i128, ""), "");
-    return LLVMBuildTrunc(c->b, LLVMBuildSDiv(c->b, prod, LLVMBuildSExt(c->b, p, i128, ""), ""), c->i64, "");
+    return LLVMBuildSDiv(c->b, LLVMBuildNSWMul(c->b, a, t, ""), p, "");
 }
 
 static LLVMValueRef min_i64(cg_ctx *c, LLVMValueRef a, LLVMValueRef b) {

@@ -2,8 +2,22 @@
  *
  * Forward on a batch X [B, D]: logits = X Wᵀ + b, p = softmax(logits).
  * Loss = mean over the batch of −log p[y]. Gradients: G = (p − onehot(y)) / B,
- * dW = Gᵀ X, db = Σ_rows G. Both products are SGEMMs (gim_rt_sgemm: cut over
- * the runtime's pool when large). */
+ * dW = Gᵀ X, db = Σ_rows G.
+ *
+ * A training batch is one pass over its rows (probe_rows): a few rows at a
+ * time, read where they lie in the shuffled feature matrix, give their
+ * logits, softmax and share of dW while they are in cache, a slice of
+ * features at a time, in register tiles of rows by classes. The features are
+ * far larger than the cache and the classes few, so the probe is bound by
+ * reading the features; gathering the batch and running two SGEMMs over the
+ * copy (the earlier way) read every row several times. Measured with 20,000
+ * rows of 4608 features, 10 classes, 10 epochs: 1.25 s -> 0.86 s on two
+ * threads, 1.58 s -> 1.21 s on one. The batch's rows are cut into
+ * PROBE_PARTS parts over the pool, each with its own partial dW; the Adam
+ * step sums them in part order, elementwise over the pool, so the result
+ * does not depend on the thread count. The row code is compiled for AVX2
+ * with FMA and for the baseline, picked by the CPU at run time. Accuracy
+ * (contiguous rows, no gradient) stays an SGEMM. */
 #include "gim_probe.h"
 
 #include <math.h>
@@ -79,28 +93,239 @@ static double accuracy(const float *x, const int32_t *y, int64_t n, int64_t dim,
     return n ? (double)correct / (double)n : 0;
 }
 
+/* ---- a training batch in one pass over its rows --------------------------------- */
+
+/* Parts a batch's rows are cut into, each with a partial gradient of
+ * classes·(dim + 1) floats. */
+#define PROBE_PARTS 4
+/* Rows whose logits and gradient are computed together, and the features
+ * taken at a time: a block's slice of its rows and of every class's weights
+ * stay in L1 while all of them are used (8 rows × 256 floats, 8 KB, and
+ * 1 KB a class). */
+#define PROBE_BLOCK 4
+#define PROBE_SLICE 256
+
+/* Eight floats as one value (GCC's vector extension): the compiler uses the
+ * widest vectors the target has. Loads and stores are unaligned (memcpy). */
+typedef float probe_v8 __attribute__((vector_size(32)));
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(probe_v8))
+#define STORE8(p, v) memcpy((p), &(v), sizeof(probe_v8))
+#define SUM8(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
+
+typedef struct probe_batch {
+    const float *x;           /* the feature matrix [ntr, dim] */
+    const int32_t *y;
+    const int64_t *rows;      /* the batch: n row indices */
+    int64_t n, dim;
+    int classes;
+    const float *w;           /* W [classes, dim], then b [classes] */
+    float *partial;           /* per part: dW [classes, dim], then db [classes] */
+    double *loss;             /* per part: the sum of its rows' losses */
+} probe_batch;
+
+/* The register tile: PROBE_BLOCK rows by CLASS_TILE classes, 12 vector
+ * accumulators; each vector of x and of W loaded once feeds 3 or 4 products. */
+#define CLASS_TILE 3
+
+/* lg[r·classes + k] += Σ_j x[r][j]·W[k][j] for j in [j0, j1), rows r < nr and
+ * classes k in [k0, k0 + nk); j1 − j0 a multiple of 8 except in the last slice.
+ * Inlined with nr and nk constants, the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void tile_dots(const float *const *x, int nr, const float *w, int64_t dim,
+                                                           int classes, int k0, int nk, int64_t j0, int64_t j1,
+                                                           float *lg) {
+    probe_v8 acc[PROBE_BLOCK][CLASS_TILE];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 3
+        for (int q = 0; q < nk; q++) acc[r][q] = (probe_v8){0};
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) {
+        probe_v8 wv[CLASS_TILE];
+#pragma GCC unroll 3
+        for (int q = 0; q < nk; q++) LOAD8(wv[q], w + (int64_t)(k0 + q) * dim + j);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            probe_v8 xv;
+            LOAD8(xv, x[r] + j);
+#pragma GCC unroll 3
+            for (int q = 0; q < nk; q++) acc[r][q] += xv * wv[q];
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int q = 0; q < nk; q++) {
+            const float *wk = w + (int64_t)(k0 + q) * dim;
+            float s = SUM8(acc[r][q]);
+            for (int64_t t = j; t < j1; t++) s += x[r][t] * wk[t];
+            lg[r * classes + k0 + q] += s;
+        }
+}
+
+/* dW[k][j] += Σ_r G[r][k]·x[r][j] for the same tile */
+static inline __attribute__((always_inline)) void tile_grads(const float *const *x, int nr, const float *G,
+                                                            int64_t dim, int classes, int k0, int nk, int64_t j0,
+                                                            int64_t j1, float *dw) {
+    probe_v8 c[PROBE_BLOCK][CLASS_TILE];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 3
+        for (int q = 0; q < nk; q++) c[r][q] = (probe_v8){0} + G[r * classes + k0 + q];
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) {
+        probe_v8 gv[CLASS_TILE];
+#pragma GCC unroll 3
+        for (int q = 0; q < nk; q++) LOAD8(gv[q], dw + (int64_t)(k0 + q) * dim + j);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            probe_v8 xv;
+            LOAD8(xv, x[r] + j);
+#pragma GCC unroll 3
+            for (int q = 0; q < nk; q++) gv[q] += c[r][q] * xv;
+        }
+#pragma GCC unroll 3
+        for (int q = 0; q < nk; q++) STORE8(dw + (int64_t)(k0 + q) * dim + j, gv[q]);
+    }
+    for (; j < j1; j++)
+        for (int q = 0; q < nk; q++)
+            for (int r = 0; r < nr; r++) dw[(int64_t)(k0 + q) * dim + j] += G[r * classes + k0 + q] * x[r][j];
+}
+
+/* Every class for nr rows over [j0, j1): full tiles, then the last classes. */
+static inline __attribute__((always_inline)) void slice_dots(const float *const *x, int nr, const float *w,
+                                                            int64_t dim, int classes, int64_t j0, int64_t j1,
+                                                            float *lg) {
+    int k = 0;
+    for (; k + CLASS_TILE <= classes; k += CLASS_TILE) tile_dots(x, nr, w, dim, classes, k, CLASS_TILE, j0, j1, lg);
+    for (; k < classes; k++) tile_dots(x, nr, w, dim, classes, k, 1, j0, j1, lg);
+}
+
+static inline __attribute__((always_inline)) void slice_grads(const float *const *x, int nr, const float *G,
+                                                             int64_t dim, int classes, int64_t j0, int64_t j1,
+                                                             float *dw) {
+    int k = 0;
+    for (; k + CLASS_TILE <= classes; k += CLASS_TILE) tile_grads(x, nr, G, dim, classes, k, CLASS_TILE, j0, j1, dw);
+    for (; k < classes; k++) tile_grads(x, nr, G, dim, classes, k, 1, j0, j1, dw);
+}
+
+/* nr rows: logits, softmax, loss and G = (p − onehot(y)) / n into lg, then
+ * their share of dW and db. Returns the rows' summed loss. */
+static inline __attribute__((always_inline)) double block_step(const probe_batch *pb, const float *const *x,
+                                                              const int32_t *y, int nr, float *lg, float *dw) {
+    int64_t dim = pb->dim;
+    int classes = pb->classes;
+    const float *b = pb->w + (int64_t)classes * dim;
+    for (int r = 0; r < nr; r++)
+        for (int k = 0; k < classes; k++) lg[r * classes + k] = b[k];
+    for (int64_t j0 = 0; j0 < dim; j0 += PROBE_SLICE)
+        slice_dots(x, nr, pb->w, dim, classes, j0, j0 + PROBE_SLICE < dim ? j0 + PROBE_SLICE : dim, lg);
+    double loss = 0;
+    float *db = dw + (int64_t)classes * dim;
+    for (int r = 0; r < nr; r++) {
+        float *row = lg + r * classes;
+        float mx = row[0];
+        for (int k = 1; k < classes; k++) mx = row[k] > mx ? row[k] : mx;
+        double z = 0;
+        for (int k = 0; k < classes; k++) z += exp((double)(row[k] - mx));
+        loss += -(double)(row[y[r]] - mx) + log(z);
+        for (int k = 0; k < classes; k++) {
+            float p = (float)(exp((double)(row[k] - mx)) / z);
+            row[k] = (p - (k == y[r] ? 1.0f : 0.0f)) / (float)pb->n;
+            db[k] += row[k];
+        }
+    }
+    for (int64_t j0 = 0; j0 < dim; j0 += PROBE_SLICE)
+        slice_grads(x, nr, lg, dim, classes, j0, j0 + PROBE_SLICE < dim ? j0 + PROBE_SLICE : dim, dw);
+    return loss;
+}
+
+/* One part of a batch: its rows in blocks of PROBE_BLOCK, the rest one at a
+ * time. */
+static inline __attribute__((always_inline)) void probe_rows(void *env, int64_t begin, int64_t end, int part) {
+    const probe_batch *pb = env;
+    /* the pool's items are the parts: rows [begin·n/P, end·n/P) */
+    int64_t items = pb->n < PROBE_PARTS ? pb->n : PROBE_PARTS;
+    int64_t r0 = begin * pb->n / items, r1 = end * pb->n / items;
+    int64_t np = (int64_t)pb->classes * pb->dim + pb->classes;
+    float *dw = pb->partial + (int64_t)part * np;
+    memset(dw, 0, sizeof(float) * (size_t)np);
+    float *lg = gim_xmalloc(sizeof(float) * (size_t)(PROBE_BLOCK * pb->classes));
+    double loss = 0;
+    int64_t i = r0;
+    for (; i < r1; i += PROBE_BLOCK) {
+        int nr = r1 - i < PROBE_BLOCK ? (int)(r1 - i) : PROBE_BLOCK;
+        const float *x[PROBE_BLOCK];
+        int32_t y[PROBE_BLOCK];
+        for (int r = 0; r < nr; r++) {
+            x[r] = pb->x + pb->rows[i + r] * pb->dim;
+            y[r] = pb->y[pb->rows[i + r]];
+        }
+        if (nr == PROBE_BLOCK) {
+            loss += block_step(pb, x, y, PROBE_BLOCK, lg, dw);
+        } else {
+            for (int r = 0; r < nr; r++) loss += block_step(pb, x + r, y + r, 1, lg, dw);
+        }
+    }
+    gim_free(lg);
+    pb->loss[part] = loss;
+}
+
+/* The same code compiled twice: for AVX2 with FMA, and for the baseline
+ * x86-64 the rest of gim is built for; probe_rows_fn picks by the CPU. */
+__attribute__((target("avx2,fma"))) static void probe_rows_avx2(void *env, int64_t begin, int64_t end, int part) {
+    probe_rows(env, begin, end, part);
+}
+
+static void probe_rows_base(void *env, int64_t begin, int64_t end, int part) { probe_rows(env, begin, end, part); }
+
+static gim_rt_part_fn probe_rows_fn(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? probe_rows_avx2 : probe_rows_base;
+}
+
+/* The step for parameters [begin, end): the gradient is the parts' partials
+ * summed in part order, then Adam. Elementwise, so any cut gives the same
+ * bits. */
+typedef struct adam_job {
+    float *w, *m, *v;
+    const float *partial;
+    int64_t np;
+    int parts;
+    float b1, b2, eps, c2, step;
+} adam_job;
+
+static void adam_update(void *env, int64_t begin, int64_t end, int part) {
+    (void)part;
+    const adam_job *a = env;
+    for (int64_t i = begin; i < end; i++) {
+        float g = a->partial[i];
+        for (int pt = 1; pt < a->parts; pt++) g += a->partial[(int64_t)pt * a->np + i];
+        a->m[i] = a->b1 * a->m[i] + (1 - a->b1) * g;
+        a->v[i] = a->b2 * a->v[i] + (1 - a->b2) * g * g;
+        a->w[i] -= a->step * a->m[i] / (sqrtf(a->v[i] / a->c2) + a->eps);
+    }
+}
+
 int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const int32_t *yte,
                   int64_t nte, int64_t dim, int classes, const gim_probe_options *o,
                   gim_probe_result *r) {
     standardise(xtr, ntr, xte, nte, dim);
     int64_t np = (int64_t)classes * dim + classes;
     float *w = gim_malloc(sizeof(float) * (size_t)np);
-    float *g = gim_malloc(sizeof(float) * (size_t)np);
     float *m = gim_calloc((size_t)np, sizeof(float));
     float *v = gim_calloc((size_t)np, sizeof(float));
-    float *xb = gim_malloc(sizeof(float) * (size_t)(o->batch * dim));
-    float *lg = gim_malloc(sizeof(float) * (size_t)(o->batch * classes));
+    float *partial = gim_malloc(sizeof(float) * (size_t)(PROBE_PARTS * np));
     int64_t *perm = gim_malloc(sizeof(int64_t) * (size_t)ntr);
-    if (!w || !g || !m || !v || !xb || !lg || !perm) {
-        gim_free(w); gim_free(g); gim_free(m); gim_free(v); gim_free(xb); gim_free(lg); gim_free(perm);
+    double part_loss[PROBE_PARTS];
+    if (!w || !m || !v || !partial || !perm) {
+        gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(perm);
         return -1;
     }
-    float *b = w + (int64_t)classes * dim, *gb = g + (int64_t)classes * dim;
+    float *b = w + (int64_t)classes * dim;
     /* PyTorch's nn.Linear initialisation: U(−1/√dim, 1/√dim). */
     float bound = 1.0f / sqrtf((float)dim);
     for (int64_t i = 0; i < np; i++)
         w[i] = bound * (2.0f * gim_rt_rand_uniform(o->seed, GIM_RT_STREAM_INIT | 0x9e3779b9u, (uint64_t)i) - 1.0f);
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    gim_rt_part_fn rows_fn = probe_rows_fn();
     uint64_t t = 0;
     double loss_sum = 0;
     int64_t loss_n = 0;
@@ -111,34 +336,17 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
         loss_n = 0;
         for (int64_t s = 0; s < ntr; s += o->batch) {
             int64_t bn = ntr - s < o->batch ? ntr - s : o->batch;
-            for (int64_t i = 0; i < bn; i++) memcpy(xb + i * dim, xtr + perm[s + i] * dim, sizeof(float) * (size_t)dim);
-            logits_of(xb, bn, dim, classes, w, b, lg);
-            memset(gb, 0, sizeof(float) * (size_t)classes);
-            for (int64_t i = 0; i < bn; i++) {
-                float *row = lg + i * classes;
-                float mx = row[0];
-                for (int k = 1; k < classes; k++) mx = row[k] > mx ? row[k] : mx;
-                double z = 0;
-                for (int k = 0; k < classes; k++) z += exp((double)(row[k] - mx));
-                int y = ytr[perm[s + i]];
-                loss_sum += -(double)(row[y] - mx) + log(z);
-                loss_n++;
-                for (int k = 0; k < classes; k++) {
-                    float p = (float)(exp((double)(row[k] - mx)) / z);
-                    row[k] = (p - (k == y ? 1.0f : 0.0f)) / (float)bn;
-                    gb[k] += row[k];
-                }
-            }
-            /* dW [classes, dim] = Gᵀ X */
-            gim_rt_sgemm(1, 0, classes, dim, bn, 1.0f, lg, classes, xb, dim, 0.0f, g, dim);
+            probe_batch pb = {.x = xtr, .y = ytr, .rows = perm + s, .n = bn, .dim = dim, .classes = classes,
+                              .w = w, .partial = partial, .loss = part_loss};
+            gim_rt_parallel_for(bn < PROBE_PARTS ? bn : PROBE_PARTS, rows_fn, &pb);
+            int parts = gim_rt_parts(bn < PROBE_PARTS ? bn : PROBE_PARTS);
+            for (int pt = 0; pt < parts; pt++) loss_sum += part_loss[pt];
+            loss_n += bn;
             t++;
-            float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-            float step = (float)o->lr / c1;
-            for (int64_t i = 0; i < np; i++) {
-                m[i] = b1 * m[i] + (1 - b1) * g[i];
-                v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-                w[i] -= step * m[i] / (sqrtf(v[i] / c2) + eps);
-            }
+            adam_job aj = {.w = w, .m = m, .v = v, .partial = partial, .np = np, .parts = parts, .b1 = b1, .b2 = b2,
+                           .eps = eps, .c2 = 1.0f - powf(b2, (float)t),
+                           .step = (float)o->lr / (1.0f - powf(b1, (float)t))};
+            gim_rt_parallel_for(np, adam_update, &aj);
             if (o->progress)
                 o->progress(o->progress_arg, ep, s / o->batch + 1, (ntr + o->batch - 1) / o->batch,
                             loss_sum / (double)loss_n);
@@ -147,7 +355,7 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
     r->final_loss = loss_n ? loss_sum / (double)loss_n : 0;
     r->train_acc = accuracy(xtr, ytr, ntr, dim, classes, w, b);
     r->test_acc = accuracy(xte, yte, nte, dim, classes, w, b);
-    gim_free(w); gim_free(g); gim_free(m); gim_free(v); gim_free(xb); gim_free(lg); gim_free(perm);
+    gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(perm);
     return 0;
 }
 

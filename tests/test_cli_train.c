@@ -230,6 +230,34 @@ static void test_async_staleness_reported(void) {
     gim_free(so);
 }
 
+/* ---- the code that runs ------------------------------------------------------------ */
+
+/* gimc train and gimc eval run the fused code gimc bench measures and gimc
+ * export writes: with GIM_PROFILE=1 every generated node function is a row
+ * of the profile, and a ReLU fused into its convolution has no row, forward
+ * (relu) or backward (relu_bwd); its gradient's target keeps the name
+ * ("grad/relu.1:spatial_mean_bwd"). */
+static void test_train_and_eval_run_fused_code(void) {
+    setup();
+    setenv("GIM_PROFILE", "1", 1);
+    char *se = NULL;
+    const char *dir = tt_path("fused_run");
+    int rc = tt_gimc(NULL, &se, "train -O0 '%s' --data '%s' --out '%s' --steps 2", model2, data12, dir);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(tt_has(se, "gim profile"));
+    CU_ASSERT(tt_has(se, "conv2d"));
+    CU_ASSERT(!tt_has(se, " relu."));       /* a forward row: "m1 relu.1" */
+    CU_ASSERT(!tt_has(se, ":relu_bwd"));    /* a backward one: "m1 grad/conv2d.1:relu_bwd" */
+    gim_free(se);
+    se = NULL;
+    rc = tt_gimc(NULL, &se, "eval -O0 '%s' --data '%s' --weights '%s/weights.safetensors'", model2, data12, dir);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(tt_has(se, "(forward fn)"));
+    CU_ASSERT(!tt_has(se, " relu."));
+    gim_free(se);
+    unsetenv("GIM_PROFILE");
+}
+
 /* ---- errors ----------------------------------------------------------------------------- */
 
 static void expect(int want_rc, const char *needle, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -305,6 +333,7 @@ int main(void) {
         {"progress bar on a terminal", test_progress_bar_on_terminal},
         {"default output directory runs/<model>", test_default_out_dir},
         {"async staleness bound reported", test_async_staleness_reported},
+        {"train and eval run the fused code", test_train_and_eval_run_fused_code},
         {"usage and input errors", test_usage_and_input_errors},
         {NULL, NULL},
     };

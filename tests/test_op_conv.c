@@ -141,7 +141,7 @@ static double dot_d(const double *a, const double *b, int64_t n) {
 extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
-extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap;   /* narrow 2-d forwards batched */
+extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap, cg_conv_short_k;   /* narrow 2-d forwards batched */
 extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
 extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
 bool cg_winograd_applies(const gim_node *n);
@@ -307,6 +307,46 @@ static void test_conv2d_paths(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 200 + 7 * (unsigned)i);
     cg_conv_chunk_cap = cap;   /* and with the default chunks */
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 230 + 7 * (unsigned)i);
+    jit_passes = "default<O0>";
+}
+
+/* The forward of a conv2d with few outputs an image, by output position
+ * (compiler/cg_conv_window.c): each case runs with it and, for comparison,
+ * through im2col. Classes of positions from a 3×3 stride-2 kernel (4 and 2
+ * rows by 4 and 2 columns), a 5×5 stride-3 one on a non-square image, a
+ * 1×1 kernel (one class), no bias, several chunks and a partial one, and a
+ * grid of 4 images (the model's lead dimensions). */
+static void test_conv2d_window(void) {
+    jit_passes = "default<O2>";
+    static const conv_case cases[] = {
+        {1, {40}, 32, 8, 8, 64, 3, 2, 1, true, false},       /* 4x4 outputs: 4 classes, 9 interior */
+        {1, {300}, 64, 4, 4, 128, 3, 2, 1, true, false},     /* 2x2: 124 images a chunk, 2 + 52 */
+        {1, {3}, 3, 7, 11, 5, 5, 3, 2, false, false},        /* 3x4 outputs, no bias */
+        {1, {6}, 4, 6, 6, 8, 1, 2, 0, true, false},          /* 1x1 stride 2: one class */
+        {2, {2, 2}, 5, 4, 4, 7, 3, 1, 1, true, false},       /* stride 1, channels too few for Winograd */
+    };
+    int64_t pixels = cg_conv_window_pixels;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        /* the shapes the window takes, and only while it is on */
+        gim_graph *g = gim_graph_new();
+        const conv_case *cc = &cases[i];
+        int64_t B = 1;
+        for (int d = 0; d < cc->lead_rank; d++) B *= cc->lead[d];
+        int64_t Ho = (cc->H + 2 * cc->p - cc->k) / cc->s + 1, Wo = (cc->W + 2 * cc->p - cc->k) / cc->s + 1;
+        int64_t xd[4] = {B, cc->C, cc->H, cc->W}, wd[4] = {cc->O, cc->C, cc->k, cc->k}, yd[4] = {B, cc->O, Ho, Wo};
+        gim_node *in[2] = {input(g, 4, xd), input(g, 4, wd)};
+        gim_node *y = node(g, GIM_OP_CONV2D, 2, in, 4, yd);
+        y->attr[0] = (double)cc->O, y->attr[1] = (double)cc->k, y->attr[2] = (double)cc->s, y->attr[3] = (double)cc->p;
+        CU_ASSERT(!cg_winograd_applies(y) && cg_conv_window_applies(y));
+        cg_conv_window_pixels = 0;
+        CU_ASSERT(!cg_conv_window_applies(y));
+        cg_conv_window_pixels = pixels;
+        gim_graph_free(g);
+        check_conv(cc, 300 + 7 * (unsigned)i);
+        cg_conv_window = 0;
+        check_conv(cc, 300 + 7 * (unsigned)i);
+        cg_conv_window = 1;
+    }
     jit_passes = "default<O0>";
 }
 
@@ -613,18 +653,21 @@ static void bench(void) {
     static const struct {
         int64_t cap;
         int wide_all, wgrad_t, wino;
-        int64_t wino_cap, wgrad_cap, narrow;
+        int64_t wino_cap, wgrad_cap, narrow, window;
         const char *name;
     } caps[] = {
-        {1, 0, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, "im2col"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, "wino 128K/256K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, "wino 256K/1M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, "wino 512K/2M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, "wino 1M/4M"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 13, "batched 32K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 14, "batched 64K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 15, "batched 128K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, (int64_t)1 << 16, "batched 256K"},
+        {1, 0, 0, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, 0, "im2col"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, 0, "wino 128K/256K"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, 0, "wino 256K/1M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, 0, "wino 512K/2M"},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, 0, "wino 1M/4M"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, 0, "batched 32K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, 0, "batched 64K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, 0, "batched 128K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, 0, "batched 256K"},
+        {(int64_t)1 << 15, 0, 1, 0, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "window, no wino"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 16, "window 256K"},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "window 1M"},
     };
     const int64_t B = 1152, k = 3, p = 1;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
@@ -671,7 +714,10 @@ static void bench(void) {
             cg_winograd_chunk_cap = caps[ci].wino_cap;
             cg_winograd_wgrad_cap = caps[ci].wgrad_cap;
             cg_conv_narrow_pixels = caps[ci].narrow ? INT64_MAX : 0;
+            cg_conv_short_k = caps[ci].narrow ? 32 : 0;
             cg_conv_narrow_cap = caps[ci].narrow;
+            cg_conv_window = caps[ci].window > 0;
+            cg_conv_window_cap = caps[ci].window;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
@@ -712,6 +758,7 @@ int main(int argc, char **argv) {
     static const gim_test tests[] = {
         {"conv2d forward and gradients, small odd shapes", test_conv2d_small},
         {"conv1d forward and gradients", test_conv1d_small},
+        {"conv2d forward by output position", test_conv2d_window},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
         {"conv2d 3x3 stride 1 by Winograd F(2x2, 3x3), and by im2col", test_conv2d_winograd},
         {"conv with every op batched over images", test_conv_all_wide},
