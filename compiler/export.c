@@ -139,8 +139,9 @@ static void define_sgemm(cg_ctx *c, LLVMValueRef in_part) {
     /* fewer, wider parts when the operand each part packs is large
      * (gim_rt_sgemm_parts) */
     LLVMValueRef shared = cg_select(c, by_rows, cg_mul(c, K, N), cg_mul(c, M, K));
-    LLVMValueRef cap = LLVMBuildSDiv(c->b, big, cg_i64(c, GIM_RT_SGEMM_WIDE), "");
-    cap = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSLT, cap, cg_i64(c, 2), ""), cg_i64(c, 2), cap);
+    LLVMValueRef q = LLVMBuildSDiv(c->b, big, cg_i64(c, GIM_RT_SGEMM_WIDE), ""), cap = cg_i64(c, 2);
+    for (int64_t v = 4; v <= GIM_RT_PARTS; v *= 2)
+        cap = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSGE, q, cg_i64(c, v), ""), cg_i64(c, v), cap);
     LLVMValueRef wide = LLVMBuildICmp(c->b, LLVMIntSGT, shared, cg_i64(c, GIM_RT_SGEMM_SHARED_FLOATS), "wide");
     parts = cg_select(c, wide, min_i64(c, parts, cap), parts);
     cg_loop t = cg_for_begin(c, cg_i64(c, 0), parts, "part");

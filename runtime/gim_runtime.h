@@ -128,9 +128,10 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
  * its ceil(max(M, N) / GIM_RT_SGEMM_UNIT) units of rows (M >= N) or columns
  * cut into gim_rt_sgemm_parts(M, N, K) contiguous parts, part t the units
  * [t·units/parts, (t+1)·units/parts); anything else is one cblas_sgemm. The
- * parts are min(GIM_RT_PARTS, units), but at most max(2, max(M, N) /
- * GIM_RT_SGEMM_WIDE) when the operand every part packs again (B, K·N floats,
- * when cut by rows; A, M·K, by columns) exceeds GIM_RT_SGEMM_SHARED_FLOATS.
+ * parts are min(GIM_RT_PARTS, units), but at most the largest power of two
+ * (at least 2) not above max(M, N) / GIM_RT_SGEMM_WIDE when the operand every
+ * part packs again (B, K·N floats, when cut by rows; A, M·K, by columns)
+ * exceeds GIM_RT_SGEMM_SHARED_FLOATS.
  * An exported module (compiler/export.c) makes the same calls, in order on
  * one thread, so its sums are the same. */
 #define GIM_RT_SGEMM_SPLIT_FLOPS (1 << 22)

@@ -59,11 +59,14 @@ int64_t gim_rt_sgemm_parts(int64_t M, int64_t N, int64_t K) {
     int64_t parts = units < GIM_RT_PARTS ? units : GIM_RT_PARTS;
     /* Every block packs the operand the blocks share (all of B when cut by
      * rows, all of A by columns) again; when that operand outgrows the
-     * cache, the copies cost as much as a narrow block's arithmetic. */
+     * cache, the copies cost as much as a narrow block's arithmetic. Then
+     * the blocks are at least GIM_RT_SGEMM_WIDE wide, and a power of two of
+     * them (2, 4, ...: even shares for 2 or 4 threads). */
     int64_t shared = M >= N ? K * N : M * K;
     if (shared > GIM_RT_SGEMM_SHARED_FLOATS) {
-        int64_t cap = big / GIM_RT_SGEMM_WIDE;
-        if (cap < 2) cap = 2;
+        int64_t cap = 2;
+        for (int64_t v = 4; v <= GIM_RT_PARTS; v *= 2)
+            if (big / GIM_RT_SGEMM_WIDE >= v) cap = v;
         if (parts > cap) parts = cap;
     }
     return parts;

@@ -222,21 +222,23 @@ static void test_sgemm_cut(void) {
 }
 
 /* The parts of a cut product: min(GIM_RT_PARTS, units of GIM_RT_SGEMM_UNIT),
- * but when the operand every part packs again is large, parts of at least
- * GIM_RT_SGEMM_WIDE rows or columns (and never fewer than two). */
+ * but when the operand every part packs again is large, a power of two of
+ * parts (at least two), each at least GIM_RT_SGEMM_WIDE rows or columns. */
 static void test_sgemm_parts(void) {
     const int64_t W = GIM_RT_SGEMM_WIDE, U = GIM_RT_SGEMM_UNIT;
     int64_t big_k = GIM_RT_SGEMM_SHARED_FLOATS / 64 + 1;   /* K·64 floats shared: more than the limit */
     CU_ASSERT_EQUAL(gim_rt_sgemm_parts(300, 70, 150), GIM_RT_PARTS);
     CU_ASSERT_EQUAL(gim_rt_sgemm_parts(3 * U, 10, 50), 3);
     CU_ASSERT_EQUAL(gim_rt_sgemm_parts(8 * W, 64, big_k), GIM_RT_PARTS);   /* wide enough already */
-    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(3 * W + 5, 64, big_k), 3);
-    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(64, 3 * W + 5, big_k), 3);           /* by columns: A shared */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(5 * W + 5, 64, big_k), 4);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(64, 5 * W + 5, big_k), 4);           /* by columns: A shared */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(3 * W + 5, 64, big_k), 2);
     CU_ASSERT_EQUAL(gim_rt_sgemm_parts(W + 100, 64, big_k), 2);
     CU_ASSERT_EQUAL(gim_rt_sgemm_parts(W + 100, 64, big_k - 1), GIM_RT_PARTS > 12 ? 12 : GIM_RT_PARTS);
-    /* module 1 of models/cpc_audio.gim: dc = dpred W, 682 x 512 x 6144, W shared */
-    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(682, 512, 6144), 2);
-    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(682, 6144, 512), GIM_RT_PARTS);     /* pred = c Wᵀ: A is 682 x 512 */
+    /* module 1 of models/cpc_audio.gim, a chunk of 1365 positions: dc = dpred W,
+     * 1365 x 512 x 6144, W shared; pred = c Wᵀ, A is 1365 x 512 */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(1365, 512, 6144), 4);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(1365, 6144, 512), GIM_RT_PARTS);
 }
 
 int main(void) {
