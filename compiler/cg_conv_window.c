@@ -127,12 +127,16 @@ int64_t cg_conv_window_scratch_floats(const gim_node *n) {
     return g.w_floats + cg_par_parts(g.chunks) * g.part_floats;
 }
 
-/* W_c[o, (ch·h + i − i0)·w + j − j0] = w[o, ch, i, j] for every class. */
+/* W_c[o, (ch·h + i − i0)·w + j − j0] = w[o, ch, i, j] for every class;
+ * output channels over the pool (each part writes its own rows). */
 static void gather_weights(cg_ctx *c, const win_geo *g, LLVMValueRef w, LLVMValueRef Wc) {
+    LLVMValueRef v[2] = {w, Wc};
+    cg_par p = cg_par_begin(c, "convwin.w", v, 2);
+    w = v[0], Wc = v[1];
+    cg_loop lo = cg_for_begin(c, p.begin, p.end, "o");
     for (int cl = 0; cl < g->n_classes; cl++) {
         const win_class *k = &g->cl[cl];
         int64_t h = k->i1 - k->i0, wd = k->j1 - k->j0;
-        cg_loop lo = cg_for(c, g->O, "o");
         cg_loop lc = cg_for(c, g->C, "ch");
         LLVMValueRef src = cg_mulk(c, cg_mad(c, lo.iv, g->C, lc.iv), g->kh * g->kw);
         LLVMValueRef dst = cg_addk(c, cg_add(c, cg_mulk(c, lo.iv, k->K), cg_mulk(c, lc.iv, h * wd)), k->w_off);
@@ -141,8 +145,9 @@ static void gather_weights(cg_ctx *c, const win_geo *g, LLVMValueRef w, LLVMValu
                 cg_storef(c, Wc, cg_addk(c, dst, (i - k->i0) * wd + j - k->j0),
                           cg_loadf(c, w, cg_addk(c, src, i * g->kw + j)));
         cg_for_end(c, &lc);
-        cg_for_end(c, &lo);
     }
+    cg_for_end(c, &lo);
+    cg_par_end(c, &p, g->O);
 }
 
 /* Where class cl's X_c and Y_c start in a part's slice, for a chunk of nimg. */
