@@ -130,10 +130,14 @@ static LLVMValueRef nce_last_step(cg_ctx *c, const nce_geo *g, LLVMValueRef p) {
  * for one chunk at a time: [R, K·Cz] instead of [P, K·Cz]. A chunk is as many
  * rows as fit in cg_nce_chunk_floats floats of predictions (at least one, at
  * most P); its products stay large enough for SGEMM's full rate (module 1 of
- * models/cpc_audio.gim: 682 rows of 6144 predictions, ≈16 MB, where all of
- * them would be 805 MB). Tests lower the budget to cut small problems into
- * several chunks. */
-int64_t cg_nce_chunk_floats = (int64_t)1 << 22;
+ * models/cpc_audio.gim: 1365 rows of 6144 predictions, ≈32 MB, where all of
+ * them would be 805 MB). Every chunk costs passes over all of z and dz (its
+ * negatives fall anywhere in the batch: the dz scatter reads and writes
+ * nearly every row once per chunk) and one more packing of W per dc block,
+ * so chunks are not made smaller than that: 2²² floats (682 rows) measured
+ * 7 % more CPU time per step on module 1. Tests lower the budget to cut small
+ * problems into several chunks. */
+int64_t cg_nce_chunk_floats = (int64_t)1 << 23;
 
 /* How many records ahead the dz scatter prefetches the pred row it will read. */
 enum { NCE_AHEAD = 4 };

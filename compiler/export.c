@@ -136,6 +136,14 @@ static void define_sgemm(cg_ctx *c, LLVMValueRef in_part) {
 
     LLVMValueRef blocks = LLVMBuildSDiv(c->b, cg_addk(c, big, GIM_RT_SGEMM_UNIT - 1), cg_i64(c, GIM_RT_SGEMM_UNIT), "");
     LLVMValueRef parts = min_i64(c, blocks, cg_i64(c, GIM_RT_PARTS));
+    /* fewer, wider parts when the operand each part packs is large
+     * (gim_rt_sgemm_parts) */
+    LLVMValueRef shared = cg_select(c, by_rows, cg_mul(c, K, N), cg_mul(c, M, K));
+    LLVMValueRef q = LLVMBuildSDiv(c->b, big, cg_i64(c, GIM_RT_SGEMM_WIDE), ""), cap = cg_i64(c, 2);
+    for (int64_t v = 4; v <= GIM_RT_PARTS; v *= 2)
+        cap = cg_select(c, LLVMBuildICmp(c->b, LLVMIntSGE, q, cg_i64(c, v), ""), cg_i64(c, v), cap);
+    LLVMValueRef wide = LLVMBuildICmp(c->b, LLVMIntSGT, shared, cg_i64(c, GIM_RT_SGEMM_SHARED_FLOATS), "wide");
+    parts = cg_select(c, wide, min_i64(c, parts, cap), parts);
     cg_loop t = cg_for_begin(c, cg_i64(c, 0), parts, "part");
     LLVMValueRef b = cg_mulk(c, part_bound(c, blocks, t.iv, parts), GIM_RT_SGEMM_UNIT);
     LLVMValueRef e = cg_mulk(c, part_bound(c, blocks, cg_addk(c, t.iv, 1), parts), GIM_RT_SGEMM_UNIT);

@@ -124,13 +124,21 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
                   float *C, int64_t ldc);
 /* How gim_rt_sgemm cuts a product over the pool: one of at least
  * GIM_RT_SGEMM_SPLIT_FLOPS (2·M·N·K), with its larger dimension at least two
- * units, called outside a parallel loop, becomes one cblas_sgemm per part of
- * the fixed cut of its ceil(max(M, N) / GIM_RT_SGEMM_UNIT) blocks of rows (M
- * >= N) or columns; anything else is one cblas_sgemm. An exported module
- * (compiler/export.c) makes the same calls, in order on one thread, so its
- * sums are the same. */
+ * units, called outside a parallel loop, becomes one cblas_sgemm per part:
+ * its ceil(max(M, N) / GIM_RT_SGEMM_UNIT) units of rows (M >= N) or columns
+ * cut into gim_rt_sgemm_parts(M, N, K) contiguous parts, part t the units
+ * [t·units/parts, (t+1)·units/parts); anything else is one cblas_sgemm. The
+ * parts are min(GIM_RT_PARTS, units), but at most the largest power of two
+ * (at least 2) not above max(M, N) / GIM_RT_SGEMM_WIDE when the operand every
+ * part packs again (B, K·N floats, when cut by rows; A, M·K, by columns)
+ * exceeds GIM_RT_SGEMM_SHARED_FLOATS.
+ * An exported module (compiler/export.c) makes the same calls, in order on
+ * one thread, so its sums are the same. */
 #define GIM_RT_SGEMM_SPLIT_FLOPS (1 << 22)
 #define GIM_RT_SGEMM_UNIT 32
+#define GIM_RT_SGEMM_SHARED_FLOATS (1 << 18)
+#define GIM_RT_SGEMM_WIDE 256
+int64_t gim_rt_sgemm_parts(int64_t M, int64_t N, int64_t K);
 
 /* ---- the thread pool (runtime/pool.c) ---------------------------------------
  * gim_rt_parallel_for(n, fn, env) cuts [0, n) into gim_rt_parts(n) =

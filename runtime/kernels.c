@@ -18,10 +18,11 @@ static void sgemm1(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
 }
 
 /* A product cut over the pool: blocks of the rows of C (by_rows) or of its
- * columns, block t being the pool's part t of the cut dimension. */
+ * columns. The cut dimension is `units` units of GIM_RT_SGEMM_UNIT; item t of
+ * the loop over `parts` items is the units [t·units/parts, (t+1)·units/parts). */
 typedef struct sgemm_job {
     int ta, tb, by_rows;
-    int64_t M, N, K, lda, ldb, ldc, unit;
+    int64_t M, N, K, lda, ldb, ldc, units, parts;
     float alpha, beta;
     const float *A, *B;
     float *C;
@@ -30,7 +31,8 @@ typedef struct sgemm_job {
 static void sgemm_part(void *env, int64_t begin, int64_t end, int part) {
     (void)part;
     const sgemm_job *j = env;
-    int64_t b = begin * j->unit, e = end * j->unit;
+    int64_t b = begin * j->units / j->parts * GIM_RT_SGEMM_UNIT;
+    int64_t e = end * j->units / j->parts * GIM_RT_SGEMM_UNIT;
     if (j->by_rows) {
         if (e > j->M) e = j->M;
         const float *A = j->ta ? j->A + b : j->A + b * j->lda;
@@ -45,12 +47,30 @@ static void sgemm_part(void *env, int64_t begin, int64_t end, int part) {
 }
 
 /* Products of at least GIM_RT_SGEMM_SPLIT_FLOPS outside a parallel loop are
- * cut into blocks of GIM_RT_SGEMM_UNIT rows or columns (the larger dimension)
- * over the pool (OpenBLAS itself runs one thread; see pool.c). The cut is a
- * function of the shape alone, so the result does not depend on the thread
- * count. */
+ * cut into blocks of whole GIM_RT_SGEMM_UNIT rows or columns (the larger
+ * dimension) over the pool (OpenBLAS itself runs one thread; see pool.c).
+ * The cut is a function of the shape alone, so the result does not depend on
+ * the thread count. */
 #define SGEMM_SPLIT_FLOPS GIM_RT_SGEMM_SPLIT_FLOPS
 #define SGEMM_UNIT GIM_RT_SGEMM_UNIT
+
+int64_t gim_rt_sgemm_parts(int64_t M, int64_t N, int64_t K) {
+    int64_t big = M >= N ? M : N, units = (big + SGEMM_UNIT - 1) / SGEMM_UNIT;
+    int64_t parts = units < GIM_RT_PARTS ? units : GIM_RT_PARTS;
+    /* Every block packs the operand the blocks share (all of B when cut by
+     * rows, all of A by columns) again; when that operand outgrows the
+     * cache, the copies cost as much as a narrow block's arithmetic. Then
+     * the blocks are at least GIM_RT_SGEMM_WIDE wide, and a power of two of
+     * them (2, 4, ...: even shares for 2 or 4 threads). */
+    int64_t shared = M >= N ? K * N : M * K;
+    if (shared > GIM_RT_SGEMM_SHARED_FLOATS) {
+        int64_t cap = 2;
+        for (int64_t v = 4; v <= GIM_RT_PARTS; v *= 2)
+            if (big / GIM_RT_SGEMM_WIDE >= v) cap = v;
+        if (parts > cap) parts = cap;
+    }
+    return parts;
+}
 
 void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
@@ -62,9 +82,10 @@ void gim_rt_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
         return;
     }
     sgemm_job j = {.ta = trans_a, .tb = trans_b, .by_rows = M >= N, .M = M, .N = N, .K = K,
-                   .lda = lda, .ldb = ldb, .ldc = ldc, .unit = SGEMM_UNIT, .alpha = alpha,
-                   .beta = beta, .A = A, .B = B, .C = C};
-    gim_rt_parallel_for((big + SGEMM_UNIT - 1) / SGEMM_UNIT, sgemm_part, &j);
+                   .lda = lda, .ldb = ldb, .ldc = ldc, .units = (big + SGEMM_UNIT - 1) / SGEMM_UNIT,
+                   .parts = gim_rt_sgemm_parts(M, N, K), .alpha = alpha, .beta = beta,
+                   .A = A, .B = B, .C = C};
+    gim_rt_parallel_for(j.parts, sgemm_part, &j);
 }
 
 /* Every symbol generated code may call. Registering their addresses with the

@@ -1,4 +1,5 @@
 /* The runtime thread pool (runtime/pool.c) and the sgemm it cuts. */
+#include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -177,8 +178,10 @@ static void ref_gemm(int ta, int tb, int M, int N, int K, const float *A, int ld
 }
 
 static void test_sgemm_cut(void) {
-    int shapes[][3] = {{300, 70, 150}, {64, 500, 100}, {257, 255, 64}};
-    for (size_t s = 0; s < 3; s++) {
+    /* the last two share an operand of more than GIM_RT_SGEMM_SHARED_FLOATS
+     * (B, K·N, cut by rows; A, M·K, by columns): two wide parts */
+    int shapes[][3] = {{300, 70, 150}, {64, 500, 100}, {257, 255, 64}, {520, 40, 6600}, {40, 520, 6600}};
+    for (size_t s = 0; s < 5; s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
@@ -197,19 +200,45 @@ static void test_sgemm_cut(void) {
                 gim_rt_set_threads(1);
                 gim_rt_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.5f, C1, ldc);
                 gim_rt_set_threads(2);
-                ref_gemm(ta, tb, M, N, K, A, lda, B, ldb, 0.5f, C0, R, ldc);
+                if ((double)M * N * K < 1e7) {
+                    ref_gemm(ta, tb, M, N, K, A, lda, B, ldb, 0.5f, C0, R, ldc);
+                } else {   /* the wide shapes: one uncut cblas_sgemm (the double loop takes seconds) */
+                    memcpy(R, C0, sizeof(float) * (size_t)M * N);
+                    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K,
+                                1.0f, A, lda, B, ldb, 0.5f, R, ldc);
+                }
                 double maxerr = 0;
                 for (int i = 0; i < M * N; i++) {
                     double d = C2[i] - R[i];
                     if (d < 0) d = -d;
                     if (d > maxerr) maxerr = d;
                 }
-                /* |terms| <= 0.25, K <= 150 of them: float rounding stays far below 1e-3 */
+                /* |terms| <= 0.25, sums of random sign: float rounding stays far below 1e-3 */
                 CU_ASSERT(maxerr < 1e-3);
                 CU_ASSERT_EQUAL(memcmp(C1, C2, sizeof(float) * (size_t)M * N), 0);
                 free(A), free(B), free(C0), free(C1), free(C2), free(R);
             }
     }
+}
+
+/* The parts of a cut product: min(GIM_RT_PARTS, units of GIM_RT_SGEMM_UNIT),
+ * but when the operand every part packs again is large, a power of two of
+ * parts (at least two), each at least GIM_RT_SGEMM_WIDE rows or columns. */
+static void test_sgemm_parts(void) {
+    const int64_t W = GIM_RT_SGEMM_WIDE, U = GIM_RT_SGEMM_UNIT;
+    int64_t big_k = GIM_RT_SGEMM_SHARED_FLOATS / 64 + 1;   /* K·64 floats shared: more than the limit */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(300, 70, 150), GIM_RT_PARTS);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(3 * U, 10, 50), 3);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(8 * W, 64, big_k), GIM_RT_PARTS);   /* wide enough already */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(5 * W + 5, 64, big_k), 4);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(64, 5 * W + 5, big_k), 4);           /* by columns: A shared */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(3 * W + 5, 64, big_k), 2);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(W + 100, 64, big_k), 2);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(W + 100, 64, big_k - 1), GIM_RT_PARTS > 12 ? 12 : GIM_RT_PARTS);
+    /* module 1 of models/cpc_audio.gim, a chunk of 1365 positions: dc = dpred W,
+     * 1365 x 512 x 6144, W shared; pred = c Wᵀ, A is 1365 x 512 */
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(1365, 512, 6144), 4);
+    CU_ASSERT_EQUAL(gim_rt_sgemm_parts(1365, 6144, 512), GIM_RT_PARTS);
 }
 
 int main(void) {
@@ -221,6 +250,7 @@ int main(void) {
         {"nested loop runs inline", test_nested},
         {"concurrent callers", test_concurrent_callers},
         {"sgemm cut over the pool", test_sgemm_cut},
+        {"sgemm parts: wide when the shared operand is large", test_sgemm_parts},
         {NULL, NULL},
     };
     return gim_run_suite("rt_pool", tests);
