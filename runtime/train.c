@@ -600,7 +600,11 @@ int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s
         int sl = m->modules[i].feature_slot;
         feat_numel[i] = sl >= 0 ? m->slots[sl].numel / m->batch : 0;
         if (sl < 0) continue;
-        feats[i] = rt_alloc_floats(d->n * feat_numel[i]);
+        /* every row is written below: no zeroing (2.3 GB for Fashion-MNIST's
+         * 70,000 images through fashion_gim was a serial pass before any work) */
+        feats[i] = (uint64_t)(d->n * feat_numel[i]) <= SIZE_MAX / sizeof(float)
+                       ? gim_malloc(sizeof(float) * (size_t)(d->n * feat_numel[i]))
+                       : NULL;
         if (!feats[i]) {
             gim_errf(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
                      4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
