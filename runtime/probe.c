@@ -98,9 +98,11 @@ static double accuracy(const float *x, const int32_t *y, int64_t n, int64_t dim,
 /* Parts a batch's rows are cut into, each with a partial gradient of
  * classes·(dim + 1) floats. */
 #define PROBE_PARTS 4
+/* the pool cuts min(n, GIM_RT_PARTS) items into as many parts: one item a part */
+_Static_assert(PROBE_PARTS <= GIM_RT_PARTS, "a probe part is one pool part");
 /* Rows whose logits and gradient are computed together, and the features
  * taken at a time: a block's slice of its rows and of every class's weights
- * stay in L1 while all of them are used (8 rows × 256 floats, 8 KB, and
+ * stay in L1 while all of them are used (4 rows × 256 floats, 4 KB, and
  * 1 KB a class). */
 #define PROBE_BLOCK 4
 #define PROBE_SLICE 256
@@ -117,9 +119,11 @@ typedef struct probe_batch {
     const int32_t *y;
     const int64_t *rows;      /* the batch: n row indices */
     int64_t n, dim;
+    int parts;                /* min(n, PROBE_PARTS): the pool's items, one a part */
     int classes;
     const float *w;           /* W [classes, dim], then b [classes] */
     float *partial;           /* per part: dW [classes, dim], then db [classes] */
+    float *lg;                /* per part: PROBE_BLOCK rows of logits, then of G */
     double *loss;             /* per part: the sum of its rows' losses */
 } probe_batch;
 
@@ -242,12 +246,11 @@ static inline __attribute__((always_inline)) double block_step(const probe_batch
 static inline __attribute__((always_inline)) void probe_rows(void *env, int64_t begin, int64_t end, int part) {
     const probe_batch *pb = env;
     /* the pool's items are the parts: rows [begin·n/P, end·n/P) */
-    int64_t items = pb->n < PROBE_PARTS ? pb->n : PROBE_PARTS;
-    int64_t r0 = begin * pb->n / items, r1 = end * pb->n / items;
+    int64_t r0 = begin * pb->n / pb->parts, r1 = end * pb->n / pb->parts;
     int64_t np = (int64_t)pb->classes * pb->dim + pb->classes;
     float *dw = pb->partial + (int64_t)part * np;
     memset(dw, 0, sizeof(float) * (size_t)np);
-    float *lg = gim_xmalloc(sizeof(float) * (size_t)(PROBE_BLOCK * pb->classes));
+    float *lg = pb->lg + (int64_t)part * PROBE_BLOCK * pb->classes;
     double loss = 0;
     int64_t i = r0;
     for (; i < r1; i += PROBE_BLOCK) {
@@ -264,7 +267,6 @@ static inline __attribute__((always_inline)) void probe_rows(void *env, int64_t 
             for (int r = 0; r < nr; r++) loss += block_step(pb, x + r, y + r, 1, lg, dw);
         }
     }
-    gim_free(lg);
     pb->loss[part] = loss;
 }
 
@@ -313,10 +315,11 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
     float *m = gim_calloc((size_t)np, sizeof(float));
     float *v = gim_calloc((size_t)np, sizeof(float));
     float *partial = gim_malloc(sizeof(float) * (size_t)(PROBE_PARTS * np));
+    float *lg = gim_malloc(sizeof(float) * (size_t)(PROBE_PARTS * PROBE_BLOCK * classes));
     int64_t *perm = gim_malloc(sizeof(int64_t) * (size_t)ntr);
     double part_loss[PROBE_PARTS];
-    if (!w || !m || !v || !partial || !perm) {
-        gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(perm);
+    if (!w || !m || !v || !partial || !lg || !perm) {
+        gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(lg); gim_free(perm);
         return -1;
     }
     float *b = w + (int64_t)classes * dim;
@@ -336,10 +339,10 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
         loss_n = 0;
         for (int64_t s = 0; s < ntr; s += o->batch) {
             int64_t bn = ntr - s < o->batch ? ntr - s : o->batch;
-            probe_batch pb = {.x = xtr, .y = ytr, .rows = perm + s, .n = bn, .dim = dim, .classes = classes,
-                              .w = w, .partial = partial, .loss = part_loss};
-            gim_rt_parallel_for(bn < PROBE_PARTS ? bn : PROBE_PARTS, rows_fn, &pb);
-            int parts = gim_rt_parts(bn < PROBE_PARTS ? bn : PROBE_PARTS);
+            int parts = bn < PROBE_PARTS ? (int)bn : PROBE_PARTS;
+            probe_batch pb = {.x = xtr, .y = ytr, .rows = perm + s, .n = bn, .dim = dim, .parts = parts,
+                              .classes = classes, .w = w, .partial = partial, .lg = lg, .loss = part_loss};
+            gim_rt_parallel_for(parts, rows_fn, &pb);
             for (int pt = 0; pt < parts; pt++) loss_sum += part_loss[pt];
             loss_n += bn;
             t++;
@@ -355,7 +358,7 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
     r->final_loss = loss_n ? loss_sum / (double)loss_n : 0;
     r->train_acc = accuracy(xtr, ytr, ntr, dim, classes, w, b);
     r->test_acc = accuracy(xte, yte, nte, dim, classes, w, b);
-    gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(perm);
+    gim_free(w); gim_free(m); gim_free(v); gim_free(partial); gim_free(lg); gim_free(perm);
     return 0;
 }
 
