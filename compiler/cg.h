@@ -202,6 +202,10 @@ void cg_par_end_v(cg_ctx *c, cg_par *p, LLVMValueRef n);
  * is sized by it. */
 int64_t cg_par_parts(int64_t n);
 
+/* floats rounded up to whole 64-byte cache lines: scratch slices that parts
+ * write side by side start on lines of their own */
+static inline int64_t cg_round16(int64_t floats) { return (floats + 15) / 16 * 16; }
+
 /* ---- per-node scratch ----
  * Some generators need temporaries beyond their output (InfoNCE's predictions,
  * GRU gate pre-activations). cg_scratch_floats(n) is how many floats; the

@@ -180,7 +180,7 @@ static int64_t conv_part_floats(const gim_node *n, const conv_geo *g) {
     int64_t f = g->chunk == 1 ? g->K * g->HoWo : g->chunk * (g->K + g->O) * g->HoWo;
     if (cg_conv_wgrad_t && conv_is_wgrad(n->op))
         f += g->K * g->O;   /* dWᵀ, after the chunk's space */
-    return (f + 15) / 16 * 16;   /* parts' slices on their own cache lines */
+    return cg_round16(f);   /* parts' slices on their own cache lines */
 }
 
 /* Scratch floats n's generated code needs (0 for ops without scratch): a

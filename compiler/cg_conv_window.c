@@ -39,7 +39,7 @@ typedef struct win_class {
 } win_class;
 
 typedef struct win_geo {
-    int64_t B, C, H, W, O, kh, kw, sh, sw, ph, pw, Ho, Wo, HoWo;
+    int64_t B, C, H, W, O, k, s, p, Ho, Wo, HoWo;   /* square kernel k, stride s, pad p */
     int n_classes;
     int pos_class[WIN_MAX_POS], pos_index[WIN_MAX_POS];
     win_class cl[WIN_MAX_POS];
@@ -56,8 +56,6 @@ static void win_taps(int64_t o, int64_t stride, int64_t pad, int64_t k, int64_t 
     if (*hi < *lo) *hi = *lo;
 }
 
-static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
-
 static bool win_geometry(const gim_node *n, win_geo *g) {
     if (!cg_conv_window || n->op != GIM_OP_CONV2D || n->n_in < 2) return false;
     const gim_shape *xs = &n->in[0]->shape, *ws = &n->in[1]->shape;
@@ -68,9 +66,9 @@ static bool win_geometry(const gim_node *n, win_geo *g) {
     g->C = xs->d[xs->rank - 3];
     g->H = xs->d[xs->rank - 2];
     g->W = xs->d[xs->rank - 1];
-    g->kh = g->kw = k;
-    g->sh = g->sw = s;
-    g->ph = g->pw = p;
+    g->k = k;
+    g->s = s;
+    g->p = p;
     if (g->C <= 0 || g->O <= 0 || k <= 0 || p < 0 || g->H <= 0 || g->W <= 0) return false;
     if (ws->d[0] != g->O || ws->d[1] != g->C || ws->d[2] != k || ws->d[3] != k) return false;
     if (g->H + 2 * p < k || g->W + 2 * p < k) return false;
@@ -99,7 +97,7 @@ static bool win_geometry(const gim_node *n, win_geo *g) {
                 want.K = g->C * (want.i1 - want.i0) * (want.j1 - want.j0);
                 want.npos = 0;
                 want.w_off = g->w_floats;
-                g->w_floats += round16(g->O * want.K);
+                g->w_floats += cg_round16(g->O * want.K);
                 g->cl[g->n_classes++] = want;
             }
             int64_t pos = oh * g->Wo + ow;
@@ -112,7 +110,7 @@ static bool win_geometry(const gim_node *n, win_geo *g) {
     if (g->nimg < 1) g->nimg = 1;
     if (g->nimg > g->B) g->nimg = g->B;
     g->chunks = (g->B + g->nimg - 1) / g->nimg;
-    g->part_floats = round16(g->nimg * g->per_img);
+    g->part_floats = cg_round16(g->nimg * g->per_img);
     return true;
 }
 
@@ -138,12 +136,12 @@ static void gather_weights(cg_ctx *c, const win_geo *g, LLVMValueRef w, LLVMValu
         const win_class *k = &g->cl[cl];
         int64_t h = k->i1 - k->i0, wd = k->j1 - k->j0;
         cg_loop lc = cg_for(c, g->C, "ch");
-        LLVMValueRef src = cg_mulk(c, cg_mad(c, lo.iv, g->C, lc.iv), g->kh * g->kw);
+        LLVMValueRef src = cg_mulk(c, cg_mad(c, lo.iv, g->C, lc.iv), g->k * g->k);
         LLVMValueRef dst = cg_addk(c, cg_add(c, cg_mulk(c, lo.iv, k->K), cg_mulk(c, lc.iv, h * wd)), k->w_off);
         for (int64_t i = k->i0; i < k->i1; i++)
             for (int64_t j = k->j0; j < k->j1; j++)
                 cg_storef(c, Wc, cg_addk(c, dst, (i - k->i0) * wd + j - k->j0),
-                          cg_loadf(c, w, cg_addk(c, src, i * g->kw + j)));
+                          cg_loadf(c, w, cg_addk(c, src, i * g->k + j)));
         cg_for_end(c, &lc);
     }
     cg_for_end(c, &lo);
@@ -180,7 +178,7 @@ static void win_chunk(cg_ctx *c, const win_geo *g, LLVMValueRef x, LLVMValueRef 
             row = cg_addk(c, row, x_off(g, g->pos_class[pos], nimg) + g->pos_index[pos] * nimg * k->K);
             for (int64_t i = k->i0; i < k->i1; i++)
                 for (int64_t j = k->j0; j < k->j1; j++) {
-                    int64_t ih = oh * g->sh - g->ph + i, iw = ow * g->sw - g->pw + j;
+                    int64_t ih = oh * g->s - g->p + i, iw = ow * g->s - g->p + j;
                     cg_storef(c, part, cg_addk(c, row, (i - k->i0) * wd + j - k->j0),
                               cg_loadf(c, x, cg_addk(c, xb, ih * g->W + iw)));
                 }

@@ -62,13 +62,11 @@ typedef struct wino_geo {
                                     tile-major (see "One tile an image" below) */
 } wino_geo;
 
-static int64_t round16(int64_t f) { return (f + 15) / 16 * 16; }
-
 /* Floats between consecutive ξ blocks of U, V or M holding `rows` rows of n:
  * a cache line more than the block, so that the 16 blocks a transform writes
  * at once do not all fall into the same L1 set (their size is often a
  * multiple of 4 KB). */
-static int64_t xstride(int64_t rows, int64_t n) { return round16(rows * n) + 16; }
+static int64_t xstride(int64_t rows, int64_t n) { return cg_round16(rows * n) + 16; }
 
 /* Fills g when n is a convolution this file computes. */
 static bool wino_geometry(const gim_node *n, wino_geo *g) {
