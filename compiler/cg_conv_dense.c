@@ -105,6 +105,10 @@ static bool dense_geometry(const gim_node *n, dense_geo *g) {
     } else {
         int64_t rows = cg_conv_dense_rows > 0 ? cg_conv_dense_rows : 1;
         g->items = g->B / rows;
+        /* a small batch still spreads over the pool (one item would run on
+         * one thread): up to 4 items of at least 32 rows */
+        int64_t few = g->B / 32 < 4 ? g->B / 32 : 4;
+        if (g->items < few) g->items = few;
         if (g->items < 1) g->items = 1;
     }
     return true;
