@@ -246,6 +246,19 @@ bool cg_conv_window_applies(const gim_node *n);
 int64_t cg_conv_window_scratch_floats(const gim_node *n);
 int cg_conv_window_forward(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
 
+/* ---- convolutions as dense layers (cg_conv_dense.c) ----
+ * A conv2d / conv1d (forward and both gradients) in which every output's
+ * kernel window covers the whole image (3×3 pad 1 on 2×2 images, 1×1
+ * images): one GEMM against the weight expanded to [C·H·W, O·Ho·Wo]
+ * (cg_conv.c asks before Winograd, then delegates). cg_conv_dense = 0 turns
+ * it off; it takes layers whose expanded weight has at most
+ * cg_conv_dense_cap floats. */
+extern int cg_conv_dense;
+extern int64_t cg_conv_dense_cap, cg_conv_dense_rows, cg_conv_dense_wgrad_items;
+bool cg_conv_dense_applies(const gim_node *n);
+int64_t cg_conv_dense_scratch_floats(const gim_node *n);
+int cg_conv_dense_emit(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
+
 /* Reports an internal limitation at n's location. Returns -1. */
 int cg_fail(cg_ctx *c, const gim_node *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -187,6 +187,7 @@ static int64_t conv_part_floats(const gim_node *n, const conv_geo *g) {
  * slice per part when the chunks run in parallel. */
 static int64_t cg_conv_scratch_floats(const gim_node *n) {
     conv_geo g;
+    if (cg_conv_dense_applies(n)) return cg_conv_dense_scratch_floats(n);
     if (cg_winograd_applies(n)) return cg_winograd_scratch_floats(n);
     if (cg_conv_window_applies(n)) return cg_conv_window_scratch_floats(n);
     if (!conv_is_conv(n->op) || !conv_geometry(n, &g) || g.direct) return 0;
@@ -559,6 +560,11 @@ static int conv_run_parallel(cg_ctx *c, const gim_node *n, const conv_geo *g, co
  *   dw[o, c, i, j] = Σ_{b,p,q} dy[b, o, p, q] x[b, c, p·sh − ph + i, q·sw − pw + j]
  * (the bias gradient is a BIAS_BWD node). */
 static int cg_conv(cg_ctx *c, const gim_node *n) {
+    if (cg_conv_dense_applies(n)) {
+        LLVMValueRef scratch = conv_scratch(c, n);
+        if (!scratch) return cg_fail(c, n, "%s: no room for its expanded weight", gim_op_name(n->op));
+        return cg_conv_dense_emit(c, n, scratch);
+    }
     if (cg_winograd_applies(n)) {
         LLVMValueRef scratch = conv_scratch(c, n);
         if (!scratch) return cg_fail(c, n, "%s: no room for its Winograd scratch", gim_op_name(n->op));

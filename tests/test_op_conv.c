@@ -12,8 +12,9 @@
  * scratch from cg_conv.c's fallback); test_conv_planned runs them through the
  * module code generator (tests/harness_jit.h), with the planner's scratch.
  *
- * `test_op_conv --bench` times the canonical model's six convolutions (B =
- * 1152 patches of 8x8) under several lowering policies; with
+ * `test_op_conv --bench [N]` times the canonical model's six convolutions (B =
+ * 1152 patches of 8x8), and smaller 2x2 and 1x1 layers, under several
+ * lowering policies (N: layer N alone); with
  * OPENBLAS_NUM_THREADS=1 it reports thread CPU time, which the shared
  * machine's load disturbs little. */
 #include <math.h>
@@ -364,6 +365,7 @@ static void test_conv2d_window(void) {
  * 16x16, and 2x4: one partial tile), and the planned scratch. */
 static void test_conv2d_winograd(void) {
     jit_passes = "default<O2>";
+    cg_conv_dense = 0;   /* it would take the one-tile images */
     static const conv_case cases[] = {
         {1, {30}, 32, 8, 8, 32, 3, 1, 1, true, false},      /* 4 images a chunk: 7 chunks + 2 */
         {1, {5}, 16, 7, 9, 24, 3, 1, 1, true, false},       /* odd: a last row and column of half tiles */
@@ -406,6 +408,124 @@ static void test_conv2d_winograd(void) {
     check_conv(&cases[4], 764);
     conv_planned = false;
     expect_winograd = false;
+    cg_conv_dense = 1;
+    jit_passes = "default<O0>";
+}
+
+/* Whether the dense path takes a case's forward and both gradients; builds
+ * the three nodes the way check_conv does. */
+static bool dense_takes(const conv_case *cc) {
+    gim_graph *g = gim_graph_new();
+    int64_t B = 1;
+    for (int i = 0; i < cc->lead_rank; i++) B *= cc->lead[i];
+    int64_t Ho = cc->one_d ? 1 : (cc->H + 2 * cc->p - cc->k) / cc->s + 1;
+    int64_t Wo = (cc->W + 2 * cc->p - cc->k) / cc->s + 1;
+    int r = cc->one_d ? 3 : 4;
+    int64_t xd[4] = {B, cc->C, cc->H, cc->W}, yd[4] = {B, cc->O, Ho, Wo}, wd[4] = {cc->O, cc->C, cc->k, cc->k};
+    if (cc->one_d) xd[2] = cc->W, yd[2] = Wo;
+    gim_node *x = input(g, r, xd), *w = input(g, r, wd), *dy = input(g, r, yd);
+    gim_node *in[2] = {x, w}, *bin[2] = {dy, w}, *win[2] = {dy, x};
+    gim_node *ops[3] = {node(g, cc->one_d ? GIM_OP_CONV1D : GIM_OP_CONV2D, 2, in, r, yd),
+                        node(g, cc->one_d ? GIM_OP_CONV1D_BWD_DATA : GIM_OP_CONV2D_BWD_DATA, 2, bin, r, xd),
+                        node(g, cc->one_d ? GIM_OP_CONV1D_BWD_WEIGHT : GIM_OP_CONV2D_BWD_WEIGHT, 2, win, r, wd)};
+    bool all = true;
+    for (int o = 0; o < 3; o++) {
+        ops[o]->attr[0] = (double)cc->O, ops[o]->attr[1] = (double)cc->k;
+        ops[o]->attr[2] = (double)cc->s, ops[o]->attr[3] = (double)cc->p;
+        all = all && cg_conv_dense_applies(ops[o]);
+    }
+    gim_graph_free(g);
+    return all;
+}
+
+/* A fused ReLU (forward) and a fused ReLU gradient (data gradient, its mask
+ * y a third input), in one compilation with the unfused ops: the fused
+ * outputs must be exactly max(y, 0) and (mask > 0 ? dx : 0), the bits of the
+ * RELU and RELU_BWD nodes fusion replaces (the unfused ops themselves are
+ * checked against the references by check_conv). */
+static void check_conv_fused(const conv_case *cc, unsigned seed) {
+    gim_graph *g = gim_graph_new();
+    int64_t B = cc->lead[0];
+    int64_t Ho = (cc->H + 2 * cc->p - cc->k) / cc->s + 1, Wo = (cc->W + 2 * cc->p - cc->k) / cc->s + 1;
+    int64_t xd[4] = {B, cc->C, cc->H, cc->W}, yd[4] = {B, cc->O, Ho, Wo}, wd[4] = {cc->O, cc->C, cc->k, cc->k};
+    gim_node *x = input(g, 4, xd), *w = input(g, 4, wd), *b = input(g, 1, &cc->O), *dy = input(g, 4, yd);
+    gim_node *m = input(g, 4, xd);
+    gim_node *in[3] = {x, w, b}, *bin[3] = {dy, w, m};
+    int nin = cc->bias ? 3 : 2;
+    gim_node *ops[4] = {node(g, GIM_OP_CONV2D, nin, in, 4, yd), node(g, GIM_OP_CONV2D, nin, in, 4, yd),
+                        node(g, GIM_OP_CONV2D_BWD_DATA, 2, bin, 4, xd), node(g, GIM_OP_CONV2D_BWD_DATA, 3, bin, 4, xd)};
+    for (int o = 0; o < 4; o++) {
+        ops[o]->attr[0] = (double)cc->O, ops[o]->attr[1] = (double)cc->k;
+        ops[o]->attr[2] = (double)cc->s, ops[o]->attr[3] = (double)cc->p;
+    }
+    ops[0]->attr[4] = ops[1]->attr[4] = cc->bias;
+    ops[1]->attr[GIM_FUSED_RELU] = ops[3]->attr[GIM_FUSED_RELU] = 1;
+    int64_t nx = B * cc->C * cc->H * cc->W, ny = B * cc->O * Ho * Wo;
+    float *bufs[9] = {0};
+    int64_t sizes[9] = {nx, cc->O * cc->C * cc->k * cc->k, cc->O, ny, nx, ny, ny, nx, nx};
+    for (int i = 0; i < 9; i++) bufs[i] = rand_f(sizes[i], seed + (unsigned)i);
+    CU_ASSERT_FATAL(jit_run(g, ops, 4, bufs) == 0);
+    const float *y = bufs[ops[0]->id], *yf = bufs[ops[1]->id], *dx = bufs[ops[2]->id], *dxf = bufs[ops[3]->id];
+    const float *mask = bufs[m->id];
+    int64_t bad = 0, pos = 0;
+    for (int64_t i = 0; i < ny; i++) {
+        pos += y[i] > 0;
+        bad += yf[i] != (y[i] > 0 ? y[i] : 0.0f);
+    }
+    CU_ASSERT(bad == 0 && pos > 0 && pos < ny);
+    bad = 0;
+    for (int64_t i = 0; i < nx; i++) bad += dxf[i] != (mask[i] > 0 ? dx[i] : 0.0f);
+    CU_ASSERT(bad == 0);
+    for (int i = 0; i < 9; i++) gim_free(bufs[i]);
+    gim_graph_free(g);
+}
+
+/* Convolutions whose every output sees every input pixel, as one dense
+ * layer (compiler/cg_conv_dense.c): forward and both gradients, each case
+ * with the path and, for comparison, without (Winograd, the window or
+ * im2col). 2x2 images with odd channel counts, with and without bias, 1x1
+ * and 1x2 images, a stride-2 kernel, 3x3 images under a 5x5 kernel, a grid
+ * of images (the model's lead dimensions), conv1d of lengths 2 and 1;
+ * several row items with an uneven cut; the planned scratch; and the fused
+ * ReLU and ReLU gradient. */
+static void test_conv2d_dense(void) {
+    jit_passes = "default<O2>";
+    static const conv_case cases[] = {
+        {1, {13}, 9, 2, 2, 7, 3, 1, 1, true, false},         /* 2x2, odd channels */
+        {1, {11}, 9, 2, 2, 7, 3, 1, 1, false, false},        /* no bias */
+        {1, {45}, 16, 2, 2, 40, 3, 1, 1, true, false},       /* Winograd's one-tile shape otherwise */
+        {1, {9}, 5, 1, 1, 6, 3, 1, 1, true, false},          /* 1x1 image */
+        {1, {6}, 4, 1, 1, 3, 1, 1, 0, true, false},          /* 1x1 kernel on a 1x1 image */
+        {1, {7}, 6, 1, 2, 5, 3, 1, 1, true, false},          /* 1x2 image */
+        {1, {8}, 3, 2, 2, 5, 3, 2, 1, true, false},          /* stride 2: one output */
+        {1, {5}, 3, 3, 3, 4, 5, 1, 2, true, false},          /* 3x3 under 5x5: 81 pairs */
+        {2, {3, 4}, 7, 2, 2, 9, 3, 1, 1, true, false},       /* a grid of images */
+        {1, {10}, 6, 1, 2, 5, 3, 1, 1, true, true},          /* conv1d, length 2 */
+        {1, {10}, 6, 1, 1, 5, 3, 1, 1, false, true},         /* conv1d, length 1 */
+    };
+    static const conv_case wide = {1, {4}, 3, 4, 4, 5, 3, 1, 1, true, false};   /* windows miss pixels */
+    CU_ASSERT(!dense_takes(&wide));
+    int64_t rows = cg_conv_dense_rows;
+    for (int pass = 0; pass < 2; pass++) {
+        cg_conv_dense_rows = pass ? 4 : rows;   /* then several items, cut unevenly */
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            const conv_case *cc = &cases[i];
+            CU_ASSERT(dense_takes(cc));
+            check_conv(cc, 800 + 7 * (unsigned)i);
+            if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
+            if (pass) continue;
+            cg_conv_dense = 0;
+            CU_ASSERT(!dense_takes(cc));
+            check_conv(cc, 800 + 7 * (unsigned)i);
+            if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
+            cg_conv_dense = 1;
+        }
+    }
+    cg_conv_dense_rows = rows;
+    conv_planned = true;
+    check_conv(&cases[0], 890);
+    check_conv(&cases[9], 897);
+    conv_planned = false;
     jit_passes = "default<O0>";
 }
 
@@ -663,14 +783,19 @@ static double best_ms(hop_jit *j, float **bufs, int runs) {
     return t[0];   /* the best: the machine is shared, and others' load only adds */
 }
 
-static void bench(void) {
+/* only: run just that layer (1-based), 0 for all */
+static void bench(int only) {
     jit_passes = "default<O2>";
     const char *nt = getenv("OPENBLAS_NUM_THREADS");
     bench_cpu_time = nt && strcmp(nt, "1") == 0;
     printf("timing: %s\n", bench_cpu_time ? "thread CPU time (OPENBLAS_NUM_THREADS=1)" : "wall clock");
+    /* the canonical model's six, then 2x2 and 1x1 layers the dense path
+     * takes, with fewer channels (where it must still win to be taken) */
     static const struct { int64_t C, O, s, H; } layers[] = {
         {1, 32, 1, 8}, {32, 32, 1, 8}, {32, 64, 2, 8}, {64, 64, 1, 4}, {64, 128, 2, 4}, {128, 128, 1, 2},
+        {8, 8, 1, 2}, {16, 16, 1, 2}, {32, 32, 1, 2}, {64, 64, 1, 2}, {128, 128, 1, 1},
     };
+    enum { CANONICAL = 6 };
     /* narrow: 0 keeps one image per forward / data-gradient GEMM; else
      * every non-Winograd 2-d forward and data gradient is batched in chunks
      * of that many floats (cg_conv_narrow_cap). */
@@ -678,32 +803,35 @@ static void bench(void) {
         int64_t cap;
         int wide_all, wgrad_t, wino;
         int64_t wino_cap, wgrad_cap, narrow, window;
+        int dense;   /* the dense path (cg_conv_dense.c) on */
         const char *name;
         int f2;         /* F(2x2, 3x3) only */
         int64_t f4cap;  /* F(4x4, 3x3)'s chunks (0: the default) */
     } caps[] = {
-        {1, 0, 0, 0, 0, 0, 0, 0, "per image", 0, 0}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, 0, "im2col", 0, 0},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, 0, "wino 128K/256K", 0, 0},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, 0, "wino 256K/1M", 0, 0},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, 0, "wino 512K/2M", 0, 0},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, 0, "wino 1M/4M", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, 0, "batched 32K", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, 0, "batched 64K", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, 0, "batched 128K", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, 0, "batched 256K", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 0, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "window, no wino", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 16, "window 256K", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "window 1M", 0, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "window 1M, F2", 1, 0},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "F4 512K", 0, (int64_t)1 << 17},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "F4 2M", 0, (int64_t)1 << 19},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, "F4 4M", 0, (int64_t)1 << 20},
+        {1, 0, 0, 0, 0, 0, 0, 0, 0, "per image", 0, 0}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, 0, 0, "im2col", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, 0, 0, "wino 128K/256K", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, 0, 0, "wino 256K/1M", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, 0, 0, "wino 512K/2M", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, 0, 0, "wino 1M/4M", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, 0, 0, "batched 32K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, 0, 0, "batched 64K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, 0, 0, "batched 128K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, 0, 0, "batched 256K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 0, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window, no wino", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 16, 0, "window 256K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window 1M", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window 1M, F2", 1, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 512K", 0, (int64_t)1 << 17},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 2M", 0, (int64_t)1 << 19},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 4M", 0, (int64_t)1 << 20},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 1, "dense", 0, 0},
     };
     const int64_t B = 1152, k = 3, p = 1, f4_cap = cg_winograd_f4_cap;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
            (long long)B);
     double total[sizeof caps / sizeof *caps] = {0};
     for (size_t l = 0; l < sizeof layers / sizeof *layers; l++) {
+        if (only > 0 && (size_t)only != l + 1) continue;
         int64_t C = layers[l].C, O = layers[l].O, s = layers[l].s, H = layers[l].H, Ho = (H + 2 * p - k) / s + 1;
         double flops = 2.0 * B * O * Ho * Ho * C * k * k;
         int64_t xd[4] = {B, C, H, H}, yd[4] = {B, O, Ho, Ho}, wd[4] = {O, C, k, k};
@@ -750,6 +878,7 @@ static void bench(void) {
             cg_conv_window_cap = caps[ci].window;
             cg_winograd_f4 = !caps[ci].f2;
             cg_winograd_f4_cap = caps[ci].f4cap ? caps[ci].f4cap : f4_cap;
+            cg_conv_dense = caps[ci].dense;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
                 if (jit_build(g, &ops[o], 1, &jits[ci][o]) != 0) exit(1);
@@ -769,7 +898,7 @@ static void bench(void) {
         for (int ci = 0; ci < NCAP; ci++) {
             printf("  %-14s", caps[ci].name);
             for (int o = 0; o < 3; o++) {
-                total[ci] += best[ci][o];
+                if (l < CANONICAL) total[ci] += best[ci][o];
                 printf("  %s %7.2f ms (%5.1f)", names[o], best[ci][o], flops / best[ci][o] / 1e6);
                 hop_free(&jits[ci][o]);
             }
@@ -779,12 +908,13 @@ static void bench(void) {
         gim_graph_free(g);
     }
     for (size_t ci = 0; ci < sizeof caps / sizeof *caps; ci++)
-        printf("total over the six layers, fwd + both bwd, %s: %.1f ms\n", caps[ci].name, total[ci]);
+        if (only == 0) printf("total over the six canonical layers, fwd + both bwd, %s: %.1f ms\n", caps[ci].name, total[ci]);
+    cg_conv_dense = 1;
 }
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
-        bench();
+        bench(argc > 2 ? atoi(argv[2]) : 0);
         return 0;
     }
     static const gim_test tests[] = {
@@ -793,6 +923,7 @@ int main(int argc, char **argv) {
         {"conv2d forward by output position", test_conv2d_window},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
         {"conv2d 3x3 stride 1 by Winograd F(4x4, 3x3) and F(2x2, 3x3), and by im2col", test_conv2d_winograd},
+        {"conv2d and conv1d as dense layers where windows cover the image", test_conv2d_dense},
         {"conv with every op batched over images", test_conv_all_wide},
         {"conv through the module code generator (planned scratch)", test_conv_planned},
         {"linear forward and gradients", test_linear},
