@@ -30,9 +30,11 @@
  *    images of one F(2×2) tile (≤ 2×2) and, with F(4×4), images whose planes
  *    are whole vectors (H·W a multiple of CL: the 4×4 and 8×8 layers), where
  *    a row of tiles would make vectors of one or two lanes.
- * The forward and data gradient take F(4×4) wherever the lanes layout does
- * and F(2×2) elsewhere; the weight gradient keeps F(2×2), whose smaller
- * transforms keep its sums over many tiles accurate.
+ * All three take F(4×4) wherever the lanes layout does and F(2×2)
+ * elsewhere. The weight gradient's F(4×4) sums dU over every tile of the
+ * batch before Gᵀ dU G; checked against finite differences (test_op_conv)
+ * and in training: 400 steps of fashion_gim, the mean loss of the last
+ * hundred the same to 0.5 % per module as with F(2×2).
  *
  * Layout of the scratch: U [α², Co, Ci] (transformed once per call, before
  * the parallel loop; [α², Ci, Co] in the lanes layout), then per part V and M
@@ -51,8 +53,10 @@
 int cg_conv_winograd = 1;
 /* The lanes layout for images of one F(2×2) tile (≤ 2×2). */
 int cg_winograd_lanes_c = 1;
-/* F(4×4, 3×3) (in the lanes layout) for the forward and data gradient. */
+/* F(4×4, 3×3) (in the lanes layout) for the forward and data gradient,
+ * and, unless cg_winograd_f4_wgrad is 0, for the weight gradient. */
 int cg_winograd_f4 = 1;
+int cg_winograd_f4_wgrad = 1;
 /* Channels per vector in the lanes layout. */
 #define CL 8
 /* 512 KB: against 256 KB the canonical model's forward and data gradients
@@ -153,7 +157,7 @@ static bool wino_geometry(const gim_node *n, wino_geo *g) {
     int64_t hw = g->H * g->W;
     bool by_c = g->Ci % CL == 0 && g->Co % CL == 0;
     g->f = &F2;
-    if (by_c && cg_winograd_f4 && !g->wgrad && hw % CL == 0 && hw <= WINO_MAX_PIXELS) g->f = &F4;
+    if (by_c && cg_winograd_f4 && (!g->wgrad || cg_winograd_f4_wgrad) && hw % CL == 0 && hw <= WINO_MAX_PIXELS) g->f = &F4;
     int m = g->f->m;
     g->th = (g->H + m - 1) / m;
     g->tw = (g->W + m - 1) / m;

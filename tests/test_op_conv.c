@@ -145,6 +145,7 @@ extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗ�
 extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap, cg_conv_short_k;   /* narrow 2-d forwards batched */
 extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd */
 extern int cg_winograd_f4;           /* F(4x4, 3x3) where the lanes layout applies */
+extern int cg_winograd_f4_wgrad;
 extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap, cg_winograd_f4_cap;
 bool cg_winograd_applies(const gim_node *n);
 int cg_winograd_tile(const gim_node *n);
@@ -247,8 +248,9 @@ static void check_conv(const conv_case *cc, unsigned seed) {
     bufs[dx->id] = rand_f(nx, 6);
     bufs[dw->id] = rand_f(nw, 7);
     if (expect_winograd) CU_ASSERT(cg_winograd_applies(y) && cg_winograd_applies(dx) && cg_winograd_applies(dw));
-    if (expect_tile) CU_ASSERT(cg_winograd_tile(y) == expect_tile && cg_winograd_tile(dx) == expect_tile);
-    if (expect_winograd) CU_ASSERT(cg_winograd_tile(dw) == 2);   /* the weight gradient keeps F(2x2) */
+    if (expect_tile)
+        CU_ASSERT(cg_winograd_tile(y) == expect_tile && cg_winograd_tile(dx) == expect_tile &&
+                  cg_winograd_tile(dw) == expect_tile);
     gim_node *targets[3] = {y, dx, dw};
     int rc = conv_planned ? run_conv_planned(cc, x, w, y, dx, dw, bufs, b, dy) : jit_run(g, targets, 3, bufs);
     CU_ASSERT_FATAL(rc == 0);
@@ -877,6 +879,7 @@ static void bench(int only) {
             cg_conv_window = caps[ci].window > 0;
             cg_conv_window_cap = caps[ci].window;
             cg_winograd_f4 = !caps[ci].f2;
+            cg_winograd_f4_wgrad = !caps[ci].f2;
             cg_winograd_f4_cap = caps[ci].f4cap ? caps[ci].f4cap : f4_cap;
             cg_conv_dense = caps[ci].dense;
             double t0 = now_ms();
