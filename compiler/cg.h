@@ -222,6 +222,19 @@ extern const cg_scratch_fn cg_conv_scratch[GIM_OP_COUNT];   /* cg_conv.c */
 int64_t cg_scratch_floats(const gim_node *n);      /* 0 when the op needs none */
 LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
+/* ---- a convolution's sizes (cg_conv.c) ----
+ * From a conv op's attrs (out, k, stride, pad: the same slots in every conv
+ * op) and the shape of its input x (the node's own shape for a data
+ * gradient); conv1d has H = 1 and a one-row kernel. A generator's geometry
+ * holds them as an anonymous member, `union { struct { CG_CONV_DIMS; };
+ * cg_conv_dims dims; };`, so that they read as g->C, g->kh, ... */
+#define CG_CONV_DIMS int64_t O, C, H, W, kh, kw, sh, sw, ph, pw, Ho, Wo
+typedef struct cg_conv_dims { CG_CONV_DIMS; } cg_conv_dims;
+/* Fills d; false when the shapes cannot be a convolution (a size not
+ * positive, x's rank too small, the kernel larger than the padded image). */
+bool cg_conv_dims_of(const gim_node *n, cg_conv_dims *d);
+bool cg_conv_is_1d(gim_op op);
+
 /* ---- Winograd convolutions (cg_winograd.c) ----
  * 3×3, stride-1, pad-1 conv2d and both its gradients on images of at most
  * 16×16 take F(4×4, 3×3) or F(2×2, 3×3) instead of im2col (cg_conv.c asks,

@@ -70,15 +70,17 @@ int cg_conv_parallel = 1;
 /* ---- geometry -------------------------------------------------------------- */
 
 typedef struct conv_geo {
-    int64_t B, C, H, W;          /* flattened batch, input channels and extent */
-    int64_t O, kh, kw, sh, sw, ph, pw;
-    int64_t Ho, Wo;
+    union {
+        struct { CG_CONV_DIMS; };
+        cg_conv_dims dims;
+    };
+    int64_t B;                   /* flattened batch */
     int64_t K, HoWo, CHW;        /* C·kh·kw, Ho·Wo, C·H·W */
     int64_t chunk;               /* images per GEMM */
     bool direct;                 /* 1×1, stride 1, no padding, one image per GEMM: no im2col */
 } conv_geo;
 
-static bool conv_is_1d(gim_op op) {
+bool cg_conv_is_1d(gim_op op) {
     return op == GIM_OP_CONV1D || op == GIM_OP_CONV1D_BWD_DATA || op == GIM_OP_CONV1D_BWD_WEIGHT;
 }
 
@@ -102,29 +104,34 @@ static const gim_shape *conv_x_shape(const gim_node *n) {
     }
 }
 
-/* Fills g from n's attrs (out, k, stride, pad: the same slots in every conv
- * op) and shapes. Returns false if the shapes cannot be a convolution. */
-static bool conv_geometry(const gim_node *n, conv_geo *g) {
+bool cg_conv_dims_of(const gim_node *n, cg_conv_dims *d) {
     const gim_shape *xs = conv_x_shape(n);
-    bool one_d = conv_is_1d(n->op);
+    bool one_d = cg_conv_is_1d(n->op);
     int need = one_d ? 2 : 3;
     if (xs->rank < need) return false;
     int64_t k = gim_attr_i(n, 1), s = gim_attr_i(n, 2), p = gim_attr_i(n, 3);
     if (s <= 0) s = 1;
-    g->O = gim_attr_i(n, 0);
-    g->C = xs->d[xs->rank - need];
-    g->H = one_d ? 1 : xs->d[xs->rank - 2];
-    g->W = xs->d[xs->rank - 1];
-    g->kh = one_d ? 1 : k;
-    g->kw = k;
-    g->sh = one_d ? 1 : s;
-    g->sw = s;
-    g->ph = one_d ? 0 : p;
-    g->pw = p;
-    if (g->C <= 0 || g->O <= 0 || k <= 0 || p < 0) return false;
-    g->Ho = (g->H + 2 * g->ph - g->kh) / g->sh + 1;
-    g->Wo = (g->W + 2 * g->pw - g->kw) / g->sw + 1;
-    if (g->H + 2 * g->ph < g->kh || g->W + 2 * g->pw < g->kw) return false;
+    d->O = gim_attr_i(n, 0);
+    d->C = xs->d[xs->rank - need];
+    d->H = one_d ? 1 : xs->d[xs->rank - 2];
+    d->W = xs->d[xs->rank - 1];
+    d->kh = one_d ? 1 : k;
+    d->kw = k;
+    d->sh = one_d ? 1 : s;
+    d->sw = s;
+    d->ph = one_d ? 0 : p;
+    d->pw = p;
+    if (d->C <= 0 || d->O <= 0 || k <= 0 || p < 0 || d->H <= 0 || d->W <= 0) return false;
+    if (d->H + 2 * d->ph < d->kh || d->W + 2 * d->pw < d->kw) return false;
+    d->Ho = (d->H + 2 * d->ph - d->kh) / d->sh + 1;
+    d->Wo = (d->W + 2 * d->pw - d->kw) / d->sw + 1;
+    return true;
+}
+
+/* Fills g from n's sizes. Returns false if the shapes cannot be a convolution. */
+static bool conv_geometry(const gim_node *n, conv_geo *g) {
+    if (!cg_conv_dims_of(n, &g->dims)) return false;
+    const gim_shape *xs = conv_x_shape(n);
     g->K = g->C * g->kh * g->kw;
     g->HoWo = g->Ho * g->Wo;
     g->CHW = g->C * g->H * g->W;

@@ -41,16 +41,15 @@ int64_t cg_conv_dense_wgrad_items = 4;
 #define DENSE_MAX_PAIRS 256
 
 typedef struct dense_geo {
-    int64_t B, C, H, W, O, Ho, Wo;
-    int64_t kh, kw, sh, sw, ph, pw;
+    union {
+        struct { CG_CONV_DIMS; };
+        cg_conv_dims dims;
+    };
+    int64_t B;
     int64_t HW, P, K, N;          /* H·W, Ho·Wo, C·H·W, O·Ho·Wo */
     int64_t items;                /* parallel items: row blocks, or output channels (weight gradient) */
     int tap[DENSE_MAX_PAIRS];     /* tap(p, q) at p·P + q, i·kw + j */
 } dense_geo;
-
-static bool dense_1d(gim_op op) {
-    return op == GIM_OP_CONV1D || op == GIM_OP_CONV1D_BWD_DATA || op == GIM_OP_CONV1D_BWD_WEIGHT;
-}
 
 static bool dense_geometry(const gim_node *n, dense_geo *g) {
     if (!cg_conv_dense) return false;
@@ -59,29 +58,12 @@ static bool dense_geometry(const gim_node *n, dense_geo *g) {
     bool wgrad = n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT;
     if (!fwd && !data && !wgrad) return false;
     if (n->n_in < 2) return false;
-    bool one_d = dense_1d(n->op);
+    bool one_d = cg_conv_is_1d(n->op);
     const gim_shape *xs = fwd ? &n->in[0]->shape : data ? &n->shape : &n->in[1]->shape;
     const gim_shape *ws = wgrad ? &n->shape : &n->in[1]->shape;
     const gim_shape *ys = fwd ? &n->shape : &n->in[0]->shape;
-    int need = one_d ? 2 : 3;
-    if (xs->rank < need || ws->rank != (one_d ? 3 : 4)) return false;
-    int64_t k = gim_attr_i(n, 1), s = gim_attr_i(n, 2), p = gim_attr_i(n, 3);
-    if (s <= 0) s = 1;
-    g->O = gim_attr_i(n, 0);
-    g->C = xs->d[xs->rank - need];
-    g->H = one_d ? 1 : xs->d[xs->rank - 2];
-    g->W = xs->d[xs->rank - 1];
-    g->kh = one_d ? 1 : k;
-    g->kw = k;
-    g->sh = one_d ? 1 : s;
-    g->sw = s;
-    g->ph = one_d ? 0 : p;
-    g->pw = p;
-    if (g->C <= 0 || g->O <= 0 || k <= 0 || p < 0 || g->H <= 0 || g->W <= 0) return false;
-    if (ws->d[0] != g->O || ws->d[1] != g->C || ws->d[2] != k || (!one_d && ws->d[3] != k)) return false;
-    if (g->H + 2 * g->ph < g->kh || g->W + 2 * g->pw < g->kw) return false;
-    g->Ho = (g->H + 2 * g->ph - g->kh) / g->sh + 1;
-    g->Wo = (g->W + 2 * g->pw - g->kw) / g->sw + 1;
+    if (ws->rank != (one_d ? 3 : 4) || !cg_conv_dims_of(n, &g->dims)) return false;
+    if (ws->d[0] != g->O || ws->d[1] != g->C || ws->d[2] != g->kw || (!one_d && ws->d[3] != g->kh)) return false;
     /* every window covers the image: the last output's starts at or before
      * pixel 0, and the first output's reaches the last pixel */
     if ((g->Ho - 1) * g->sh > g->ph || (g->Wo - 1) * g->sw > g->pw) return false;
