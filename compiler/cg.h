@@ -224,11 +224,14 @@ LLVMValueRef cg_scratch(cg_ctx *c, const gim_node *n);
 
 /* ---- Winograd convolutions (cg_winograd.c) ----
  * 3×3, stride-1, pad-1 conv2d and both its gradients on images of at most
- * 16×16 take F(2×2, 3×3) instead of im2col (cg_conv.c asks, then delegates).
- * cg_conv_winograd = 0 turns it off (benchmarks compare). */
-extern int cg_conv_winograd, cg_winograd_lanes_c;
-extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
+ * 16×16 take F(4×4, 3×3) or F(2×2, 3×3) instead of im2col (cg_conv.c asks,
+ * then delegates). cg_conv_winograd = 0 turns it off, cg_winograd_f4 = 0
+ * keeps F(2×2) everywhere (benchmarks and tests compare). */
+extern int cg_conv_winograd, cg_winograd_lanes_c, cg_winograd_f4, cg_winograd_f4_wgrad;
+extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap, cg_winograd_f4_cap;
 bool cg_winograd_applies(const gim_node *n);
+/* m of the F(m×m, 3×3) that n takes (2 or 4), 0 when none */
+int cg_winograd_tile(const gim_node *n);
 int64_t cg_winograd_scratch_floats(const gim_node *n);
 int cg_winograd(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
 

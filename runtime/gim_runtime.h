@@ -160,6 +160,12 @@ void gim_rt_set_threads(int n);
 int gim_rt_threads(void);
 /* True inside a part of a parallel loop (on whichever thread runs it). */
 bool gim_rt_in_parallel(void);
+/* gim_rt_parallel_for(n, fn, env) whose parts are lanes of work, each on
+ * one thread as if it were a serial caller: inside a part, loops run their
+ * parts in order on that thread (the pool is busy with this loop) and
+ * gim_rt_in_parallel() is false, so gim_rt_sgemm cuts its products as it
+ * does outside any loop, and every sum is what a serial caller gets. */
+void gim_rt_parallel_lanes(int64_t n, gim_rt_part_fn fn, void *env);
 
 /* Registers every symbol above with a name -> address table for the JIT.
  * Returns the count; *names and *addrs point at static arrays. */

@@ -170,6 +170,24 @@ bool gim_rt_in_parallel(void) {
     return rt_in_part;
 }
 
+typedef struct lane_job {
+    gim_rt_part_fn fn;
+    void *env;
+} lane_job;
+
+static void lane_part(void *env, int64_t begin, int64_t end, int part) {
+    const lane_job *j = env;
+    bool outer = rt_in_part;
+    rt_in_part = false;
+    j->fn(j->env, begin, end, part);
+    rt_in_part = outer;
+}
+
+void gim_rt_parallel_lanes(int64_t n, gim_rt_part_fn fn, void *env) {
+    lane_job j = {fn, env};
+    gim_rt_parallel_for(n, lane_part, &j);
+}
+
 void gim_rt_parallel_for(int64_t n, gim_rt_part_fn fn, void *env) {
     int parts = gim_rt_parts(n);
     if (parts == 0) return;

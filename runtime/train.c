@@ -145,8 +145,7 @@ void rt_item_free(const gim_exec_model *m, rt_item *it) {
     gim_free(it);
 }
 
-static int bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding *b,
-                     char *err, size_t errlen) {
+int rt_bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding *b, char *err, size_t errlen) {
     b->x_slot = b->y_slot = -1;
     for (int i = 0; i < m->n_slots; i++) {
         const gim_slot_info *s = &m->slots[i];
@@ -518,7 +517,7 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
               char *err, size_t errlen) {
     memset(rep, 0, sizeof *rep);
     rt_binding b;
-    if (bind_data(m, d, &b, err, errlen)) return -1;
+    if (rt_bind_data(m, d, &b, err, errlen)) return -1;
     if (d->n < m->batch) {
         gim_errf(err, errlen, "the data set has %lld examples, fewer than one batch of %lld",
                  (long long)d->n, (long long)m->batch);
@@ -574,66 +573,3 @@ int gim_train(const gim_exec_model *m, const gim_train_config *cfg, gim_train_st
     return rc;
 }
 
-int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
-                         const gim_examples *d, float **feats, int64_t *feat_numel,
-                         void (*show)(void *arg, int64_t done, int64_t total), void *arg,
-                         char *err, size_t errlen) {
-    return gim_extract_features_timed(m, s, d, feats, feat_numel, show, arg, NULL, err, errlen);
-}
-
-int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s,
-                               const gim_examples *d, float **feats, int64_t *feat_numel,
-                               void (*show)(void *arg, int64_t done, int64_t total), void *arg,
-                               double *module_s, char *err, size_t errlen) {
-    rt_binding b;
-    if (bind_data(m, d, &b, err, errlen)) return -1;
-    for (int i = 0; i < m->n_modules; i++) feats[i] = NULL;
-    rt_item *it = rt_item_new(m);
-    int64_t *idx = gim_malloc(sizeof(int64_t) * (size_t)m->batch);
-    int rc = 0;
-    if (!it || !idx) {
-        gim_errf(err, errlen, "out of memory");
-        rc = -1;
-        goto done;
-    }
-    for (int i = 0; i < m->n_modules; i++) {
-        int sl = m->modules[i].feature_slot;
-        feat_numel[i] = sl >= 0 ? m->slots[sl].numel / m->batch : 0;
-        if (sl < 0) continue;
-        /* every row is written below: no zeroing (2.3 GB for Fashion-MNIST's
-         * 70,000 images through fashion_gim was a serial pass before any work) */
-        feats[i] = (uint64_t)(d->n * feat_numel[i]) <= SIZE_MAX / sizeof(float)
-                       ? gim_malloc(sizeof(float) * (size_t)(d->n * feat_numel[i]))
-                       : NULL;
-        if (!feats[i]) {
-            gim_errf(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
-                     4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
-            rc = -1;
-            goto done;
-        }
-    }
-    /* The last partial batch is padded by repeating its final example; the
-     * padding's features are dropped. */
-    for (int64_t start = 0; start < d->n; start += m->batch) {
-        int64_t count = d->n - start < m->batch ? d->n - start : m->batch;
-        for (int64_t e = 0; e < m->batch; e++) idx[e] = start + (e < count ? e : count - 1);
-        if ((rc = rt_fill_data(m, &b, d, GIM_EPOCH_NONE, idx, it, err, errlen))) goto done;
-        for (int i = 0; i < m->n_modules; i++) {
-            double t0 = module_s ? rt_now() : 0;
-            rt_module_forward(m, s, i, it);
-            if (module_s) module_s[i] += rt_now() - t0;
-        }
-        for (int i = 0; i < m->n_modules; i++) {
-            int sl = m->modules[i].feature_slot;
-            if (sl < 0) continue;
-            memcpy(feats[i] + start * feat_numel[i], it->slot[sl], (size_t)(count * feat_numel[i]) * sizeof(float));
-        }
-        if (show) show(arg, start + count, d->n);
-    }
-done:
-    if (rc)
-        for (int i = 0; i < m->n_modules; i++) { gim_free(feats[i]); feats[i] = NULL; }
-    rt_item_free(m, it);
-    gim_free(idx);
-    return rc;
-}

@@ -47,6 +47,10 @@ typedef struct rt_binding {
     int x_slot, y_slot;
 } rt_binding;
 
+/* Finds the model's input (and labels) slot and checks that the data set's
+ * examples fit it. Returns 0, or -1 with err set. */
+int rt_bind_data(const gim_exec_model *m, const gim_examples *d, rt_binding *b, char *err, size_t errlen);
+
 /* Fills the item's data slots with the examples idx[0..batch) of `epoch`
  * (GIM_EPOCH_NONE outside training): copied from a fixed array, or asked of
  * the data set's source. Returns 0, or -1 with err set (a source failed). */

@@ -114,6 +114,30 @@ static void test_bits(void) {
     }
 }
 
+/* gim's own features do not depend on how many batches run side by side
+ * (runtime/features.c: a lane per thread): one thread, two and three lanes
+ * give the same bits over 100 examples (4 batches, the last partial). */
+static void test_lanes(void) {
+    setup();
+    int keep = gim_rt_threads();
+    size_t floats = (size_t)100 * FASHION_GIM_M3_FEATURES;
+    gim_rt_set_threads(1);
+    float *one = gim_features(100);
+    for (int threads = 2; threads <= 3; threads++) {
+        gim_rt_set_threads(threads);
+        float *got = gim_features(100);
+        size_t i = 0;
+        while (i < floats && !memcmp(one + i, got + i, 4)) i++;
+        CU_ASSERT_EQUAL(i, floats);
+        if (i < floats)
+            fprintf(stderr, "\n%d threads: first difference at float %zu: %.9g against %.9g on one\n", threads, i,
+                    got[i], one[i]);
+        gim_free(got);
+    }
+    gim_rt_set_threads(keep);
+    gim_free(one);
+}
+
 static void test_empty_and_negative(void) {
     float out[GUARD];
     poison(out, GUARD);
@@ -269,6 +293,7 @@ static void test_usage(void) {
 int main(void) {
     static const gim_test tests[] = {
         {"the exported features are gim's, bit for bit, at n = 100, 32, 5, 1", test_bits},
+        {"gim's features are the same bits on one thread, two and three", test_lanes},
         {"n = 0 writes nothing, n < 0 is refused", test_empty_and_negative},
         {"the example program dumps gim's features", test_example_program},
         {"the object needs OpenBLAS, libm and libc only", test_symbols},

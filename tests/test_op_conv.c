@@ -143,9 +143,12 @@ extern int64_t cg_conv_chunk_cap;   /* floats of scratch per GEMM chunk */
 extern int cg_conv_wide_all;        /* batch every op, not only the weight gradient */
 extern int cg_conv_wgrad_t;         /* weight gradient as dWᵀ = cols · dYᵗᵀ */
 extern int64_t cg_conv_narrow_pixels, cg_conv_narrow_cap, cg_conv_short_k;   /* narrow 2-d forwards batched */
-extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd F(2x2, 3x3) */
-extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap;
+extern int cg_conv_winograd;         /* 3x3 stride-1 convs by Winograd */
+extern int cg_winograd_f4;           /* F(4x4, 3x3) where the lanes layout applies */
+extern int cg_winograd_f4_wgrad;
+extern int64_t cg_winograd_chunk_cap, cg_winograd_wgrad_cap, cg_winograd_f4_cap;
 bool cg_winograd_applies(const gim_node *n);
+int cg_winograd_tile(const gim_node *n);
 
 /* ---- convolutions ---------------------------------------------------------------- */
 
@@ -200,6 +203,7 @@ static int run_conv_planned(const conv_case *cc, const gim_node *x, const gim_no
 
 static bool conv_planned;   /* check_conv runs through run_conv_planned */
 static bool expect_winograd;   /* check_conv asserts its three ops take Winograd */
+static int expect_tile;        /* and, when not 0, that the forward and data gradient take F(m×m) */
 
 /* Forward against the reference, then both backward ops against finite
  * differences of the reference forward. */
@@ -244,6 +248,9 @@ static void check_conv(const conv_case *cc, unsigned seed) {
     bufs[dx->id] = rand_f(nx, 6);
     bufs[dw->id] = rand_f(nw, 7);
     if (expect_winograd) CU_ASSERT(cg_winograd_applies(y) && cg_winograd_applies(dx) && cg_winograd_applies(dw));
+    if (expect_tile)
+        CU_ASSERT(cg_winograd_tile(y) == expect_tile && cg_winograd_tile(dx) == expect_tile &&
+                  cg_winograd_tile(dw) == expect_tile);
     gim_node *targets[3] = {y, dx, dw};
     int rc = conv_planned ? run_conv_planned(cc, x, w, y, dx, dw, bufs, b, dy) : jit_run(g, targets, 3, bufs);
     CU_ASSERT_FATAL(rc == 0);
@@ -351,12 +358,13 @@ static void test_conv2d_window(void) {
     jit_passes = "default<O0>";
 }
 
-/* 3x3, stride 1, pad 1 with enough channels: Winograd F(2x2, 3x3) for the
- * forward and both gradients (compiler/cg_winograd.c); each case runs with it
- * and, for comparison, through im2col. Several chunks and a partial one,
- * odd sizes (half tiles), a one-row image, no bias, images of one tile (the
- * layout with vectors along channels: 2x2, 1x2, 1x1), and the planned
- * scratch. */
+/* 3x3, stride 1, pad 1 with enough channels: Winograd (compiler/cg_winograd.c)
+ * for the forward and both gradients; each case runs with F(4x4, 3x3) where
+ * it applies, with F(2x2, 3x3) only, and, for comparison, through im2col.
+ * Several chunks and a partial one, odd sizes (half tiles), a one-row image,
+ * no bias, images of one F(2x2) tile (the layout with vectors along
+ * channels: 2x2, 1x2, 1x1), F(4x4) on planes of whole vectors (4x4, 8x8,
+ * 16x16, and 2x4: one partial tile), and the planned scratch. */
 static void test_conv2d_winograd(void) {
     jit_passes = "default<O2>";
     cg_conv_dense = 0;   /* it would take the one-tile images */
@@ -370,15 +378,33 @@ static void test_conv2d_winograd(void) {
         {1, {9}, 32, 1, 1, 16, 3, 1, 1, true, false},       /* one pixel */
         {1, {300}, 16, 2, 2, 16, 3, 1, 1, true, false},     /* one tile: 128 images a chunk, 2 + 44 */
         {1, {130}, 96, 2, 2, 96, 3, 1, 1, true, false},     /* large dU: 4 weight-gradient parts of 7 chunks */
+        {1, {9}, 16, 4, 4, 24, 3, 1, 1, true, false},       /* F(4x4): one tile an image */
+        {1, {7}, 24, 2, 4, 16, 3, 1, 1, true, false},       /* F(4x4): one partial tile (2 of 4 rows) */
+        {1, {5}, 24, 8, 8, 16, 3, 1, 1, false, false},      /* F(4x4): 2x2 tiles, no bias */
+        {1, {2}, 16, 16, 16, 16, 3, 1, 1, true, false},     /* F(4x4): 4x4 tiles */
     };
-    for (int wino = 1; wino >= 0; wino--) {
-        cg_conv_winograd = wino;
-        expect_winograd = wino;
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_conv(&cases[i], 700 + 7 * (unsigned)i);
+    enum { N_CASES = sizeof cases / sizeof *cases, FIRST_F4 = 9 };
+    for (int mode = 0; mode < 3; mode++) {   /* F(4x4) where it applies; F(2x2) only; im2col */
+        cg_conv_winograd = mode < 2;
+        cg_winograd_f4 = mode == 0;
+        expect_winograd = mode < 2;
+        expect_tile = mode == 0 ? 4 : 0;
+        for (size_t i = FIRST_F4; i < N_CASES; i++) check_conv(&cases[i], 700 + 7 * (unsigned)i);
+        expect_tile = 0;
+        for (size_t i = 0; i < FIRST_F4; i++) check_conv(&cases[i], 700 + 7 * (unsigned)i);
     }
-    expect_winograd = true;
-    conv_planned = true;
     cg_conv_winograd = 1;
+    cg_winograd_f4 = 1;
+    expect_winograd = true;
+    /* F(4x4)'s chunks: 7 images a chunk, so 9 images are a chunk and a partial one */
+    int64_t f4_cap = cg_winograd_f4_cap;
+    cg_winograd_f4_cap = 7 * 36 * (16 + 24);
+    expect_tile = 4;
+    check_conv(&cases[FIRST_F4], 800);
+    cg_winograd_f4_cap = f4_cap;
+    conv_planned = true;
+    check_conv(&cases[FIRST_F4 + 2], 771);
+    expect_tile = 0;
     check_conv(&cases[0], 750);
     check_conv(&cases[1], 757);
     check_conv(&cases[4], 764);
@@ -782,22 +808,28 @@ static void bench(int only) {
         int64_t wino_cap, wgrad_cap, narrow, window;
         int dense;   /* the dense path (cg_conv_dense.c) on */
         const char *name;
+        int f2;         /* F(2x2, 3x3) only */
+        int64_t f4cap;  /* F(4x4, 3x3)'s chunks (0: the default) */
     } caps[] = {
-        {1, 0, 0, 0, 0, 0, 0, 0, 0, "per image"}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, 0, 0, "im2col"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, 0, 0, "wino 128K/256K"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, 0, 0, "wino 256K/1M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, 0, 0, "wino 512K/2M"},
-        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, 0, 0, "wino 1M/4M"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, 0, 0, "batched 32K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, 0, 0, "batched 64K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, 0, 0, "batched 128K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, 0, 0, "batched 256K"},
-        {(int64_t)1 << 15, 0, 1, 0, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window, no wino"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 16, 0, "window 256K"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window 1M"},
-        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 1, "dense"},
+        {1, 0, 0, 0, 0, 0, 0, 0, 0, "per image", 0, 0}, {(int64_t)1 << 18, 0, 1, 0, 0, 0, 0, 0, 0, "im2col", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 15, (int64_t)1 << 16, 0, 0, 0, "wino 128K/256K", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 16, (int64_t)1 << 18, 0, 0, 0, "wino 256K/1M", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 19, 0, 0, 0, "wino 512K/2M", 0, 0},
+        {(int64_t)1 << 18, 0, 1, 1, (int64_t)1 << 18, (int64_t)1 << 20, 0, 0, 0, "wino 1M/4M", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 13, 0, 0, "batched 32K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 14, 0, 0, "batched 64K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, 0, 0, "batched 128K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 16, 0, 0, "batched 256K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 0, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window, no wino", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 16, 0, "window 256K", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window 1M", 0, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "window 1M, F2", 1, 0},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 512K", 0, (int64_t)1 << 17},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 2M", 0, (int64_t)1 << 19},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 0, "F4 4M", 0, (int64_t)1 << 20},
+        {(int64_t)1 << 15, 0, 1, 1, (int64_t)1 << 17, (int64_t)1 << 18, (int64_t)1 << 15, (int64_t)1 << 18, 1, "dense", 0, 0},
     };
-    const int64_t B = 1152, k = 3, p = 1;
+    const int64_t B = 1152, k = 3, p = 1, f4_cap = cg_winograd_f4_cap;
     printf("B=%lld 3x3 pad 1; best ms (GFLOP/s) per op; lowering policies (see cg_conv.c)\n",
            (long long)B);
     double total[sizeof caps / sizeof *caps] = {0};
@@ -847,6 +879,9 @@ static void bench(int only) {
             cg_conv_narrow_cap = caps[ci].narrow;
             cg_conv_window = caps[ci].window > 0;
             cg_conv_window_cap = caps[ci].window;
+            cg_winograd_f4 = !caps[ci].f2;
+            cg_winograd_f4_wgrad = !caps[ci].f2;
+            cg_winograd_f4_cap = caps[ci].f4cap ? caps[ci].f4cap : f4_cap;
             cg_conv_dense = caps[ci].dense;
             double t0 = now_ms();
             for (int o = 0; o < 3; o++) {
@@ -891,7 +926,7 @@ int main(int argc, char **argv) {
         {"conv1d forward and gradients", test_conv1d_small},
         {"conv2d forward by output position", test_conv2d_window},
         {"conv2d lowering paths: chunked GEMM, one image, 1x1", test_conv2d_paths},
-        {"conv2d 3x3 stride 1 by Winograd F(2x2, 3x3), and by im2col", test_conv2d_winograd},
+        {"conv2d 3x3 stride 1 by Winograd F(4x4, 3x3) and F(2x2, 3x3), and by im2col", test_conv2d_winograd},
         {"conv2d and conv1d as dense layers where windows cover the image", test_conv2d_dense},
         {"conv with every op batched over images", test_conv_all_wide},
         {"conv through the module code generator (planned scratch)", test_conv_planned},
