@@ -507,22 +507,23 @@ static void test_conv2d_dense(void) {
     };
     static const conv_case wide = {1, {4}, 3, 4, 4, 5, 3, 1, 1, true, false};   /* windows miss pixels */
     CU_ASSERT(!dense_takes(&wide));
-    int64_t rows = cg_conv_dense_rows;
-    for (int pass = 0; pass < 2; pass++) {
-        cg_conv_dense_rows = pass ? 4 : rows;   /* then several items, cut unevenly */
-        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-            const conv_case *cc = &cases[i];
-            CU_ASSERT(dense_takes(cc));
-            check_conv(cc, 800 + 7 * (unsigned)i);
-            if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
-            if (pass) continue;
-            cg_conv_dense = 0;
-            CU_ASSERT(!dense_takes(cc));
-            check_conv(cc, 800 + 7 * (unsigned)i);
-            if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
-            cg_conv_dense = 1;
-        }
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const conv_case *cc = &cases[i];
+        CU_ASSERT(dense_takes(cc));
+        check_conv(cc, 800 + 7 * (unsigned)i);
+        if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
+        cg_conv_dense = 0;
+        CU_ASSERT(!dense_takes(cc));
+        check_conv(cc, 800 + 7 * (unsigned)i);
+        if (!cc->one_d && cc->lead_rank == 1) check_conv_fused(cc, 850 + 7 * (unsigned)i);
+        cg_conv_dense = 1;
     }
+    /* many row items, cut unevenly (45 rows into 11; 13 into 3) */
+    int64_t rows = cg_conv_dense_rows;
+    cg_conv_dense_rows = 4;
+    check_conv(&cases[2], 880);
+    check_conv_fused(&cases[0], 883);
+    check_conv(&cases[9], 886);
     cg_conv_dense_rows = rows;
     conv_planned = true;
     check_conv(&cases[0], 890);
