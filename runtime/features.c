@@ -120,10 +120,8 @@ static int feat_lane_init(feat_job *j, const gim_train_state *s, int t) {
     l->s.owns = false;
     if (!l->it || !l->idx || !l->module_s) return -1;
     if (t == 0) return 0;
-    int64_t work_max = 0;
-    for (int i = 0; i < m->n_modules; i++)
-        if (m->modules[i].n_work_floats > work_max) work_max = m->modules[i].n_work_floats;
-    l->arena = rt_alloc_floats(work_max > 0 ? work_max : 1);
+    int64_t work = rt_work_floats(m);
+    l->arena = rt_alloc_floats(work > 0 ? work : 1);
     l->work = gim_calloc((size_t)m->n_modules, sizeof(float *));
     if (!l->arena || !l->work) return -1;
     for (int i = 0; i < m->n_modules; i++) l->work[i] = l->arena;

@@ -67,11 +67,18 @@ float *rt_alloc_floats(int64_t n) {
     return gim_malloc_aligned((size_t)n * sizeof(float));
 }
 
+int64_t rt_work_floats(const gim_exec_model *m) {
+    int64_t most = 0;
+    for (int i = 0; i < m->n_modules; i++)
+        if (m->modules[i].n_work_floats > most) most = m->modules[i].n_work_floats;
+    return most;
+}
+
 int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t seed,
                          char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     int n = m->n_modules;
-    int64_t work_max = 0;
+    int64_t work_max = rt_work_floats(m);
     s->params = gim_calloc((size_t)n, sizeof(float *));
     s->grads = gim_calloc((size_t)n, sizeof(float *));
     s->opt = gim_calloc((size_t)n, sizeof(float *));
@@ -79,8 +86,6 @@ int gim_train_state_init(gim_train_state *s, const gim_exec_model *m, uint64_t s
     s->module_step = gim_calloc((size_t)n, sizeof(uint64_t));
     s->owns = true;
     if (!s->params || !s->grads || !s->opt || !s->work || !s->module_step) goto oom;
-    for (int i = 0; i < n; i++)
-        if (m->modules[i].n_work_floats > work_max) work_max = m->modules[i].n_work_floats;
     if (!(s->work_shared = rt_alloc_floats(work_max))) goto oom;
     for (int i = 0; i < n; i++) {
         const gim_exec_module *mod = &m->modules[i];

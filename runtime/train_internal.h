@@ -20,6 +20,9 @@
 
 double rt_now(void);
 float *rt_alloc_floats(int64_t n);
+/* The largest work arena of the model's modules, in floats: the one arena
+ * the modules share when they run one at a time. */
+int64_t rt_work_floats(const gim_exec_model *m);
 
 /* ---- interruption ------------------------------------------------------------
  * Set by the SIGINT/SIGTERM handler (on whichever thread takes the signal),
