@@ -203,7 +203,7 @@ static int run_conv_planned(const conv_case *cc, const gim_node *x, const gim_no
 
 static bool conv_planned;   /* check_conv runs through run_conv_planned */
 static bool expect_winograd;   /* check_conv asserts its three ops take Winograd */
-static int expect_tile;        /* and, when not 0, that the forward and data gradient take F(m×m) */
+static int expect_tile;        /* and, when not 0, that all three take F(m×m) */
 
 /* Forward against the reference, then both backward ops against finite
  * differences of the reference forward. */
