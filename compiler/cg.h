@@ -259,6 +259,12 @@ bool cg_conv_window_applies(const gim_node *n);
 int64_t cg_conv_window_scratch_floats(const gim_node *n);
 int cg_conv_window_forward(cg_ctx *c, const gim_node *n, LLVMValueRef scratch);
 
+/* ---- products executed (cg_products.c) ----
+ * 2 × the multiply-adds of node n's matrix and dot products as the generated
+ * code runs them (Winograd's, a dense layer's, InfoNCE's at every position);
+ * 0 for ops without products. */
+double cg_node_products(const gim_node *n);
+
 /* ---- convolutions as dense layers (cg_conv_dense.c) ----
  * A conv2d / conv1d (forward and both gradients) in which every output's
  * kernel window covers the whole image (3×3 pad 1 on 2×2 images, 1×1

@@ -127,7 +127,11 @@ int cmd_bench(int argc, char **argv) {
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
     double flops = 0;
-    for (int mi = 0; mi < m->n_modules; mi++) flops += m->modules[mi].step_flops;
+    double products = 0;   /* what the code multiplies: Winograd's fewer products, no dead gradients */
+    for (int mi = 0; mi < m->n_modules; mi++) {
+        flops += m->modules[mi].step_flops;
+        products += m->modules[mi].step_products;
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mb = (double)ru.ru_maxrss / 1024.0;
@@ -145,6 +149,8 @@ int cmd_bench(int argc, char **argv) {
             1e3 * cpu_main);
     fprintf(stderr, "  throughput     %8.1f examples/s\n", (double)m->batch / med);
     fprintf(stderr, "  arithmetic     %8.2f GFLOP/step, %.1f GFLOP/s\n", flops / 1e9, flops / med / 1e9);
+    fprintf(stderr, "  products       %8.2f GFLOP/step executed, %.1f GFLOP per CPU-second\n", products / 1e9,
+            cpu_all > 0 ? products / cpu_all / 1e9 : 0.0);
     fprintf(stderr, "  peak RSS       %8.1f MiB\n", rss_mb);
     int64_t arena = 0;
     for (int mi = 0; mi < m->n_modules; mi++) {
@@ -158,10 +164,11 @@ int cmd_bench(int argc, char **argv) {
                 4.0 * (double)arena / (1 << 20));
 
     printf("{\"impl\": \"gim\", \"mode\": \"%s\", \"model\": \"%s\", \"batch\": %" PRId64 ", \"steps\": %" PRId64
-           ", \"threads\": %d, \"ms_per_step\": %.3f, \"examples_per_s\": %.1f, \"flops_per_step\": %.0f, "
-           "\"gflops\": %.2f, \"peak_rss_mb\": %.1f, \"compile_s\": %.4f, \"activation_bytes\": [",
-           mode, m->name, m->batch, steps, threads, 1e3 * med, (double)m->batch / med, flops, flops / med / 1e9,
-           rss_mb, compile_s);
+           ", \"threads\": %d, \"ms_per_step\": %.3f, \"cpu_ms_per_step\": %.3f, \"examples_per_s\": %.1f, "
+           "\"flops_per_step\": %.0f, \"products_per_step\": %.0f, \"gflops\": %.2f, \"peak_rss_mb\": %.1f, "
+           "\"compile_s\": %.4f, \"activation_bytes\": [",
+           mode, m->name, m->batch, steps, threads, 1e3 * med, 1e3 * cpu_all, (double)m->batch / med, flops, products,
+           flops / med / 1e9, rss_mb, compile_s);
     for (int mi = 0; mi < m->n_modules; mi++)
         printf("%s%" PRId64, mi ? ", " : "", 4 * m->modules[mi].n_work_floats);
     printf("], \"work_arena_bytes\": %" PRId64 "}\n", 4 * arena);

@@ -404,6 +404,15 @@ static const gim_node *loss_in_backward(const gim_module *m, const cg_plan *p) {
     return found;
 }
 
+double cg_step_products(const gim_module *m, const cg_plan *p) {
+    const gim_node *from_bwd = loss_in_backward(m, p);
+    double total = 0;
+    for (int i = 0; i < m->nodes.len; i++)
+        if (!(m->nodes.items[i] == m->loss && from_bwd)) total += cg_node_products(m->nodes.items[i]);
+    for (int i = 0; i < m->bwd_nodes.len; i++) total += cg_node_products(m->bwd_nodes.items[i]);
+    return total;
+}
+
 static void emit_step(emitter *e) {
     cg_ctx *c = &e->c;
     const gim_module *m = c->module;

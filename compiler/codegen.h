@@ -53,6 +53,10 @@ typedef struct cg_plan {
  * reporting (a module too large, an overflowing shape). Memory in arena. */
 int cg_plan_module(gim_diag *d, const gim_graph *g, const gim_module *m, gim_arena *arena, cg_plan *p);
 
+/* FLOPs of the products module m's training step executes (cg_products.c:
+ * convolutions by the path they take, the loss from the backward pass). */
+double cg_step_products(const gim_module *m, const cg_plan *p);
+
 bool cg_is_view(gim_op op);
 /* The view root of n (n itself if not a view; a module input counts as a
  * root) and the float offset of n in it. */

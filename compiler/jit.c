@@ -285,6 +285,7 @@ static gim_exec_model *describe(gim_diag *d, const gim_graph *g, const gim_cg_op
         gim_cost cost = gim_module_cost(g, m);
         xm->fwd_flops = cost.fwd_flops;
         xm->step_flops = cost.step_flops;
+        xm->step_products = cg_step_products(m, p);
     }
     return em;
 }

@@ -82,7 +82,9 @@ typedef struct gim_exec_module {
                                     forward writes, for the linear probe; -1 if none */
     bool has_loss;
     const char *loss_kind;       /* "infonce", "cross_entropy" */
-    double fwd_flops, step_flops;   /* per call (whole batch) */
+    double fwd_flops, step_flops;   /* per call (whole batch), as the cost model counts */
+    double step_products;        /* FLOPs of the products a step executes (Winograd's
+                                    fewer multiplies, no data gradient behind a block) */
     int64_t n_act_floats;        /* of n_work_floats: the forward values the memory plan
                                     keeps alive for the backward pass */
 } gim_exec_module;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cg.h"
 #include "gim_compiler.h"
 #include "harness_model.h"
 #include "testutil.h"
@@ -71,10 +72,49 @@ static void test_e2e(void) {
     gim_exec_model_free(em);
 }
 
+/* The products a step executes (cg_products.c), by hand, per patch (36 per
+ * image, 72 at batch 2), in multiply-adds; the first conv of each module
+ * runs forward and weight gradient only (its input has no gradient):
+ *   m1: 1→32 on 8×8 (im2col)   2 × 64·9·1·32               =    36,864
+ *       32→32 on 8×8 (F(4×4))   3 × 4 tiles·36·32·32        =   442,368
+ *   m2: 32→64, stride 2 → 4×4   2 × 16·9·32·64              =   589,824
+ *       64→64 on 4×4 (F(4×4))   3 × 1 tile·36·64·64         =   442,368
+ *   m3: 64→128, stride 2 → 2×2  2 × 4·9·64·128              =   589,824
+ *       128→128 on 2×2 (dense)  3 × (4·128)·(4·128)         =   786,432
+ * InfoNCE's backward over P = 72 positions, 3 steps, width C: the
+ * predictions, dc and dW (3 × P·C·3C) and three passes over 17 candidates
+ * at each of the 2·(30 + 24 + 18) = 144 positions with a target (3 × 17·144·C).
+ * With Winograd and the dense path off, the 3×3 layers multiply directly:
+ * 3 × 64·9·32·32, 3 × 16·9·64·64 and 3 × 4·9·128·128. */
+static double nce_products(double C) { return 2.0 * (3 * 72 * C * 3 * C + 3 * 17 * 144 * C); }
+
+static void check_products(const double conv_macs[3]) {
+    gim_exec_model *em = compile_fashion(false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(em);
+    CU_ASSERT_EQUAL_FATAL(em->n_modules, 3);
+    const double C[3] = {32, 64, 128};
+    for (int m = 0; m < 3; m++) {
+        double want = 2.0 * 72 * conv_macs[m] + nce_products(C[m]);
+        CU_ASSERT_DOUBLE_EQUAL(em->modules[m].step_products, want, 0.5);
+        CU_ASSERT(em->modules[m].step_products < em->modules[m].step_flops);
+    }
+    gim_exec_model_free(em);
+}
+
+static void test_products(void) {
+    check_products((const double[3]){36864 + 442368, 589824 + 442368, 589824 + 786432});
+    int wino = cg_conv_winograd, dense = cg_conv_dense;
+    cg_conv_winograd = 0, cg_conv_dense = 0;
+    check_products((const double[3]){36864 + 3 * 64 * 9 * 32 * 32, 589824 + 3 * 16 * 9 * 64 * 64,
+                                     589824 + 3 * 4 * 9 * 128 * 128});
+    cg_conv_winograd = wino, cg_conv_dense = dense;
+}
+
 int main(void) {
     static const gim_test tests[] = {
         {"fashion_gim: every module's gradients", test_greedy},
         {"fashion_gim --e2e: the last loss reaches conv 1", test_e2e},
+        {"fashion_gim: the products a step executes, by path", test_products},
         {NULL, NULL},
     };
     return gim_run_suite("model_fashion", tests);
