@@ -2,7 +2,8 @@
 # Times models/cpc_audio.gim in gim and the same model in PyTorch (bench/cpc_torch.py)
 # side by side in one run, and prints ms/step, peak RSS, GFLOP/s and gim ÷ SGEMM:
 #   1. the hardware yardstick: OpenBLAS SGEMM (bench/sgemm.c), all cores, and on one
-#      thread (its GFLOP per CPU-second, the rate a core gives when it runs);
+#      thread (its GFLOP per CPU-second, the rate a core gives when it runs); then the three
+#      products of module 1's InfoNCE alone, the ceiling for a step that is nearly all of them;
 #   2. gim:     gimc bench models/cpc_audio.gim --steps N  (3 warm-up steps, synthetic batches)
 #   3. the image model for comparison: gimc bench models/fashion_gim.gim --steps 30
 #   4. PyTorch: bench/cpc_torch.py --bench --steps N       (1 warm-up step)
@@ -50,6 +51,11 @@ note_load "start"
 bench_sgemm
 [ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
 [ -x "$SGEMM" ] && "$SGEMM" --threads 1 2048 | tee "$OUT/sgemm1.json"
+# The products that are nearly all of cpc_audio's arithmetic, alone, on as many threads as
+# gim: module 1's InfoNCE per chunk of 1365 positions (compiler/cg_loss.c, cg_nce_chunk_floats
+# / (12 steps x 512)): the predictions c Wt, dc = dpred W and dW = dpredt c.
+[ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} 1365x6144x512:nt 1365x512x6144:nn 6144x512x1365:tn \
+    | tee "$OUT/products.json"
 
 if [ "$RUN_GIM" = 1 ]; then
     if [ -z "$GIMC" ]; then
@@ -99,7 +105,7 @@ def line(name):
         pass
     return None
 sg, gim, pt = line("sgemm.json"), line("gim.json"), line("torch.json")
-sg1, img = line("sgemm1.json"), line("image.json")
+sg1, img, prod = line("sgemm1.json"), line("image.json"), line("products.json")
 for d, err in ((gim, "gim.err"), (img, "image.err")):
     try:   # gimc bench prints its CPU time per step (all threads) on stderr only
         with open(os.path.join(run, err)) as fh:
@@ -127,11 +133,25 @@ for name, d in (("gim", gim), ("PyTorch", pt)):
           f"{r(d, pt, 'peak_rss_mb')} | {f(d, 'gflops')} | {div} |")
 print(f"\nSGEMM (2048, median) {peak} GFLOP/s; FLOPs per step: gim {gim and gim.get('flops_per_step')}, "
       f"PyTorch (nominal, same count) {pt and pt.get('flops_per_step')}")
-print("\n| per CPU-second | GFLOP per CPU-s | ÷ one-thread SGEMM's |")
-print("|---|---|---|")
+def executed(d):   # the products the step runs (gimc bench's products_per_step) per CPU-second
+    if not d or not d.get("cpu_ms_per_step") or not d.get("products_per_step"):
+        return None
+    return d["products_per_step"] / (d["cpu_ms_per_step"] / 1e3) / 1e9
+print("\n| per CPU-second | GFLOP per CPU-s | ÷ one-thread SGEMM's | products executed, GFLOP per CPU-s | ÷ one-thread SGEMM's |")
+print("|---|---|---|---|---|")
 for name, d in (("gim cpc_audio", gim), ("gim fashion_gim (image)", img), ("PyTorch cpc_audio", pt)):
-    r = per_cpu(d)
+    r, e = per_cpu(d), executed(d)
     print(f"| {name} | {'n/a' if r is None else f'{r:.1f}'} | "
-          f"{'n/a' if r is None or not core else f'{r / core:.2f}'} |")
-print(f"| SGEMM 2048, one thread | {core if core else 'n/a'} | 1.00 |")
+          f"{'n/a' if r is None or not core else f'{r / core:.2f}'} | {'n/a' if e is None else f'{e:.1f}'} | "
+          f"{'n/a' if e is None or not core else f'{e / core:.2f}'} |")
+print(f"| SGEMM 2048, one thread | {core if core else 'n/a'} | 1.00 | | |")
+if prod and prod.get("sgemm"):   # the three products' FLOPs over the CPU time they took together
+    flop = [2.0 * e["m"] * e["n"] * e["k"] for e in prod["sgemm"]]
+    alone = sum(flop) / sum(x / e["cpu_gflops_median"] for x, e in zip(flop, prod["sgemm"]))
+    print(f"| module 1's InfoNCE products alone ({prod['threads']} threads) | {alone:.1f} | "
+          f"{'n/a' if not core else f'{alone / core:.2f}'} | | |")
+    mine = executed(gim)
+    if mine:
+        print(f"\ncpc_audio's step executes its products at {mine / alone:.2f} of the rate they reach alone "
+              "on this machine.")
 EOF
