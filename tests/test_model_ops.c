@@ -75,11 +75,32 @@ static void check_model(const char *name, const char *src, float scale) {
 }
 
 static void test_seq(void) { check_model("seq", seq_src, 1.0f); }
+
+/* The products seq's step executes (cg_products.c), by hand, batch 4, in FLOPs
+ * (2 per multiply-add):
+ *   conv1d 3→4, k 3, 16 frames: forward and weight gradient (x has none)  2 × 2·4·4·16·3·3
+ *   conv1d 4→4, k 3, stride 2, 8 frames: forward, data, weight            3 × 2·4·4·8·4·3
+ *   linear 4→5 and 5→5 over 32 rows: forward, data, weight                3 × 2·32·4·5, 3 × 2·32·5·5
+ *   gru 5→6 over 32 rows: input and hidden projections, backward twice    3 × 2·32·18·(5 + 6)
+ *   InfoNCE's backward (it yields the loss): the predictions, dc and dW over
+ *   the 32 positions, 3 × 2·32·6·(2·5), and three passes over 4 candidates
+ *   at the 4·7 + 4·6 positions with a target, 3 × 2·5·4·52. */
+static void test_seq_products(void) {
+    gim_exec_model *em = gim_hm_compile("seq", seq_src, BATCH, false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(em);
+    double want = 2 * 2.0 * 4 * 4 * 16 * 3 * 3 + 3 * 2.0 * 4 * 4 * 8 * 4 * 3 + 3 * 2.0 * 32 * 4 * 5 +
+                  3 * 2.0 * 32 * 5 * 5 + 3 * 2.0 * 32 * 18 * (5 + 6) + 3 * 2.0 * 32 * 6 * 10 + 3 * 2.0 * 5 * 4 * 52;
+    CU_ASSERT_DOUBLE_EQUAL(em->modules[0].step_products, want, 0.5);
+    if (em->modules[0].step_products != want)
+        fprintf(stderr, "seq: %.0f products, by hand %.0f\n", em->modules[0].step_products, want);
+    gim_exec_model_free(em);
+}
 static void test_sup(void) { check_model("sup", sup_src, 1.0f); }
 
 int main(void) {
     static const gim_test tests[] = {
         {"conv1d, leaky_relu, transpose, linear, tanh, gru, infonce(context=)", test_seq},
+        {"seq: the products a step executes", test_seq_products},
         {"conv2d, patches, sigmoid, pools, sub/mul/add/scale/shift, reshape, mean, cross_entropy", test_sup},
         {NULL, NULL},
     };
