@@ -815,22 +815,47 @@ static int64_t spread_crop_start(const gim_audio_corpus *c, int64_t u, int64_t k
     return crops > 1 ? room * k / (crops - 1) : room / 2;
 }
 
+/* The speaker probe's examples: row r is crop r mod crops of utterance
+ * idx[r / crops], the crops spread over the utterance. */
+typedef struct audio_spread {
+    const gim_audio_corpus *c;
+    const int64_t *idx;
+    int64_t crops;
+    float **feats;          /* per module: rows × dims[module], the crops' frames averaged */
+    const int64_t *dims;
+    const gim_exec_model *m;
+} audio_spread;
+
+static int audio_spread_example(void *ctx, int64_t epoch, int64_t r, float *x, int32_t *label, char *err,
+                                size_t errlen) {
+    (void)epoch, (void)err, (void)errlen;
+    const audio_spread *a = ctx;
+    int64_t u = a->idx[r / a->crops];
+    memcpy(x, a->c->samples + a->c->utts[u].offset + spread_crop_start(a->c, u, r % a->crops, a->crops),
+           sizeof(float) * (size_t)a->c->crop);
+    if (label) *label = a->c->utts[u].speaker;
+    return 0;
+}
+
+/* A batch's per-frame features [count, frames, dims] averaged over the
+ * frames into its rows. */
+static int audio_spread_pool(void *arg, int module, int64_t start, int64_t count, const float *features, char *err,
+                             size_t errlen) {
+    (void)err, (void)errlen;
+    const audio_spread *a = arg;
+    int64_t c = a->dims[module];
+    gim_probe_pool_mean_to(features, count, gim_feature_numel(a->m, module) / c, c, a->feats[module] + start * c);
+    return 0;
+}
+
 int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const gim_audio_corpus *c,
                        const int64_t *idx, int64_t n, int64_t crops, float **feats, int64_t *dims,
                        void (*show)(void *arg, int64_t done, int64_t total), void *arg, char *err, size_t errlen) {
     int nm = m->n_modules, rc = -1;
-    float **f = gim_calloc((size_t)nm, sizeof *f);
-    int64_t *numel = gim_calloc((size_t)nm, sizeof *numel);
-    int64_t rows = 0, batch = m->batch;
-    float *x = NULL;
+    int64_t rows = 0;
     for (int i = 0; i < nm; i++) feats[i] = NULL, dims[i] = 0;
     if (crops < 1 || gim_mul_overflows(n, crops, &rows)) {
         gim_errf(err, errlen, "%lld utterances of %lld crops each: too many", (long long)n, (long long)crops);
-        goto done;
-    }
-    x = gim_malloc_aligned(sizeof(float) * (size_t)(batch * c->crop));
-    if (!f || !numel || !x) {
-        gim_errf(err, errlen, "out of memory");
         goto done;
     }
     for (int i = 0; i < nm; i++) {
@@ -842,33 +867,16 @@ int gim_audio_features(const gim_exec_model *m, const gim_train_state *s, const 
             goto done;
         }
     }
-    /* a batch at a time: the per-frame features of a whole split would not fit */
-    for (int64_t start = 0; start < rows; start += batch) {
-        int64_t count = rows - start < batch ? rows - start : batch;
-        for (int64_t r = 0; r < count; r++) {
-            int64_t u = idx[(start + r) / crops];
-            memcpy(x + r * c->crop, c->samples + c->utts[u].offset + spread_crop_start(c, u, (start + r) % crops, crops),
-                   sizeof(float) * (size_t)c->crop);
-        }
-        gim_examples ex = {.n = count, .x_rank = 2, .x_shape = {1, c->crop}, .x_numel = c->crop, .x = x,
-                           .n_classes = c->n_speakers};
-        if (gim_extract_features(m, s, &ex, f, numel, NULL, NULL, err, errlen)) goto done;
-        for (int i = 0; i < nm; i++) {
-            if (!f[i]) continue;
-            gim_probe_pool_mean(f[i], count, numel[i] / dims[i], dims[i]);
-            memcpy(feats[i] + start * dims[i], f[i], sizeof(float) * (size_t)(count * dims[i]));
-            gim_free(f[i]);
-            f[i] = NULL;
-        }
-        if (show) show(arg, start + count, rows);
-    }
+    /* batches side by side (runtime/features.c), each averaged as it comes:
+     * the per-frame features of a whole split would not fit */
+    audio_spread a = {.c = c, .idx = idx, .crops = crops, .feats = feats, .dims = dims, .m = m};
+    gim_examples ex = {.n = rows, .x_rank = 2, .x_shape = {1, c->crop}, .x_numel = c->crop,
+                       .n_classes = c->n_speakers, .source = audio_spread_example, .source_ctx = &a,
+                       .source_labels = true};
+    if (gim_extract_features_each(m, s, &ex, audio_spread_pool, &a, show, arg, NULL, err, errlen)) goto done;
     rc = 0;
 done:
-    for (int i = 0; f && i < nm; i++) gim_free(f[i]);
     if (rc)
         for (int i = 0; i < nm; i++) gim_free(feats[i]), feats[i] = NULL;
-    gim_free(f);
-    gim_free(numel);
-    gim_free(x);
     return rc;
 }

@@ -13,7 +13,12 @@
  *
  * The bits do not depend on the lanes: each batch runs the same code on the
  * same inputs, its loops' parts and its products cut as a serial caller's
- * (the cuts depend on the shapes alone). */
+ * (the cuts depend on the shapes alone).
+ *
+ * Each batch's features go to a sink, module by module, from the lane that
+ * made them: gim_extract_features keeps them all; the speaker probe
+ * (audio.c) averages each crop's frames as they come, since the frames of a
+ * whole split would not fit. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,7 +44,8 @@ typedef struct feat_job {
     const gim_exec_model *m;
     const gim_examples *d;
     rt_binding b;
-    float **feats;
+    gim_feature_sink sink;  /* takes each batch's features, module by module */
+    void *sink_arg;
     const int64_t *feat_numel;
     int64_t batches;
     int lanes;
@@ -83,8 +89,12 @@ static void feat_lane_run(void *env, int64_t begin, int64_t end, int part) {
         for (int i = 0; i < m->n_modules; i++) {
             int sl = m->modules[i].feature_slot;
             if (sl < 0) continue;
-            memcpy(j->feats[i] + start * j->feat_numel[i], l->it->slot[sl],
-                   (size_t)(count * j->feat_numel[i]) * sizeof(float));
+            if (j->sink(j->sink_arg, i, start, count, l->it->slot[sl], err, sizeof err)) {
+                pthread_mutex_lock(&j->mu);
+                if (!atomic_exchange(&j->failed, 1)) gim_errf(j->err, j->errlen, "%s", err);
+                pthread_mutex_unlock(&j->mu);
+                return;
+            }
         }
         pthread_mutex_lock(&j->mu);
         j->done += count;
@@ -136,30 +146,34 @@ int gim_extract_features(const gim_exec_model *m, const gim_train_state *s,
     return gim_extract_features_timed(m, s, d, feats, feat_numel, show, arg, NULL, err, errlen);
 }
 
+int64_t gim_feature_numel(const gim_exec_model *m, int module) {
+    int sl = m->modules[module].feature_slot;
+    return sl >= 0 ? m->slots[sl].numel / m->batch : 0;
+}
+
+/* The default sink: every example's features kept, in example order. */
+typedef struct feat_store {
+    float **feats;
+    const int64_t *feat_numel;
+} feat_store;
+
+static int feat_store_batch(void *arg, int module, int64_t start, int64_t count, const float *features, char *err,
+                            size_t errlen) {
+    (void)err, (void)errlen;
+    const feat_store *st = arg;
+    memcpy(st->feats[module] + start * st->feat_numel[module], features,
+           (size_t)(count * st->feat_numel[module]) * sizeof(float));
+    return 0;
+}
+
 int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s,
                                const gim_examples *d, float **feats, int64_t *feat_numel,
                                void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                                double *module_s, char *err, size_t errlen) {
-    feat_job *j = gim_calloc(1, sizeof *j);
-    if (!j) return gim_errf(err, errlen, "out of memory");
     for (int i = 0; i < m->n_modules; i++) feats[i] = NULL;
-    int rc = -1;
-    pthread_mutex_init(&j->mu, NULL);
-    j->m = m;
-    j->d = d;
-    j->feats = feats;
-    j->feat_numel = feat_numel;
-    j->batches = (d->n + m->batch - 1) / m->batch;
-    j->show = show;
-    j->arg = arg;
-    j->module_s = module_s;
-    j->err = err;
-    j->errlen = errlen;
-    if (rt_bind_data(m, d, &j->b, err, errlen)) goto done;
     for (int i = 0; i < m->n_modules; i++) {
-        int sl = m->modules[i].feature_slot;
-        feat_numel[i] = sl >= 0 ? m->slots[sl].numel / m->batch : 0;
-        if (sl < 0) continue;
+        feat_numel[i] = gim_feature_numel(m, i);
+        if (m->modules[i].feature_slot < 0) continue;
         /* every row is written: no zeroing (2.3 GB for Fashion-MNIST's
          * 70,000 images through fashion_gim was a serial pass before any work) */
         feats[i] = (uint64_t)(d->n * feat_numel[i]) <= SIZE_MAX / sizeof(float)
@@ -168,9 +182,42 @@ int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s
         if (!feats[i]) {
             gim_errf(err, errlen, "out of memory for module %d's features (%.2f GiB)", i + 1,
                      4.0 * (double)(d->n * feat_numel[i]) / (1 << 30));
-            goto done;
+            for (int k = 0; k <= i; k++) { gim_free(feats[k]); feats[k] = NULL; }
+            return -1;
         }
     }
+    feat_store st = {feats, feat_numel};
+    int rc = gim_extract_features_each(m, s, d, feat_store_batch, &st, show, arg, module_s, err, errlen);
+    if (rc)
+        for (int i = 0; i < m->n_modules; i++) { gim_free(feats[i]); feats[i] = NULL; }
+    return rc;
+}
+
+int gim_extract_features_each(const gim_exec_model *m, const gim_train_state *s, const gim_examples *d,
+                              gim_feature_sink sink, void *sink_arg,
+                              void (*show)(void *arg, int64_t done, int64_t total), void *arg,
+                              double *module_s, char *err, size_t errlen) {
+    feat_job *j = gim_calloc(1, sizeof *j);
+    int64_t *feat_numel = gim_calloc((size_t)m->n_modules + 1, sizeof *feat_numel);
+    if (!j || !feat_numel) {
+        gim_free(j), gim_free(feat_numel);
+        return gim_errf(err, errlen, "out of memory");
+    }
+    int rc = -1;
+    pthread_mutex_init(&j->mu, NULL);
+    for (int i = 0; i < m->n_modules; i++) feat_numel[i] = gim_feature_numel(m, i);
+    j->m = m;
+    j->d = d;
+    j->sink = sink;
+    j->sink_arg = sink_arg;
+    j->feat_numel = feat_numel;
+    j->batches = (d->n + m->batch - 1) / m->batch;
+    j->show = show;
+    j->arg = arg;
+    j->module_s = module_s;
+    j->err = err;
+    j->errlen = errlen;
+    if (rt_bind_data(m, d, &j->b, err, errlen)) goto done;
     int threads = gim_rt_threads();
     j->lanes = threads < FEAT_MAX_LANES ? threads : FEAT_MAX_LANES;
     if (j->lanes > j->batches) j->lanes = j->batches > 0 ? (int)j->batches : 1;
@@ -190,10 +237,9 @@ int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s
     else gim_rt_parallel_lanes(j->lanes, feat_lane_run, j);
     rc = atomic_load(&j->failed) ? -1 : 0;
 done:
-    if (rc)
-        for (int i = 0; i < m->n_modules; i++) { gim_free(feats[i]); feats[i] = NULL; }
     for (int t = 0; t < j->lanes; t++) feat_lane_free(j, t);
     pthread_mutex_destroy(&j->mu);
     gim_free(j);
+    gim_free(feat_numel);
     return rc;
 }

@@ -34,5 +34,7 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
 /* Averages per-example features [positions, C] over the positions, in
  * place: x becomes n * C floats. */
 void gim_probe_pool_mean(float *x, int64_t n, int64_t positions, int64_t c);
+/* The same averages (the same bits) written to out, n * C floats; out may be x. */
+void gim_probe_pool_mean_to(const float *x, int64_t n, int64_t positions, int64_t c, float *out);
 
 #endif

@@ -180,6 +180,21 @@ int gim_extract_features_timed(const gim_exec_model *m, const gim_train_state *s
                                const gim_examples *data, float **feats, int64_t *feat_numel,
                                void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                                double *module_s, char *err, size_t errlen);
+/* Module `module`'s features per example, floats (0 when it has none). */
+int64_t gim_feature_numel(const gim_exec_model *m, int module);
+/* Takes the features of examples [start, start + count) of module `module`
+ * (count × gim_feature_numel floats, valid during the call); nonzero after
+ * writing err stops the pass. Batches run side by side, so calls for
+ * different batches may overlap in time: a sink must only write what its
+ * (module, start) owns. */
+typedef int (*gim_feature_sink)(void *arg, int module, int64_t start, int64_t count, const float *features,
+                                char *err, size_t errlen);
+/* The pass of gim_extract_features_timed with each batch's features handed
+ * to sink instead of kept. */
+int gim_extract_features_each(const gim_exec_model *m, const gim_train_state *s, const gim_examples *data,
+                              gim_feature_sink sink, void *sink_arg,
+                              void (*show)(void *arg, int64_t done, int64_t total), void *arg,
+                              double *module_s, char *err, size_t errlen);
 
 /* ---- distribution over MPI (mpi_transport.c, sched_mpi.c, placement.c) ----
  *

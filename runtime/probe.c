@@ -362,14 +362,21 @@ int gim_probe_run(float *xtr, const int32_t *ytr, int64_t ntr, float *xte, const
     return 0;
 }
 
-void gim_probe_pool_mean(float *x, int64_t n, int64_t positions, int64_t c) {
+void gim_probe_pool_mean_to(const float *x, int64_t n, int64_t positions, int64_t c, float *out) {
+    /* example i's row of out ends before its positions in x begin, or is
+     * their first row, read position by position before it is written: in
+     * place (out == x) is safe */
     for (int64_t i = 0; i < n; i++) {
         const float *src = x + i * positions * c;
-        float *dst = x + i * c;
+        float *dst = out + i * c;
         for (int64_t k = 0; k < c; k++) {
             double s = 0;
             for (int64_t p = 0; p < positions; p++) s += src[p * c + k];
             dst[k] = (float)(s / (double)positions);
         }
     }
+}
+
+void gim_probe_pool_mean(float *x, int64_t n, int64_t positions, int64_t c) {
+    gim_probe_pool_mean_to(x, n, positions, c, x);
 }

@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include "gim_data.h"
+#include "gim_probe.h"
 #include "gim_records.h"
+#include "gim_train.h"
+#include "harness_model.h"
 #include "gim_util.h"
 #include "testutil.h"
 
@@ -47,8 +50,7 @@ static const char *tone_tree(void) {
 }
 
 /* Two conv modules over 256 samples. */
-static const char *tiny_model(void) {
-    static const char text[] =
+static const char tiny_text[] =
         "def frames(h) { return transpose(h, 1, 2) }\n"
         "model tiny_audio {\n"
         "    input x: [batch, 1, 256]\n"
@@ -59,8 +61,8 @@ static const char *tiny_model(void) {
         "    output h2\n"
         "}\n"
         "train {\n    batch 4\n    optimizer adam(lr=1e-3)\n}\n";
-    return gim_tmpfile("tiny_audio.gim", text, sizeof text - 1);
-}
+
+static const char *tiny_model(void) { return gim_tmpfile("tiny_audio.gim", tiny_text, sizeof tiny_text - 1); }
 
 static void test_train_and_probe(void) {
     char *out, *err, args[4096];
@@ -154,6 +156,80 @@ static void test_train_and_probe(void) {
     CU_ASSERT(strstr(page, "48 training and 3 test examples") != NULL);
     gim_free(page);
     gim_eval_results_free(&ev);
+}
+
+/* The speaker probe's feature pass (gim_audio_features: batches side by
+ * side, each crop's frames averaged as its batch comes) gives the bits of
+ * the plain way, every crop's frames kept and then averaged, and the same
+ * bits on one thread and two: 12 utterances of 4 crops (12 batches of 4), and
+ * the 3 test utterances' centred crops (one partial batch). */
+static void test_features_lanes(void) {
+    gim_audio_options o;
+    gim_audio_defaults(&o);
+    o.crop = 256;
+    gim_audio_corpus c;
+    char err[512];
+    CU_ASSERT_FATAL(gim_audio_open(tone_tree(), &o, &c, NULL, err, sizeof err) == 0);
+    gim_exec_model *em = gim_hm_compile("tiny_audio", tiny_text, 4, false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(em);
+    CU_ASSERT_EQUAL_FATAL(em->n_modules, 2);
+    gim_train_state st;
+    CU_ASSERT_FATAL(gim_train_state_init(&st, em, 7, err, sizeof err) == 0);
+    int keep = gim_rt_threads();
+    float *feats[2][2][2];   /* [split][threads - 1][module] */
+    int64_t dims[2];
+    for (int t = 1; t <= 2; t++) {
+        gim_rt_set_threads(t);
+        CU_ASSERT_FATAL(gim_audio_features(em, &st, &c, c.train, c.n_train, 4, feats[0][t - 1], dims, NULL, NULL, err,
+                                           sizeof err) == 0);
+        CU_ASSERT_FATAL(gim_audio_features(em, &st, &c, c.test, c.n_test, 1, feats[1][t - 1], dims, NULL, NULL, err,
+                                           sizeof err) == 0);
+    }
+    gim_rt_set_threads(keep);
+    CU_ASSERT_EQUAL(dims[0], 8);
+    CU_ASSERT_EQUAL(dims[1], 8);
+    const int64_t rows[2] = {c.n_train * 4, c.n_test};
+    CU_ASSERT_EQUAL(rows[0], 48);
+    CU_ASSERT_EQUAL(rows[1], 3);
+    for (int sp = 0; sp < 2; sp++)
+        for (int i = 0; i < 2; i++)
+            CU_ASSERT(memcmp(feats[sp][0][i], feats[sp][1][i], sizeof(float) * (size_t)(rows[sp] * dims[i])) == 0);
+    /* the plain way: the crops laid out (the test split's centred, by
+     * gim_audio_examples; the training split's 4 per utterance, the first at
+     * its start, the last at its end), all frames kept, then averaged */
+    gim_examples ex[2];
+    float *x[2];
+    int32_t *y;
+    CU_ASSERT_FATAL(gim_audio_examples(&c, c.test, c.n_test, -1, &ex[1], &x[1], &y, err, sizeof err) == 0);
+    x[0] = gim_malloc(sizeof(float) * (size_t)(rows[0] * c.crop));
+    CU_ASSERT_FATAL(x[0] != NULL);
+    for (int64_t r = 0; r < rows[0]; r++) {
+        const gim_audio_utt *u = &c.utts[c.train[r / 4]];
+        int64_t from = (u->length - c.crop) * (r % 4) / 3;
+        memcpy(x[0] + r * c.crop, c.samples + u->offset + from, sizeof(float) * (size_t)c.crop);
+    }
+    ex[0] = ex[1];
+    ex[0].n = rows[0], ex[0].x = x[0], ex[0].labels = NULL;
+    for (int sp = 0; sp < 2; sp++) {
+        float *all[2];
+        int64_t numel[2];
+        CU_ASSERT_FATAL(gim_extract_features(em, &st, &ex[sp], all, numel, NULL, NULL, err, sizeof err) == 0);
+        for (int i = 0; i < 2; i++) {
+            gim_probe_pool_mean(all[i], rows[sp], numel[i] / dims[i], dims[i]);
+            CU_ASSERT(memcmp(all[i], feats[sp][1][i], sizeof(float) * (size_t)(rows[sp] * dims[i])) == 0);
+            /* and the features are not all alike */
+            CU_ASSERT(memcmp(all[i], all[i] + dims[i], sizeof(float) * (size_t)dims[i]) != 0);
+            gim_free(all[i]);
+        }
+        gim_free(x[sp]);
+    }
+    gim_free(y);
+    for (int sp = 0; sp < 2; sp++)
+        for (int t = 0; t < 2; t++)
+            for (int i = 0; i < 2; i++) gim_free(feats[sp][t][i]);
+    gim_train_state_free(&st, em);
+    gim_exec_model_free(em);
+    gim_audio_close(&c);
 }
 
 static void test_errors(void) {
@@ -269,6 +345,7 @@ static void test_data_speech(void) {
 int main(void) {
     static const gim_test tests[] = {
         {"train and the speaker probe on an audio tree", test_train_and_probe},
+        {"the speaker probe's features: side by side, the plain way's bits", test_features_lanes},
         {"a wrong model or an empty tree", test_errors},
         {"gimc data speech", test_data_speech},
         {NULL, NULL},
