@@ -5,7 +5,8 @@
  * direct method, every op with weights at three times its forward. The code
  * does something else: a 3×3 convolution runs as Winograd products (36 per 16
  * outputs under F(4×4), 16 per 4 under F(2×2)) or as one dense product on a
- * tiny image, an input behind a gradient_block needs no data gradient, and
+ * tiny image, a padded forward with few outputs skips the taps outside the
+ * image, an input behind a gradient_block needs no data gradient, and
  * InfoNCE predicts at every position, targets or not. Dividing this count by
  * CPU time measures how near the products run to the hardware's rate, which
  * the cost model's effective rate cannot (it can pass SGEMM's).
@@ -14,8 +15,16 @@
  * the overhead this number is there to expose. */
 #include "cg.h"
 
-/* Convolutions: per the path cg_conv takes (dense, then Winograd, then im2col
- * or the direct 1×1 product, which multiply alike). The data gradient
+/* Kernel taps of output o (along one axis) that land inside the image. */
+static int64_t taps_inside(int64_t o, int64_t s, int64_t p, int64_t k, int64_t n) {
+    int64_t t = 0;
+    for (int64_t i = 0; i < k; i++) t += o * s - p + i >= 0 && o * s - p + i < n;
+    return t;
+}
+
+/* Convolutions: per the path cg_conv takes (dense, then Winograd, then the
+ * forward by output position over the taps inside the image, then im2col or
+ * the direct 1×1 product, which multiply alike). The data gradient
  * multiplies as the forward does, and so does the weight gradient. */
 static double conv_products(const gim_node *n) {
     cg_conv_dims d;
@@ -29,6 +38,13 @@ static double conv_products(const gim_node *n) {
     if (m > 0) {
         double tiles = (double)((d.H + m - 1) / m) * (double)((d.W + m - 1) / m);
         return 2.0 * B * tiles * (double)((m + 2) * (m + 2)) * (double)(d.C * d.O);
+    }
+    if (cg_conv_window_applies(n)) {
+        double taps = 0;
+        for (int64_t oh = 0; oh < d.Ho; oh++)
+            for (int64_t ow = 0; ow < d.Wo; ow++)
+                taps += (double)(taps_inside(oh, d.sh, d.ph, d.kh, d.H) * taps_inside(ow, d.sw, d.pw, d.kw, d.W));
+        return 2.0 * B * (double)(d.O * d.C) * taps;
     }
     return 2.0 * B * (double)(d.O * d.Ho * d.Wo) * (double)(d.C * d.kh * d.kw);
 }

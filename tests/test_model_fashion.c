@@ -77,15 +77,20 @@ static void test_e2e(void) {
  * runs forward and weight gradient only (its input has no gradient):
  *   m1: 1→32 on 8×8 (im2col)   2 × 64·9·1·32               =    36,864
  *       32→32 on 8×8 (F(4×4))   3 × 4 tiles·36·32·32        =   442,368
- *   m2: 32→64, stride 2 → 4×4   2 × 16·9·32·64              =   589,824
+ *   m2: 32→64, stride 2 → 4×4   forward by output position, 121 taps inside
+ *                                 the image (11 rows × 11 columns, summed over
+ *                                 the outputs): 121·32·64 = 247,808; weight
+ *                                 gradient (im2col) 16·9·32·64 = 294,912
  *       64→64 on 4×4 (F(4×4))   3 × 1 tile·36·64·64         =   442,368
- *   m3: 64→128, stride 2 → 2×2  2 × 4·9·64·128              =   589,824
+ *   m3: 64→128, stride 2 → 2×2  forward 25 taps (5 × 5): 25·64·128 = 204,800;
+ *                                 weight gradient 4·9·64·128 = 294,912
  *       128→128 on 2×2 (dense)  3 × (4·128)·(4·128)         =   786,432
  * InfoNCE's backward over P = 72 positions, 3 steps, width C: the
  * predictions, dc and dW (3 × P·C·3C) and three passes over 17 candidates
  * at each of the 2·(30 + 24 + 18) = 144 positions with a target (3 × 17·144·C).
- * With Winograd and the dense path off, the 3×3 layers multiply directly:
- * 3 × 64·9·32·32, 3 × 16·9·64·64 and 3 × 4·9·128·128. */
+ * With Winograd, the dense path and the forward by output position off,
+ * every layer multiplies as im2col does: 3 × 64·9·32·32, 3 × 16·9·64·64 and
+ * 3 × 4·9·128·128, and the stride-2 layers 2 × 16·9·32·64, 2 × 4·9·64·128. */
 static double nce_products(double C) { return 2.0 * (3 * 72 * C * 3 * C + 3 * 17 * 144 * C); }
 
 static void check_products(const double conv_macs[3]) {
@@ -102,12 +107,12 @@ static void check_products(const double conv_macs[3]) {
 }
 
 static void test_products(void) {
-    check_products((const double[3]){36864 + 442368, 589824 + 442368, 589824 + 786432});
-    int wino = cg_conv_winograd, dense = cg_conv_dense;
-    cg_conv_winograd = 0, cg_conv_dense = 0;
+    check_products((const double[3]){36864 + 442368, 247808 + 294912 + 442368, 204800 + 294912 + 786432});
+    int wino = cg_conv_winograd, dense = cg_conv_dense, window = cg_conv_window;
+    cg_conv_winograd = 0, cg_conv_dense = 0, cg_conv_window = 0;
     check_products((const double[3]){36864 + 3 * 64 * 9 * 32 * 32, 589824 + 3 * 16 * 9 * 64 * 64,
                                      589824 + 3 * 4 * 9 * 128 * 128});
-    cg_conv_winograd = wino, cg_conv_dense = dense;
+    cg_conv_winograd = wino, cg_conv_dense = dense, cg_conv_window = window;
 }
 
 int main(void) {
