@@ -89,6 +89,12 @@ def main():
         print(f"| {mode} | {fmt(g_ms)} | {fmt(t_ms)} | {ratio(g_ms, t_ms)} | {fmt(g_gf)} "
               f"| {ratio(g_gf, peak)} | {fmt(g_rss)} | {fmt(t_rss)} | {ratio(g_rss, t_rss)} "
               f"| {fmt(g.get('compile_s') if g else None, 2)} |")
+        if g and g.get("products_per_step") and g.get("cpu_ms_per_step"):
+            per_cpu = g["products_per_step"] / (g["cpu_ms_per_step"] * 1e-3) * 1e-9
+            core = sgemm.get("cpu_gflops_2048_median") if sgemm else None
+            notes.append(f"{mode}: gim's step executes {g['products_per_step'] / 1e9:.2f} GFLOP of products "
+                         f"(Winograd's and the other paths' own counts, docs/cli.md), {per_cpu:.1f} GFLOP per "
+                         f"CPU-second" + (f", {per_cpu / core:.2f} of SGEMM's {core:.1f} (2048², per CPU-second)" if core else ""))
         if g and g.get("activation_bytes"):
             notes.append(f"{mode}: gim planned activation memory per module (MB): " +
                          ", ".join(f"{b / 2**20:.1f}" for b in g["activation_bytes"]))
