@@ -3,7 +3,8 @@
 # side by side in one run, and prints ms/step, peak RSS, GFLOP/s and gim ÷ SGEMM:
 #   1. the hardware yardstick: OpenBLAS SGEMM (bench/sgemm.c), all cores, and on one
 #      thread (its GFLOP per CPU-second, the rate a core gives when it runs); then the three
-#      products of module 1's InfoNCE alone, the ceiling for a step that is nearly all of them;
+#      products of module 1's InfoNCE alone, the ceiling for a step that is mostly them
+#      (InfoNCE is about 85 % of its FLOPs);
 #   2. gim:     gimc bench models/cpc_audio.gim --steps N  (3 warm-up steps, synthetic batches)
 #   3. the image model for comparison: gimc bench models/fashion_gim.gim --steps 30
 #   4. PyTorch: bench/cpc_torch.py --bench --steps N       (1 warm-up step)
@@ -51,8 +52,8 @@ note_load "start"
 bench_sgemm
 [ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} | tee "$OUT/sgemm.json"
 [ -x "$SGEMM" ] && "$SGEMM" --threads 1 2048 | tee "$OUT/sgemm1.json"
-# The products that are nearly all of cpc_audio's arithmetic, alone, on as many threads as
-# gim: module 1's InfoNCE per chunk of 1365 positions (compiler/cg_loss.c, cg_nce_chunk_floats
+# The products that are most of cpc_audio's arithmetic (its InfoNCE, about 85 %), alone, on as
+# many threads as gim: module 1's InfoNCE per chunk of 1365 positions (compiler/cg_loss.c, cg_nce_chunk_floats
 # / (12 steps x 512)): the predictions c Wt, dc = dpred W and dW = dpredt c.
 [ -x "$SGEMM" ] && "$SGEMM" ${THREADS:+--threads "$THREADS"} 1365x6144x512:nt 1365x512x6144:nn 6144x512x1365:tn \
     | tee "$OUT/products.json"
