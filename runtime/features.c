@@ -46,7 +46,6 @@ typedef struct feat_job {
     rt_binding b;
     gim_feature_sink sink;  /* takes each batch's features, module by module */
     void *sink_arg;
-    const int64_t *feat_numel;
     int64_t batches;
     int lanes;
     feat_lane lane[FEAT_MAX_LANES];
@@ -198,19 +197,13 @@ int gim_extract_features_each(const gim_exec_model *m, const gim_train_state *s,
                               void (*show)(void *arg, int64_t done, int64_t total), void *arg,
                               double *module_s, char *err, size_t errlen) {
     feat_job *j = gim_calloc(1, sizeof *j);
-    int64_t *feat_numel = gim_calloc((size_t)m->n_modules + 1, sizeof *feat_numel);
-    if (!j || !feat_numel) {
-        gim_free(j), gim_free(feat_numel);
-        return gim_errf(err, errlen, "out of memory");
-    }
+    if (!j) return gim_errf(err, errlen, "out of memory");
     int rc = -1;
     pthread_mutex_init(&j->mu, NULL);
-    for (int i = 0; i < m->n_modules; i++) feat_numel[i] = gim_feature_numel(m, i);
     j->m = m;
     j->d = d;
     j->sink = sink;
     j->sink_arg = sink_arg;
-    j->feat_numel = feat_numel;
     j->batches = (d->n + m->batch - 1) / m->batch;
     j->show = show;
     j->arg = arg;
@@ -240,6 +233,5 @@ done:
     for (int t = 0; t < j->lanes; t++) feat_lane_free(j, t);
     pthread_mutex_destroy(&j->mu);
     gim_free(j);
-    gim_free(feat_numel);
     return rc;
 }
