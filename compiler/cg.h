@@ -233,6 +233,9 @@ typedef struct cg_conv_dims { CG_CONV_DIMS; } cg_conv_dims;
 /* Fills d; false when the shapes cannot be a convolution (a size not
  * positive, x's rank too small, the kernel larger than the padded image). */
 bool cg_conv_dims_of(const gim_node *n, cg_conv_dims *d);
+/* The shape of a conv op's input x: x itself for the forward and weight
+ * gradient, the node's own shape (dx) for the data gradient. */
+const gim_shape *cg_conv_x_shape(const gim_node *n);
 bool cg_conv_is_1d(gim_op op);
 
 /* ---- Winograd convolutions (cg_winograd.c) ----

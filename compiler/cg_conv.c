@@ -96,7 +96,7 @@ static bool conv_is_conv(gim_op op) {
 
 /* The tensor whose shape is the convolution's input x: x itself for the
  * forward and weight gradient, the node's own shape (dx) for the data gradient. */
-static const gim_shape *conv_x_shape(const gim_node *n) {
+const gim_shape *cg_conv_x_shape(const gim_node *n) {
     switch (n->op) {
     case GIM_OP_CONV2D: case GIM_OP_CONV1D: return &n->in[0]->shape;
     case GIM_OP_CONV2D_BWD_WEIGHT: case GIM_OP_CONV1D_BWD_WEIGHT: return &n->in[1]->shape;
@@ -105,7 +105,7 @@ static const gim_shape *conv_x_shape(const gim_node *n) {
 }
 
 bool cg_conv_dims_of(const gim_node *n, cg_conv_dims *d) {
-    const gim_shape *xs = conv_x_shape(n);
+    const gim_shape *xs = cg_conv_x_shape(n);
     bool one_d = cg_conv_is_1d(n->op);
     int need = one_d ? 2 : 3;
     if (xs->rank < need) return false;
@@ -131,7 +131,7 @@ bool cg_conv_dims_of(const gim_node *n, cg_conv_dims *d) {
 /* Fills g from n's sizes. Returns false if the shapes cannot be a convolution. */
 static bool conv_geometry(const gim_node *n, conv_geo *g) {
     if (!cg_conv_dims_of(n, &g->dims)) return false;
-    const gim_shape *xs = conv_x_shape(n);
+    const gim_shape *xs = cg_conv_x_shape(n);
     g->K = g->C * g->kh * g->kw;
     g->HoWo = g->Ho * g->Wo;
     g->CHW = g->C * g->H * g->W;

@@ -29,10 +29,7 @@ static int64_t taps_inside(int64_t o, int64_t s, int64_t p, int64_t k, int64_t n
 static double conv_products(const gim_node *n) {
     cg_conv_dims d;
     if (!cg_conv_dims_of(n, &d)) return 0;
-    const gim_shape *xs = n->op == GIM_OP_CONV2D_BWD_WEIGHT || n->op == GIM_OP_CONV1D_BWD_WEIGHT ? &n->in[1]->shape
-                          : n->op == GIM_OP_CONV2D || n->op == GIM_OP_CONV1D                     ? &n->in[0]->shape
-                                                                                                 : &n->shape;
-    double B = (double)gim_shape_numel(xs) / (double)(d.C * d.H * d.W);
+    double B = (double)gim_shape_numel(cg_conv_x_shape(n)) / (double)(d.C * d.H * d.W);
     if (cg_conv_dense_applies(n)) return 2.0 * B * (double)(d.C * d.H * d.W) * (double)(d.O * d.Ho * d.Wo);
     int m = cg_winograd_tile(n);
     if (m > 0) {
